@@ -1,0 +1,153 @@
+"""Block headers, blocks, transaction results and their hashes.
+
+A header commits to everything a light client may ask about: the transactions (``tx_root``),
+their results (``results_root``) and the state after the block (``state_root``). The producer
+signs the header; the block hash is SHA-256 of the header's canonical bytes, so a signed header
+fixes the whole block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from chain.codec import (
+    U16,
+    U64,
+    Blob,
+    Bytes32,
+    Bytes64,
+    Length,
+    Struct,
+    Text,
+)
+from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes, verify
+from chain.errors import InvalidBlock, InvalidSignature
+from chain.merkle import merkle_root
+from chain.tx import CHAIN_ID_MAX, MAX_TX_BYTES
+
+ZERO_HASH = b"\x00" * 32
+MAX_BLOCK_TXS = 100_000
+MAX_BLOCK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Header(Struct):
+    """What the producer signs for each block."""
+
+    chain_id: Text(CHAIN_ID_MAX)
+    """Chain the block belongs to."""
+    era: U64
+    """Recovery era: 0 from genesis, +1 after each operator rollback (fork)."""
+    height: U64
+    """Block height; the first block has the genesis ``initial_height``."""
+    prev_hash: Bytes32
+    """Hash of the previous block's header (the genesis hash for the first block)."""
+    time: U64
+    """Block time in milliseconds since the Unix epoch; strictly increasing."""
+    tx_root: Bytes32
+    """RFC 6962 root over the transactions' canonical bytes, in block order."""
+    results_root: Bytes32
+    """RFC 6962 root over the canonical bytes of each transaction's result, in block order."""
+    state_root: Bytes32
+    """Commitment to the full application state after this block."""
+    producer: Bytes32
+    """Public key of the producer that signed the header."""
+
+    @property
+    def hash(self) -> bytes:
+        return sha256(self.encode())
+
+    def signed_bytes(self) -> bytes:
+        return signing_bytes(TAG_HEADER, self.chain_id, self.to_obj())
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHeader(Struct):
+    """A header with its producer signature: what light clients fetch and check."""
+
+    header: Header
+    sig: Bytes64
+
+    def verify(self, producer: bytes) -> None:
+        """Raise ``InvalidSignature`` unless ``producer`` signed this header."""
+        if self.header.producer != producer:
+            raise InvalidSignature("header names a different producer")
+        verify(producer, self.sig, self.header.signed_bytes())
+
+
+TxList = Annotated[tuple[Blob(MAX_TX_BYTES), ...], Length(0, MAX_BLOCK_TXS)]
+
+
+@dataclass(frozen=True, slots=True)
+class Block(Struct):
+    """A signed header and the raw transaction bytes it commits to."""
+
+    header: Header
+    sig: Bytes64
+    txs: TxList
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    @property
+    def signed_header(self) -> SignedHeader:
+        return SignedHeader(self.header, self.sig)
+
+    def check_tx_root(self) -> None:
+        if merkle_root(self.txs) != self.header.tx_root:
+            raise InvalidBlock("tx_root does not match the block's transactions")
+
+    @classmethod
+    def decode_block(cls, data: bytes) -> Block:
+        return cls.decode(data, MAX_BLOCK_BYTES)
+
+
+def sign_header(key: PrivateKey, header: Header) -> bytes:
+    """The producer's signature over ``header``."""
+    return key.sign(header.signed_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class Attr(Struct):
+    """One key/value attribute of an event (values are text; integers in decimal)."""
+
+    key: Text(64)
+    value: Text(1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Struct):
+    """Something the state machine did, recorded in a transaction's or block's result."""
+
+    type: Text(64)
+    attrs: Annotated[tuple[Attr, ...], Length(0, 64)]
+
+    @classmethod
+    def of(cls, type_: str, **attrs: object) -> Event:
+        """Build an event; bytes become hex, everything else ``str()``."""
+        return cls(
+            type_,
+            tuple(
+                Attr(k, v.hex() if isinstance(v, bytes) else str(v))
+                for k, v in sorted(attrs.items())
+            ),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {a.key: a.value for a in self.attrs}
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult(Struct):
+    """Outcome of one included transaction. ``code`` 0 is success; see docs/PROTOCOL.md."""
+
+    code: U16
+    log: Text(1024)
+    events: Annotated[tuple[Event, ...], Length(0, 1024)]
+
+
+def results_root(results: list[TxResult]) -> bytes:
+    """``results_root`` for a block's results."""
+    return merkle_root([r.encode() for r in results])

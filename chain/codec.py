@@ -1,0 +1,336 @@
+"""Canonical msgpack: the one byte encoding every hash and signature is computed over.
+
+Why strict: two nodes must never disagree on what bytes a value has, and an attacker must not
+be able to produce two encodings of one transaction (malleability). So the decoder accepts
+exactly one encoding per value and rejects everything else with a typed ``DecodeError``:
+
+* the value space is nil, bool, int (-2**63 .. 2**64-1), bytes (msgpack bin), str (UTF-8,
+  msgpack str), arrays and maps with str keys; floats and ext types are refused;
+* every int, length and header uses msgpack's shortest form (what ``msgpack.packb`` writes);
+* map keys are sorted by their UTF-8 bytes, without duplicates;
+* no trailing bytes; input longer than the caller's limit is refused before parsing.
+
+Wire structs are frozen dataclasses deriving from :class:`Struct`. A struct encodes as a map
+from field name to value; decoding refuses unknown and missing fields and checks every field's
+type and range from its annotation (``U64``, ``Bytes32``, ``Text(64)``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+
+import msgpack
+
+from chain.errors import DecodeError
+
+DEFAULT_MAX_SIZE = 1 << 20
+
+Value = Any  # nil | bool | int | bytes | str | list[Value] | dict[str, Value]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IntRange:
+    """Inclusive bounds of an integer field."""
+
+    lo: int
+    hi: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Length:
+    """Inclusive bounds on the length of a bytes, str or sequence field."""
+
+    lo: int
+    hi: int
+
+
+U8 = Annotated[int, IntRange(0, 2**8 - 1)]
+U16 = Annotated[int, IntRange(0, 2**16 - 1)]
+U32 = Annotated[int, IntRange(0, 2**32 - 1)]
+U64 = Annotated[int, IntRange(0, 2**64 - 1)]
+I64 = Annotated[int, IntRange(-(2**63), 2**63 - 1)]
+Bytes32 = Annotated[bytes, Length(32, 32)]
+Bytes64 = Annotated[bytes, Length(64, 64)]
+
+
+def Text(max_len: int) -> Any:  # noqa: N802 - reads like a type in annotations
+    """A UTF-8 string of at most ``max_len`` characters."""
+    return Annotated[str, Length(0, max_len)]
+
+
+def Blob(max_len: int) -> Any:  # noqa: N802
+    """A byte string of at most ``max_len`` bytes."""
+    return Annotated[bytes, Length(0, max_len)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Untyped values
+
+
+def _packb(obj: Value) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def canonicalize(obj: Value) -> Value:
+    """Return ``obj`` with every map's keys in canonical (sorted) order."""
+    t = type(obj)
+    if t is dict:
+        return {k: canonicalize(obj[k]) for k in sorted(obj, key=_key_bytes)}
+    if t is list or t is tuple:
+        return [canonicalize(v) for v in obj]
+    return obj
+
+
+def _key_bytes(k: str) -> bytes:
+    return k.encode("utf-8")
+
+
+def encode(obj: Value) -> bytes:
+    """Canonical bytes of an untyped value (maps sorted; shortest forms)."""
+    _check_value(obj)
+    return _packb(canonicalize(obj))
+
+
+def _check_value(obj: Value) -> None:
+    """Refuse values outside the encodable space before packing them."""
+    t = type(obj)
+    if obj is None or t is bool or t is bytes or t is str:
+        return
+    if t is int:
+        if not -(2**63) <= obj <= 2**64 - 1:
+            raise DecodeError(f"integer {obj} outside the 64-bit range", reason="out_of_range")
+        return
+    if t is list or t is tuple:
+        for v in obj:
+            _check_value(v)
+        return
+    if t is dict:
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise DecodeError("map keys must be strings", reason="bad_type")
+            _check_value(v)
+        return
+    raise DecodeError(f"type {t.__name__} is not encodable", reason="bad_type")
+
+
+def _walk_decoded(obj: Value) -> None:
+    """Check a freshly unpacked value: allowed types, sorted unique str keys."""
+    t = type(obj)
+    if obj is None or t is bool or t is int or t is bytes or t is str:
+        return
+    if t is list:
+        for v in obj:
+            _walk_decoded(v)
+        return
+    if t is dict:
+        prev: bytes | None = None
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise DecodeError("map keys must be strings", reason="bad_type")
+            kb = k.encode("utf-8")
+            if prev is not None and kb <= prev:
+                raise DecodeError("map keys not in canonical order", reason="non_canonical")
+            prev = kb
+            _walk_decoded(v)
+        return
+    raise DecodeError(f"value of type {t.__name__} is not allowed", reason="bad_type")
+
+
+def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Value:
+    """Strictly decode canonical bytes into an untyped value."""
+    if type(data) is not bytes:
+        raise DecodeError("input must be bytes", reason="bad_type")
+    if len(data) > max_size:
+        raise DecodeError(f"input of {len(data)} bytes exceeds {max_size}", reason="oversize")
+    if not data:
+        raise DecodeError("empty input", reason="malformed")
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True, timestamp=0
+        )
+    except msgpack.ExtraData as e:
+        raise DecodeError("trailing bytes after value", reason="trailing_bytes") from e
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise DecodeError(f"malformed msgpack: {e}", reason="malformed") from e
+    _walk_decoded(obj)
+    if _packb(obj) != data:
+        raise DecodeError("encoding is not canonical", reason="non_canonical")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed structs
+
+Enc = Callable[[Any], Value]
+Dec = Callable[[Value, str], Any]
+S = TypeVar("S", bound="Struct")
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+def _compile(tp: Any) -> tuple[Enc, Dec]:
+    """Build (encoder, decoder) for one annotated field type."""
+    meta: tuple[Any, ...] = ()
+    if get_origin(tp) is Annotated:
+        base, *rest = get_args(tp)
+        meta = tuple(rest)
+        tp = base
+    rng = next((m for m in meta if isinstance(m, IntRange)), None)
+    ln = next((m for m in meta if isinstance(m, Length)), None)
+    origin = get_origin(tp)
+
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported union {tp}")
+        inner_enc, inner_dec = _compile(args[0])
+
+        def dec_opt(v: Value, name: str) -> Any:
+            return None if v is None else inner_dec(v, name)
+
+        def enc_opt(v: Any) -> Value:
+            return None if v is None else inner_enc(v)
+
+        return enc_opt, dec_opt
+
+    if tp is bool:
+
+        def dec_bool(v: Value, name: str) -> Any:
+            if type(v) is not bool:
+                raise DecodeError(f"field {name!r} must be a bool", reason="bad_type")
+            return v
+
+        return _identity, dec_bool
+
+    if tp is int:
+        lo, hi = (rng.lo, rng.hi) if rng else (-(2**63), 2**64 - 1)
+
+        def dec_int(v: Value, name: str) -> Any:
+            if type(v) is not int:
+                raise DecodeError(f"field {name!r} must be an integer", reason="bad_type")
+            if not lo <= v <= hi:
+                raise DecodeError(
+                    f"field {name!r} = {v} outside [{lo}, {hi}]", reason="out_of_range"
+                )
+            return v
+
+        return _identity, dec_int
+
+    if tp is bytes or tp is str:
+        want = tp
+        lo_l, hi_l = (ln.lo, ln.hi) if ln else (0, DEFAULT_MAX_SIZE)
+        kind = "bytes" if tp is bytes else "a string"
+
+        def dec_buf(v: Value, name: str) -> Any:
+            if type(v) is not want:
+                raise DecodeError(f"field {name!r} must be {kind}", reason="bad_type")
+            if not lo_l <= len(v) <= hi_l:
+                raise DecodeError(
+                    f"field {name!r} has length {len(v)}, allowed {lo_l}..{hi_l}",
+                    reason="out_of_range",
+                )
+            return v
+
+        return _identity, dec_buf
+
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"only tuple[X, ...] is supported, got {tp}")
+        item_enc, item_dec = _compile(args[0])
+        lo_l, hi_l = (ln.lo, ln.hi) if ln else (0, 1 << 20)
+
+        def dec_seq(v: Value, name: str) -> Any:
+            if type(v) is not list:
+                raise DecodeError(f"field {name!r} must be an array", reason="bad_type")
+            if not lo_l <= len(v) <= hi_l:
+                raise DecodeError(
+                    f"field {name!r} has {len(v)} items, allowed {lo_l}..{hi_l}",
+                    reason="out_of_range",
+                )
+            return tuple(item_dec(x, name) for x in v)
+
+        def enc_seq(v: Any) -> Value:
+            return [item_enc(x) for x in v]
+
+        return enc_seq, dec_seq
+
+    if tp is dict or origin is dict:
+        # An untyped map (already checked by the strict decoder); typed by a sibling field.
+        def dec_map(v: Value, name: str) -> Any:
+            if type(v) is not dict:
+                raise DecodeError(f"field {name!r} must be a map", reason="bad_type")
+            return v
+
+        return canonicalize, dec_map
+
+    if isinstance(tp, type) and issubclass(tp, Struct):
+        cls = tp
+
+        def dec_struct(v: Value, name: str) -> Any:
+            return cls.from_obj(v, context=name)
+
+        def enc_struct(v: Any) -> Value:
+            return v.to_obj()
+
+        return enc_struct, dec_struct
+
+    raise TypeError(f"unsupported field type {tp!r}")
+
+
+class Struct:
+    """Base of every wire type: a frozen dataclass that encodes as a canonical map.
+
+    Subclasses are declared with ``@dataclasses.dataclass(frozen=True, slots=True)``; the field
+    codecs are compiled from the annotations on first use.
+    """
+
+    __slots__ = ()
+    _codec: ClassVar[tuple[tuple[str, Enc, Dec], ...] | None] = None
+    _names: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def _fields(cls) -> tuple[tuple[str, Enc, Dec], ...]:
+        codec = cls.__dict__.get("_codec")
+        if codec is None:
+            hints = get_type_hints(cls, include_extras=True)
+            names = sorted((f.name for f in dataclasses.fields(cls)), key=_key_bytes)  # type: ignore[arg-type]
+            codec = tuple((n, *_compile(hints[n])) for n in names)
+            cls._codec = codec
+            cls._names = frozenset(names)
+        return codec
+
+    def to_obj(self) -> dict[str, Value]:
+        """The canonical untyped form: a map with keys in sorted order."""
+        return {n: enc(getattr(self, n)) for n, enc, _ in self._fields()}
+
+    def encode(self) -> bytes:
+        """Canonical bytes of this value."""
+        return _packb(self.to_obj())
+
+    @classmethod
+    def from_obj(cls: type[S], obj: Value, context: str | None = None) -> S:
+        """Check an untyped map against the declared fields and build the struct."""
+        fields = cls._fields()
+        where = context or cls.__name__
+        if type(obj) is not dict:
+            raise DecodeError(f"{where} must be a map", reason="bad_type")
+        if len(obj) != len(fields) or obj.keys() != cls._names:
+            extra = sorted(set(obj) - cls._names)
+            if extra:
+                raise DecodeError(f"{where} has unknown field(s) {extra}", reason="unknown_field")
+            missing = sorted(cls._names - set(obj))
+            raise DecodeError(f"{where} is missing field(s) {missing}", reason="missing_field")
+        kwargs = {n: dec(obj[n], n) for n, _, dec in fields}
+        return cls(**kwargs)
+
+    @classmethod
+    def decode(cls: type[S], data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> S:
+        """Strictly decode canonical bytes into this struct."""
+        return cls.from_obj(decode(data, max_size))

@@ -1,0 +1,26 @@
+"""Transaction result codes: stable numbers recorded in every block's results.
+
+They are part of the wire format (``results_root`` commits to them): never renumber one.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ResultCode(IntEnum):
+    """``TxResult.code``: 0 is success, anything else names why the transaction had no effect.
+
+    A transaction that fails still consumes its nonce: it was included, and including it again
+    must not be possible.
+    """
+
+    OK = 0
+    INVALID_PAYLOAD = 1
+    """The payload fails a stateless rule (for example a zero amount)."""
+    UNAUTHORIZED = 2
+    """The sender may not send this type (for example a deposit not from the faucet)."""
+    INSUFFICIENT_FUNDS = 3
+    """The sender's balance does not cover the amount."""
+    OVERFLOW = 4
+    """The result would exceed an integer bound (a balance above 2**64-1)."""

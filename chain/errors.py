@@ -1,0 +1,80 @@
+"""One exception root for everything the chain rejects, with data-carrying leaves.
+
+Each leaf carries a stable machine-readable ``reason`` so that RPC servers and reports can
+map it to a code without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class ChainError(Exception):
+    """Root of every rejection by chain, state or genesis code."""
+
+    reason: str = "chain_error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.reason
+
+
+class DecodeError(ChainError):
+    """Bytes that are not the canonical encoding of a well-formed value.
+
+    ``reason`` is one of: ``oversize``, ``malformed``, ``trailing_bytes``, ``non_canonical``,
+    ``bad_type``, ``unknown_field``, ``missing_field``, ``out_of_range``, ``unknown_type``.
+    """
+
+    reason = "malformed"
+
+
+class InvalidSignature(ChainError):
+    """A signature that does not verify under the claimed key and domain."""
+
+    reason = "bad_signature"
+
+
+class InvalidTransaction(ChainError):
+    """A transaction that is well-formed but not acceptable (wrong chain, bad nonce, ...)."""
+
+    reason = "invalid_transaction"
+
+
+class NonceMismatch(InvalidTransaction):
+    """The transaction's nonce is not the sender's next nonce."""
+
+    reason = "nonce_mismatch"
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"nonce mismatch: expected {expected}, got {got}")
+        self.expected = expected
+        self.got = got
+
+
+class InvalidBlock(ChainError):
+    """A block that must not be committed: bad linkage, signature, roots or contents.
+
+    ``tx_index`` names the offending transaction when one transaction is to blame.
+    """
+
+    reason = "invalid_block"
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 tx_index: int | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.tx_index = tx_index
+
+
+class InvalidGenesis(ChainError):
+    """A genesis file that fails validation; the message names the offending field."""
+
+    reason = "invalid_genesis"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"genesis field {field!r}: {problem}")
+        self.field = field
+        self.problem = problem

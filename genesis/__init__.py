@@ -1,0 +1,1 @@
+"""Genesis: the file format, its validation, the initial state, and the devnet builder."""

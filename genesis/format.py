@@ -1,0 +1,256 @@
+"""The genesis file: JSON, with field names after CometBFT's genesis.json where they match.
+
+Top level: ``chain_id``, ``genesis_time`` (RFC 3339, UTC), ``initial_height`` (decimal string
+or integer), and ``app_state`` with the application's own data: the producer, faucet,
+operator and oracle keys, initial accounts and (later) markets. Keys are lowercase hex of the
+32-byte ed25519 public key; amounts are decimal strings (or integers) in base units.
+
+Validation names the offending field by its JSON path (``app_state.accounts[3].balance``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chain.codec import encode
+from chain.crypto import sha256
+from chain.errors import InvalidGenesis
+from chain.tx import CHAIN_ID_MAX
+
+U64_MAX = 2**64 - 1
+CHAIN_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
+KNOWN_TOP = {"chain_id", "genesis_time", "initial_height", "app_state"}
+KNOWN_APP = {"producer", "faucet", "operators", "oracles", "accounts", "markets"}
+
+
+@dataclass(frozen=True)
+class NamedKey:
+    """A public key with a human name (shown in logs and the audit trail)."""
+
+    name: str
+    pub_key: bytes
+
+
+@dataclass(frozen=True)
+class GenesisAccount:
+    address: bytes
+    balance: int
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """A validated genesis document."""
+
+    chain_id: str
+    genesis_time: str
+    genesis_time_ms: int
+    initial_height: int
+    producer: NamedKey
+    faucet: NamedKey
+    operators: tuple[NamedKey, ...]
+    operator_threshold: int
+    oracles: tuple[NamedKey, ...]
+    accounts: tuple[GenesisAccount, ...]
+    markets: tuple[dict[str, Any], ...]
+
+    def to_json_obj(self) -> dict[str, Any]:
+        """The normalised JSON document (what ``genesis new`` writes)."""
+
+        def key(k: NamedKey) -> dict[str, str]:
+            return {"name": k.name, "pub_key": k.pub_key.hex()}
+
+        return {
+            "chain_id": self.chain_id,
+            "genesis_time": self.genesis_time,
+            "initial_height": str(self.initial_height),
+            "app_state": {
+                "producer": key(self.producer),
+                "faucet": key(self.faucet),
+                "operators": {
+                    "keys": [key(k) for k in self.operators],
+                    "threshold": self.operator_threshold,
+                },
+                "oracles": [key(k) for k in self.oracles],
+                "accounts": [
+                    {"address": a.address.hex(), "balance": str(a.balance)}
+                    for a in self.accounts
+                ],
+                "markets": list(self.markets),
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_obj(), indent=2) + "\n"
+
+    @property
+    def hash(self) -> bytes:
+        """SHA-256 of the canonical msgpack of the normalised document.
+
+        Whitespace and key order in the file do not change it; any value does.
+        """
+        return sha256(encode(self.to_json_obj()))
+
+
+def _need(obj: dict[str, Any], name: str, path: str) -> Any:
+    if name not in obj:
+        raise InvalidGenesis(f"{path}{name}", "is required")
+    return obj[name]
+
+
+def _int(v: Any, field: str, lo: int = 0, hi: int = U64_MAX) -> int:
+    if isinstance(v, bool):
+        raise InvalidGenesis(field, "must be an integer, not a boolean")
+    if isinstance(v, str):
+        if not re.fullmatch(r"0|[1-9][0-9]*", v):
+            raise InvalidGenesis(field, f"{v!r} is not a non-negative decimal integer")
+        v = int(v)
+    if not isinstance(v, int):
+        raise InvalidGenesis(field, "must be an integer or a decimal string")
+    if not lo <= v <= hi:
+        raise InvalidGenesis(field, f"{v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _key(v: Any, field: str) -> bytes:
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+        raise InvalidGenesis(field, "must be 64 hex characters (a 32-byte ed25519 public key)")
+    return bytes.fromhex(v)
+
+
+def _named_key(v: Any, field: str) -> NamedKey:
+    if not isinstance(v, dict):
+        raise InvalidGenesis(field, 'must be an object {"name": ..., "pub_key": ...}')
+    name = v.get("name", "")
+    if not isinstance(name, str) or len(name) > 64:
+        raise InvalidGenesis(f"{field}.name", "must be a string of at most 64 characters")
+    extra = set(v) - {"name", "pub_key"}
+    if extra:
+        raise InvalidGenesis(f"{field}.{sorted(extra)[0]}", "is not a known field")
+    return NamedKey(name, _key(v.get("pub_key"), f"{field}.pub_key"))
+
+
+def _key_list(v: Any, field: str) -> tuple[NamedKey, ...]:
+    if not isinstance(v, list):
+        raise InvalidGenesis(field, "must be a list")
+    keys = tuple(_named_key(x, f"{field}[{i}]") for i, x in enumerate(v))
+    seen: set[bytes] = set()
+    for i, k in enumerate(keys):
+        if k.pub_key in seen:
+            raise InvalidGenesis(f"{field}[{i}].pub_key", "is listed twice")
+        seen.add(k.pub_key)
+    if len(keys) > 64:
+        raise InvalidGenesis(field, "has more than 64 keys")
+    return keys
+
+
+def parse_time(v: Any, field: str = "genesis_time") -> tuple[str, int]:
+    """RFC 3339 time with a zone -> (the string, milliseconds since the epoch)."""
+    if not isinstance(v, str):
+        raise InvalidGenesis(field, "must be an RFC 3339 string such as 2026-01-01T00:00:00Z")
+    try:
+        t = datetime.fromisoformat(v)
+    except ValueError as e:
+        raise InvalidGenesis(field, f"{v!r} is not an RFC 3339 time") from e
+    if t.tzinfo is None:
+        raise InvalidGenesis(field, "must carry a time zone (use a trailing Z for UTC)")
+    if t.microsecond % 1000:
+        raise InvalidGenesis(field, "must not be more precise than milliseconds")
+    # Exact integer arithmetic: datetime.timestamp() is a float.
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    delta = t - epoch
+    ms = (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if ms <= 0:
+        raise InvalidGenesis(field, "must be after 1970-01-01")
+    return v, ms
+
+
+def parse_genesis(doc: Any) -> Genesis:
+    """Validate a parsed JSON document; raise ``InvalidGenesis`` naming the bad field."""
+    if not isinstance(doc, dict):
+        raise InvalidGenesis("(top level)", "must be a JSON object")
+    extra = set(doc) - KNOWN_TOP
+    if extra:
+        raise InvalidGenesis(sorted(extra)[0], "is not a known field")
+    chain_id = _need(doc, "chain_id", "")
+    if not isinstance(chain_id, str) or not CHAIN_ID_RE.match(chain_id) or not (
+        1 <= len(chain_id) <= CHAIN_ID_MAX
+    ):
+        raise InvalidGenesis(
+            "chain_id",
+            f"must be 1-{CHAIN_ID_MAX} characters of letters, digits, '.', '_' or '-'",
+        )
+    gtime, gms = parse_time(_need(doc, "genesis_time", ""))
+    initial_height = _int(doc.get("initial_height", "1"), "initial_height", 1, 2**62)
+    app = _need(doc, "app_state", "")
+    if not isinstance(app, dict):
+        raise InvalidGenesis("app_state", "must be an object")
+    extra = set(app) - KNOWN_APP
+    if extra:
+        raise InvalidGenesis(f"app_state.{sorted(extra)[0]}", "is not a known field")
+    producer = _named_key(_need(app, "producer", "app_state."), "app_state.producer")
+    faucet = _named_key(_need(app, "faucet", "app_state."), "app_state.faucet")
+    ops = _need(app, "operators", "app_state.")
+    if not isinstance(ops, dict):
+        raise InvalidGenesis("app_state.operators", 'must be {"keys": [...], "threshold": N}')
+    operators = _key_list(_need(ops, "keys", "app_state.operators."), "app_state.operators.keys")
+    if not operators:
+        raise InvalidGenesis("app_state.operators.keys", "must name at least one operator")
+    threshold = _int(
+        _need(ops, "threshold", "app_state.operators."), "app_state.operators.threshold",
+        1, len(operators),
+    )
+    oracles = _key_list(app.get("oracles", []), "app_state.oracles")
+    accounts_doc = app.get("accounts", [])
+    if not isinstance(accounts_doc, list):
+        raise InvalidGenesis("app_state.accounts", "must be a list")
+    accounts: list[GenesisAccount] = []
+    seen: set[bytes] = set()
+    for i, a in enumerate(accounts_doc):
+        f = f"app_state.accounts[{i}]"
+        if not isinstance(a, dict):
+            raise InvalidGenesis(f, 'must be an object {"address": ..., "balance": ...}')
+        extra = set(a) - {"address", "balance"}
+        if extra:
+            raise InvalidGenesis(f"{f}.{sorted(extra)[0]}", "is not a known field")
+        addr = _key(a.get("address"), f"{f}.address")
+        if addr in seen:
+            raise InvalidGenesis(f"{f}.address", "is listed twice")
+        seen.add(addr)
+        accounts.append(GenesisAccount(addr, _int(_need(a, "balance", f + "."), f"{f}.balance")))
+    markets = app.get("markets", [])
+    if not isinstance(markets, list):
+        raise InvalidGenesis("app_state.markets", "must be a list")
+    if markets:
+        raise InvalidGenesis("app_state.markets", "markets are not supported by this version yet")
+    return Genesis(
+        chain_id=chain_id,
+        genesis_time=gtime,
+        genesis_time_ms=gms,
+        initial_height=initial_height,
+        producer=producer,
+        faucet=faucet,
+        operators=operators,
+        operator_threshold=threshold,
+        oracles=oracles,
+        accounts=tuple(accounts),
+        markets=(),
+    )
+
+
+def load_genesis(path: str | Path) -> Genesis:
+    """Read and validate a genesis file; errors name the file and the field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InvalidGenesis("(file)", f"cannot read {p}: {e.strerror}") from e
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidGenesis("(file)", f"{p} is not valid JSON: {e}") from e
+    return parse_genesis(doc)

@@ -1,0 +1,362 @@
+"""The ``appchain`` command line.
+
+Every expected failure (bad input, missing file, node unreachable, refused transaction) ends
+with a one-line ``Error: ...`` and exit status 1, never a traceback; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from chain.errors import ChainError
+from chain.tx import Deposit, Payload, Transfer, make_tx
+from node import __version__
+from node.client import DEFAULT_NODE, NodeUnreachable, RPCCallError, RPCClient
+from node.config import ConfigError, Home, NodeConfig, RPCConfig, parse_laddr
+from node.keyfile import KeyFileError, read_key, write_key
+from node.node import NodeError
+from node.signer import DoubleSignRefused
+from node.views import b64
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXPECTED_ERRORS = (ChainError, ConfigError, KeyFileError, NodeError, RPCCallError,
+                   NodeUnreachable, DoubleSignRefused, OSError)
+
+
+def friendly(fn: F) -> F:
+    """Turn expected exceptions into ``Error: message`` and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RPCCallError as e:
+            raise click.ClickException(f"node refused: {e.message} (code {e.code})") from e
+        except EXPECTED_ERRORS as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+def _hex32(value: str, what: str) -> bytes:
+    v = value.removeprefix("0x")
+    try:
+        b = bytes.fromhex(v)
+    except ValueError:
+        b = b""
+    if len(b) != 32:
+        raise click.BadParameter(f"{what} must be 64 hex characters", param_hint=what)
+    return b
+
+
+def _now_rfc3339() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def main(log_level: str) -> None:
+    """appchain: a perpetual-futures app-chain node built for safe halt, rollback and replay."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("hypercorn").setLevel(logging.WARNING)
+
+
+@main.command()
+def version() -> None:
+    """Print the node version."""
+    click.echo(__version__)
+
+
+# -- genesis --------------------------------------------------------------------------------
+
+
+@main.group()
+def genesis() -> None:
+    """Create and check genesis files."""
+
+
+@genesis.command("new")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder to create: genesis.json and keys/*.json go there.")
+@click.option("--chain-id", default="appchain-devnet", show_default=True)
+@click.option("--accounts", default=10, show_default=True, type=click.IntRange(0, 100_000),
+              help="Funded accounts to create (keys/account-N.json).")
+@click.option("--balance", default=10**12, show_default=True, type=click.IntRange(0),
+              help="Initial balance of each account, in base units.")
+@click.option("--operators", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threshold", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Operator signatures an admin command needs.")
+@click.option("--oracles", default=1, show_default=True, type=click.IntRange(0, 64))
+@click.option("--genesis-time", default=None, help="RFC 3339 time (default: now).")
+@friendly
+def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, operators: int,
+                threshold: int, oracles: int, genesis_time: str | None) -> None:
+    """Build a devnet genesis with fresh keys for every role."""
+    from genesis.devnet import build_devnet
+    from genesis.format import parse_genesis, parse_time
+
+    if threshold > operators:
+        raise click.BadParameter("cannot exceed --operators", param_hint="--threshold")
+    if (out_dir / "genesis.json").exists():
+        raise click.ClickException(f"{out_dir / 'genesis.json'} already exists")
+    gtime, gms = parse_time(genesis_time or _now_rfc3339())
+    g, keys = build_devnet(chain_id, gtime, gms, accounts=accounts, balance=balance,
+                           operators=operators, threshold=threshold, oracles=oracles)
+    parse_genesis(g.to_json_obj())  # what we write must pass our own validation
+    keys_dir = out_dir / "keys"
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for name, key in keys.named().items():
+        write_key(keys_dir / f"{name}.json", key, name)
+    from node.fsutil import write_atomic
+
+    write_atomic(out_dir / "genesis.json", g.to_json().encode())
+    click.echo(f"wrote {out_dir / 'genesis.json'} (chain {chain_id}, hash {g.hash.hex()})")
+    click.echo(f"wrote {len(keys.named())} keys to {keys_dir}/ (mode 0600)")
+
+
+@genesis.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+@friendly
+def genesis_validate(file: Path) -> None:
+    """Check a genesis file; print its hash or the field that is wrong."""
+    from genesis.format import load_genesis
+
+    g = load_genesis(file)
+    click.echo(f"ok: chain {g.chain_id}, hash {g.hash.hex()}")
+
+
+# -- node lifecycle -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--home", required=True, type=click.Path(path_type=Path))
+@click.option("--genesis", "genesis_file", required=True, type=click.Path(path_type=Path))
+@click.option("--producer-key", type=click.Path(path_type=Path), default=None,
+              help="Key file of the genesis producer; without it the node only serves reads.")
+@click.option("--moniker", default="node", show_default=True)
+@click.option("--rpc-laddr", default=RPCConfig.laddr, show_default=True)
+@click.option("--block-interval-ms", default=None, type=click.IntRange(1))
+@friendly
+def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str,
+         rpc_laddr: str, block_interval_ms: int | None) -> None:
+    """Create a node home: config/config.toml, config/genesis.json, keys, data/."""
+    from dataclasses import replace
+
+    from genesis.format import load_genesis
+    from node.fsutil import write_atomic
+
+    h = Home(home)
+    if h.config_file.exists() or h.genesis_file.exists():
+        raise click.ClickException(f"{home} is already initialised")
+    g = load_genesis(genesis_file)
+    parse_laddr(rpc_laddr, "--rpc-laddr")
+    key = None
+    if producer_key is not None:
+        key = read_key(producer_key)
+        if key.public_key != g.producer.pub_key:
+            raise click.ClickException(
+                f"{producer_key} is not the producer named in the genesis "
+                f"({g.producer.pub_key.hex()})")
+    cfg = NodeConfig(moniker=moniker, rpc=RPCConfig(laddr=rpc_laddr))
+    if block_interval_ms is not None:
+        cfg = replace(cfg, producer=replace(cfg.producer, block_interval_ms=block_interval_ms))
+    h.data_dir.mkdir(parents=True, exist_ok=True)
+    h.write_config(cfg)
+    write_atomic(h.genesis_file, g.to_json().encode())
+    if key is not None:
+        write_key(h.producer_key_file, key, "producer")
+    click.echo(f"initialised {home} for chain {g.chain_id}"
+               + (" (producer)" if key else " (read-only)"))
+
+
+@main.command()
+@click.option("--home", required=True, type=click.Path(path_type=Path))
+@friendly
+def start(home: Path) -> None:
+    """Run the node until SIGINT/SIGTERM (the current block always finishes)."""
+    from node.run import start as run_start
+
+    run_start(Home(home))
+
+
+# -- queries --------------------------------------------------------------------------------
+
+node_option = click.option("--node", "node_url", default=DEFAULT_NODE, show_default=True,
+                           envvar="APPCHAIN_NODE", help="JSON-RPC address of a node.")
+
+
+@main.command()
+@node_option
+@friendly
+def status(node_url: str) -> None:
+    """Show the node's head, chain and mempool."""
+    with RPCClient(node_url) as c:
+        _print_json(c.call("status"))
+
+
+@main.command()
+@click.argument("address")
+@node_option
+@friendly
+def account(address: str, node_url: str) -> None:
+    """Show an account's balance and nonce."""
+    with RPCClient(node_url) as c:
+        _print_json(c.call("account", address=_hex32(address, "ADDRESS").hex()))
+
+
+@main.command("tx-info")
+@click.argument("tx_hash")
+@node_option
+@friendly
+def tx_info(tx_hash: str, node_url: str) -> None:
+    """Show a committed transaction and its result."""
+    with RPCClient(node_url) as c:
+        _print_json(c.call("tx", hash=_hex32(tx_hash, "TX_HASH").hex()))
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Create and inspect key files."""
+
+
+@keys.command("new")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--name", default="")
+@friendly
+def keys_new(out: Path, name: str) -> None:
+    """Write a fresh ed25519 key (mode 0600) and print its address."""
+    from chain.crypto import PrivateKey
+
+    key = PrivateKey.generate()
+    write_key(out, key, name or out.stem)
+    click.echo(key.public_key.hex())
+
+
+@keys.command("show")
+@click.argument("file", type=click.Path(path_type=Path))
+@friendly
+def keys_show(file: Path) -> None:
+    """Print the address (public key) of a key file."""
+    click.echo(read_key(file).public_key.hex())
+
+
+# -- transactions ---------------------------------------------------------------------------
+
+
+@main.group()
+def tx() -> None:
+    """Sign and send transactions."""
+
+
+def _send(key_file: Path, payload: Payload, node_url: str, nonce: int | None,
+          wait: bool) -> None:
+    key = read_key(key_file)
+    with RPCClient(node_url) as c:
+        st = c.call("status")
+        chain_id = st["node_info"]["network"]
+        if nonce is None:
+            nonce = int(c.call("account", address=key.public_key.hex())["next_nonce"])
+        t = make_tx(key, chain_id, nonce, payload)
+        if wait:
+            res = c.call("broadcast_tx_commit", tx=b64(t.raw))
+            _print_json(res)
+            if res["tx_result"]["code"] != 0:
+                raise click.ClickException(
+                    f"included at height {res['height']} but failed: {res['tx_result']['log']}")
+        else:
+            _print_json(c.call("broadcast_tx_sync", tx=b64(t.raw)))
+
+
+tx_options = [
+    click.option("--key", "key_file", required=True, type=click.Path(path_type=Path),
+                 help="Key file of the sender."),
+    click.option("--nonce", type=click.IntRange(0), default=None,
+                 help="Override the nonce (default: ask the node)."),
+    click.option("--wait/--no-wait", default=True, show_default=True,
+                 help="Wait for the block (broadcast_tx_commit) or only the mempool."),
+    node_option,
+]
+
+
+def with_tx_options(fn: F) -> F:
+    for opt in reversed(tx_options):
+        fn = opt(fn)
+    return fn
+
+
+@tx.command("transfer")
+@click.option("--to", "to", required=True, help="Recipient address (64 hex).")
+@click.option("--amount", required=True, type=click.IntRange(1, 2**64 - 1))
+@with_tx_options
+@friendly
+def tx_transfer(to: str, amount: int, key_file: Path, nonce: int | None, wait: bool,
+                node_url: str) -> None:
+    """Transfer settlement units to another account."""
+    _send(key_file, Transfer(_hex32(to, "--to"), amount), node_url, nonce, wait)
+
+
+@tx.command("deposit")
+@click.option("--to", "to", required=True, help="Credited address (64 hex).")
+@click.option("--amount", required=True, type=click.IntRange(1, 2**64 - 1))
+@with_tx_options
+@friendly
+def tx_deposit(to: str, amount: int, key_file: Path, nonce: int | None, wait: bool,
+               node_url: str) -> None:
+    """Deposit new units (the key must be the genesis faucet)."""
+    _send(key_file, Deposit(_hex32(to, "--to"), amount), node_url, nonce, wait)
+
+
+# -- devnet ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--home", "root", default=".devnet", show_default=True,
+              type=click.Path(path_type=Path), help="Folder for the devnet's files.")
+@click.option("--tps", default=200, show_default=True, type=click.IntRange(0),
+              help="Load generator rate (transactions per second; 0 for none).")
+@click.option("--blocks", default=None, type=click.IntRange(1),
+              help="Stop cleanly once the chain reaches this height.")
+@click.option("--accounts", default=20, show_default=True, type=click.IntRange(2, 10_000))
+@click.option("--block-interval-ms", default=500, show_default=True, type=click.IntRange(1))
+@click.option("--port", default=26657, show_default=True, type=click.IntRange(0, 65535),
+              help="RPC port on 127.0.0.1 (0 picks a free one).")
+@click.option("--reset", is_flag=True, help="Delete an existing devnet folder first.")
+@friendly
+def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interval_ms: int,
+           port: int, reset: bool) -> None:
+    """Create (or reuse) a local devnet, run the producer and drive load at --tps."""
+    from node.devnet import DevnetOptions, run_devnet
+
+    if reset and root.exists():
+        shutil.rmtree(root)
+    code = run_devnet(DevnetOptions(root=root, tps=tps, blocks=blocks, accounts=accounts,
+                                    block_interval_ms=block_interval_ms, port=port))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main(prog_name="appchain")

@@ -1,0 +1,186 @@
+"""Node home layout and ``config/config.toml``, after CometBFT's.
+
+::
+
+    HOME/
+      config/config.toml                node settings (below)
+      config/genesis.json               the chain's genesis
+      config/priv_validator_key.json    producer key (0600); absent on a read-only node
+      data/store/                       LevelDB: blocks, state, undo records, metadata
+      data/priv_validator_state.json    last-signed record (never sign two blocks at a height)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from node.fsutil import write_atomic
+
+
+class ConfigError(Exception):
+    """A config file that is missing or names a bad value; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class RPCConfig:
+    laddr: str = "tcp://127.0.0.1:26657"
+    """Where the JSON-RPC server listens (``tcp://HOST:PORT``)."""
+    max_body_bytes: int = 1_000_000
+    """Requests with a larger body are refused with a JSON-RPC error."""
+    timeout_broadcast_tx_commit_ms: int = 10_000
+    """How long ``broadcast_tx_commit`` waits for inclusion."""
+
+
+@dataclass(frozen=True)
+class ProducerConfig:
+    block_interval_ms: int = 1000
+    """Target time between blocks."""
+    max_txs_per_block: int = 10_000
+    """Upper bound on transactions per block."""
+    empty_blocks: bool = True
+    """Produce blocks even when the mempool is empty (keeps the clock moving)."""
+
+
+@dataclass(frozen=True)
+class MempoolConfig:
+    size: int = 100_000
+    """Maximum number of pending transactions."""
+    max_tx_bytes: int = 65_536
+    """Largest accepted transaction."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    sync: bool = True
+    """fsync every block commit; turning it off risks losing the newest blocks on power loss."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    moniker: str = "node"
+    rpc: RPCConfig = field(default_factory=RPCConfig)
+    producer: ProducerConfig = field(default_factory=ProducerConfig)
+    mempool: MempoolConfig = field(default_factory=MempoolConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def to_toml(self) -> str:
+        doc: dict[str, Any] = {"moniker": self.moniker}
+        for f in fields(self):
+            if f.name == "moniker":
+                continue
+            section = getattr(self, f.name)
+            doc[f.name] = {g.name: getattr(section, g.name) for g in fields(section)}
+        return tomli_w.dumps(doc)
+
+
+_SECTIONS: dict[str, type] = {
+    "rpc": RPCConfig,
+    "producer": ProducerConfig,
+    "mempool": MempoolConfig,
+    "storage": StorageConfig,
+}
+_POSITIVE = {
+    "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
+    "max_txs_per_block", "size", "max_tx_bytes",
+}
+
+
+def parse_config(doc: dict[str, Any]) -> NodeConfig:
+    """Validate a parsed TOML document; unknown settings are errors (typos must not pass)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "moniker":
+            if not isinstance(value, str):
+                raise ConfigError("moniker must be a string")
+            kwargs["moniker"] = value
+            continue
+        cls = _SECTIONS.get(key)
+        if cls is None:
+            raise ConfigError(f"unknown setting {key!r}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table")
+        known = {f.name: f for f in fields(cls)}
+        section: dict[str, Any] = {}
+        for name, v in value.items():
+            f = known.get(name)
+            if f is None:
+                raise ConfigError(f"unknown setting {key}.{name}")
+            want = type(getattr(cls(), name))
+            if type(v) is not want:
+                raise ConfigError(f"{key}.{name} must be a {want.__name__}, got {v!r}")
+            if name in _POSITIVE and v <= 0:
+                raise ConfigError(f"{key}.{name} must be positive, got {v}")
+            section[name] = v
+        kwargs[key] = cls(**section)
+    cfg = NodeConfig(**kwargs)
+    parse_laddr(cfg.rpc.laddr, "rpc.laddr")
+    return cfg
+
+
+def parse_laddr(laddr: str, setting: str = "laddr") -> tuple[str, int]:
+    """``tcp://HOST:PORT`` -> (host, port)."""
+    rest = laddr.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting} must look like tcp://127.0.0.1:26657, got {laddr!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths inside a node home directory."""
+
+    root: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def genesis_file(self) -> Path:
+        return self.config_dir / "genesis.json"
+
+    @property
+    def producer_key_file(self) -> Path:
+        return self.config_dir / "priv_validator_key.json"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def signer_state_file(self) -> Path:
+        return self.data_dir / "priv_validator_state.json"
+
+    def load_config(self) -> NodeConfig:
+        try:
+            text = self.config_file.read_text()
+        except FileNotFoundError as e:
+            raise ConfigError(
+                f"{self.config_file} does not exist; run `appchain init --home {self.root}`"
+            ) from e
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{self.config_file}: {e}") from e
+        try:
+            return parse_config(doc)
+        except ConfigError as e:
+            raise ConfigError(f"{self.config_file}: {e}") from e
+
+    def write_config(self, cfg: NodeConfig) -> None:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config_file, cfg.to_toml().encode())

@@ -1,0 +1,112 @@
+"""A load generator: signed transfers between funded accounts at a target rate, over RPC.
+
+Transactions go out as JSON-RPC batches of ``broadcast_tx_sync`` from a single task, so each
+sender's nonces reach the node in order. A refusal for a nonce reason makes the generator ask
+the node for that sender's next nonce before using it again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import trio
+
+from chain.crypto import PrivateKey
+from chain.tx import Transfer, make_tx
+from node.client import AsyncRPCClient, RPCCallError
+from node.views import b64
+
+BATCH = 100
+TICK_S = 0.1
+
+
+@dataclass
+class LoadStats:
+    sent: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+class TransferLoad:
+    """Drives ``tps`` transfers per second among ``keys`` until cancelled."""
+
+    def __init__(self, client: AsyncRPCClient, chain_id: str, keys: list[PrivateKey],
+                 tps: int, seed: int = 1) -> None:
+        if len(keys) < 2:
+            raise ValueError("the load generator needs at least two funded accounts")
+        self.client = client
+        self.chain_id = chain_id
+        self.keys = keys
+        self.tps = tps
+        self.stats = LoadStats()
+        self._rng = random.Random(seed)
+        self._nonce: dict[bytes, int] = {}
+        self._stale: set[bytes] = set()
+        self._next = 0
+
+    async def _sync_nonce(self, key: PrivateKey) -> None:
+        acct = await self.client.call("account", address=key.public_key.hex())
+        self._nonce[key.public_key] = int(acct["next_nonce"])
+
+    async def sync_all(self) -> None:
+        for k in self.keys:
+            await self._sync_nonce(k)
+
+    def _make_batch(self, n: int) -> list[tuple[bytes, str]]:
+        out: list[tuple[bytes, str]] = []
+        for _ in range(n):
+            k = self.keys[self._next % len(self.keys)]
+            self._next += 1
+            if k.public_key in self._stale:
+                continue
+            to = self.keys[self._rng.randrange(len(self.keys))].public_key
+            if to == k.public_key:
+                to = self.keys[(self._next) % len(self.keys)].public_key
+            nonce = self._nonce[k.public_key]
+            t = make_tx(k, self.chain_id, nonce, Transfer(to, self._rng.randint(1, 1000)))
+            self._nonce[k.public_key] = nonce + 1
+            out.append((k.public_key, b64(t.raw)))
+        return out
+
+    async def send(self, n: int) -> None:
+        """Sign and send ``n`` transfers now (in batches)."""
+        while n > 0:
+            batch = self._make_batch(min(n, BATCH))
+            n -= BATCH
+            if not batch:
+                continue
+            answers = await self.client.call_batch(
+                [("broadcast_tx_sync", {"tx": raw}) for _, raw in batch])
+            self.stats.sent += len(batch)
+            for (sender, _), ans in zip(batch, answers, strict=True):
+                if isinstance(ans, RPCCallError):
+                    reason = (ans.data or {}).get("reason", str(ans.code)) \
+                        if isinstance(ans.data, dict) else str(ans.code)
+                    self.stats.rejected[reason] += 1
+                    self._stale.add(sender)
+                else:
+                    self.stats.accepted += 1
+        for k in self.keys:
+            if k.public_key in self._stale:
+                await self._sync_nonce(k)
+                self._stale.discard(k.public_key)
+
+    async def run(self) -> None:
+        """Send at ``tps`` until cancelled; never builds a backlog above one second."""
+        await self.sync_all()
+        if self.tps <= 0:
+            await trio.sleep_forever()
+        start = trio.current_time()
+        budget_sent = 0
+        while True:
+            now = trio.current_time()
+            due = int((now - start) * self.tps) - budget_sent
+            if due > self.tps:  # falling behind: drop the excess instead of bursting
+                budget_sent += due - self.tps
+                due = self.tps
+            if due > 0:
+                await self.send(due)
+                budget_sent += due
+            await trio.sleep(TICK_S)

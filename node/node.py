@@ -1,0 +1,245 @@
+"""A running node: store, mempool, producer loop and the state RPC reads from.
+
+One trio thread owns the mempool and the head; block execution and the LevelDB commit run in
+a worker thread (plyvel releases the GIL and reads are thread-safe) so RPC keeps answering
+during a commit. A cancelled producer waits for an in-flight commit to finish (trio's
+``to_thread.run_sync`` does not abandon the thread), so shutdown never leaves half a block;
+the commit itself is a single LevelDB batch, so even SIGKILL cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import trio
+
+from chain.block import Block, Header, TxResult
+from chain.errors import ChainError, InvalidBlock
+from chain.tx import Transaction
+from genesis.format import Genesis
+from genesis.state import init_store
+from node.config import Home, NodeConfig
+from node.mempool import Mempool, MempoolReject
+from node.metrics import NodeMetrics
+from node.signer import Signer
+from state.accounts import Account
+from state.schema import account_key
+from state.params import ChainParams, load_params
+from state.store import Head, Store, StoreError
+from state.transition import apply_body, commit, import_block
+
+log = logging.getLogger("appchain.node")
+
+
+class NodeError(Exception):
+    """The node cannot start or continue; the message says what the operator should do."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What ``broadcast_tx_commit`` waiters learn about their transaction."""
+
+    height: int
+    index: int
+    result: TxResult
+
+
+def wall_ms() -> int:
+    """Wall clock in milliseconds: used only to stamp new blocks, never inside the state."""
+    return time.time_ns() // 1_000_000
+
+
+class Node:
+    """Everything a node process holds; RPC handlers and the producer loop share it."""
+
+    def __init__(self, home: Home, cfg: NodeConfig, genesis: Genesis,
+                 signer: Signer | None) -> None:
+        self.home = home
+        self.cfg = cfg
+        self.genesis = genesis
+        self.signer = signer
+        home.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(home.store_dir, sync=cfg.storage.sync)
+        try:
+            self._open_chain()
+        except BaseException:
+            self.store.close()
+            raise
+        self.params: ChainParams = load_params(self.store.overlay())
+        self.mempool = Mempool(
+            self.params, self.committed_nonce,
+            max_size=cfg.mempool.size, max_tx_bytes=cfg.mempool.max_tx_bytes,
+        )
+        self.metrics = NodeMetrics()
+        self._waiters: dict[bytes, tuple[trio.Event, list[Committed]]] = {}
+        self.new_block = trio.Event()
+        self.started_at_ms = wall_ms()
+        self.metrics.height.set(self.head.height)
+
+    # -- startup ---------------------------------------------------------------------------
+
+    def _open_chain(self) -> None:
+        head = self.store.head()
+        if head is None:
+            head = init_store(self.store, self.genesis)
+            log.info("initialised store from genesis %s", self.genesis.hash.hex())
+        elif self.store.genesis_hash() != self.genesis.hash:
+            raise NodeError(
+                f"the store at {self.home.store_dir} was created from another genesis "
+                f"({(self.store.genesis_hash() or b'').hex()}); config/genesis.json has "
+                f"{self.genesis.hash.hex()}"
+            )
+        if self.signer is not None:
+            if self.signer.public_key != self.genesis.producer.pub_key:
+                raise NodeError(
+                    "config/priv_validator_key.json is not the genesis producer key "
+                    f"({self.genesis.producer.pub_key.hex()})"
+                )
+            pending = self.signer.pending_block(head.era, head.height)
+            if pending is not None:
+                # Signed before a crash but not committed: the only block allowed here.
+                try:
+                    head = import_block(self.store, pending)
+                except ChainError as e:
+                    raise NodeError(
+                        f"the last-signed block at height {head.height + 1} does not apply "
+                        f"on the stored head: {e}") from e
+                log.info("re-committed signed block %d from the last-signed record",
+                         head.height)
+            if self.signer.era == head.era and self.signer.height > head.height:
+                raise NodeError(
+                    f"the producer already signed height {self.signer.height} in era "
+                    f"{head.era} but the store ends at {head.height}: the data directory "
+                    "was restored from an older copy or lost blocks. Restore the newer "
+                    "store; producing here could sign two different blocks at one height."
+                )
+        self.head: Head = head
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def committed_nonce(self, sender: bytes) -> int:
+        raw = self.store.state_get(account_key(sender))
+        return 0 if raw is None else Account.decode(raw).nonce
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def submit(self, raw: bytes) -> Transaction:
+        """Check a transaction into the mempool (raises ``MempoolReject``)."""
+        try:
+            tx = self.mempool.check(raw)
+        except MempoolReject as e:
+            self.metrics.tx_rejected.labels(e.code.name.lower()).inc()
+            raise
+        self.metrics.mempool_size.set(len(self.mempool))
+        return tx
+
+    async def submit_and_wait(self, raw: bytes, timeout_s: float) -> tuple[Transaction,
+                                                                             Committed | None]:
+        """Submit, then wait (bounded) until the transaction is in a committed block."""
+        tx = self.submit(raw)
+        event, box = self._waiters.setdefault(tx.hash, (trio.Event(), []))
+        with trio.move_on_after(timeout_s):  # the caller asked for a bounded wait
+            await event.wait()
+        if not box:
+            self._waiters.pop(tx.hash, None)
+            return tx, None
+        return tx, box[0]
+
+    # -- production ------------------------------------------------------------------------
+
+    def _build_and_commit(self, txs: list[Transaction], height: int,
+                          block_time: int) -> tuple[Head, list[TxResult]]:
+        """Worker-thread part: apply, sign (recording it first), commit."""
+        if self.signer is None:
+            raise NodeError("this node has no producer key")
+        outcome = apply_body(self.store, self.params, height, block_time, txs)
+        header = Header(
+            chain_id=self.params.chain_id,
+            era=self.head.era,
+            height=height,
+            prev_hash=self.head.hash,
+            time=block_time,
+            tx_root=outcome.tx_root,
+            results_root=outcome.results_root,
+            state_root=outcome.state_root,
+            producer=self.signer.public_key,
+        )
+        block, raw = self.signer.sign_block(header, tuple(tx.raw for tx in txs))
+        head = commit(self.store, block, raw, txs, outcome)
+        return head, outcome.results
+
+    async def produce_block(self) -> Head:
+        """Build, sign and commit one block from the mempool; notify waiters."""
+        txs = self.mempool.reap(self.cfg.producer.max_txs_per_block)
+        height = self.head.height + 1
+        block_time = max(self.head.time + 1, wall_ms())
+        t0 = time.perf_counter()
+        try:
+            head, results = await trio.to_thread.run_sync(
+                self._build_and_commit, txs, height, block_time)
+        except InvalidBlock as e:
+            # A transaction the mempool admitted cannot run (a bug, or state changed under
+            # it). Drop the batch's offender and let the next block go on without it.
+            log.error("block %d could not be built: %s", height, e)
+            self._drop_offender(txs, e)
+            raise
+        self.head = head
+        self.mempool.remove(txs)
+        now = time.perf_counter()
+        self.metrics.block_committed(now, head.height, head.era, len(txs), now - t0)
+        self.metrics.mempool_size.set(len(self.mempool))
+        for i, (tx, res) in enumerate(zip(txs, results, strict=True)):
+            waiter = self._waiters.pop(tx.hash, None)
+            if waiter is not None:
+                waiter[1].append(Committed(head.height, i, res))
+                waiter[0].set()
+        self.new_block.set()
+        self.new_block = trio.Event()
+        return head
+
+    def _drop_offender(self, txs: list[Transaction], e: InvalidBlock) -> None:
+        if e.tx_index is not None:
+            self.mempool.remove([txs[e.tx_index]])
+
+    async def producer_loop(self) -> None:
+        """Produce a block every ``block_interval_ms`` until cancelled."""
+        interval = self.cfg.producer.block_interval_ms / 1000
+        next_at = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(next_at)
+            now = trio.current_time()
+            next_at = max(next_at + interval, now)
+            if not self.cfg.producer.empty_blocks and not len(self.mempool):
+                continue
+            try:
+                await self.produce_block()
+            except InvalidBlock:
+                continue
+
+    def block(self, height: int) -> Block | None:
+        raw = self.store.block_bytes(height)
+        return None if raw is None else Block.decode_block(raw)
+
+
+def open_node(home: Home, require_producer: bool = False) -> Node:
+    """Load config, genesis and (if present) the producer key from a home, then open it."""
+    from genesis.format import load_genesis
+    from node.keyfile import read_key
+
+    cfg = home.load_config()
+    genesis = load_genesis(home.genesis_file)
+    signer = None
+    if home.producer_key_file.exists():
+        signer = Signer(read_key(home.producer_key_file), home.signer_state_file)
+    elif require_producer:
+        raise NodeError(f"{home.producer_key_file} does not exist: this node cannot produce")
+    try:
+        return Node(home, cfg, genesis, signer)
+    except StoreError as e:
+        raise NodeError(str(e)) from e
+

@@ -1,0 +1,399 @@
+"""JSON-RPC 2.0 over HTTP (POST ``/``), method names and shapes after CometBFT's RPC.
+
+Also: ``GET /metrics`` (Prometheus text), ``GET /health``, and CometBFT-style URI calls
+(``GET /status``, ``GET /block?height=5``) for quick looks with curl.
+
+Every failure is a JSON-RPC error object with a stable code: the standard -32700 (parse
+error), -32600 (invalid request, including an oversized body), -32601 (method not found),
+-32602 (invalid params), -32603 (internal error), and this node's own codes: the mempool's
+``RejectCode`` values (1001-1011), 1020 (timed out waiting for commit) and 1030 (not found).
+A handler bug is logged and answered as -32603: the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chain.block import TxResult
+from node import __version__
+from node.mempool import MempoolReject
+from node.node import Node
+from node.views import (
+    b64,
+    block_json,
+    decoded_or_error,
+    result_json,
+    signed_header_json,
+)
+from state.accounts import Account
+from state.schema import account_key
+
+log = logging.getLogger("appchain.rpc")
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+COMMIT_TIMEOUT = 1020
+NOT_FOUND = 1030
+MAX_BATCH = 100
+
+HEX32 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class RPCError(Exception):
+    """An error answer: ``code`` and ``message`` go to the client, ``data`` if given."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+Params = dict[str, Any]
+Handler = Callable[[Node, Params], Awaitable[Any]]
+
+
+def _only(params: Params, allowed: set[str]) -> None:
+    extra = set(params) - allowed
+    if extra:
+        raise RPCError(INVALID_PARAMS, f"unknown parameter(s) {sorted(extra)}")
+
+
+def _height(params: Params, node: Node, name: str = "height") -> int:
+    v = params.get(name)
+    if v is None:
+        return node.head.height
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise RPCError(INVALID_PARAMS, f"{name} must be an integer or a decimal string")
+    if isinstance(v, str):
+        if not v.isdigit():
+            raise RPCError(INVALID_PARAMS, f"{name} must be a non-negative integer")
+        v = int(v)
+    if v < 0:
+        raise RPCError(INVALID_PARAMS, f"{name} must be a non-negative integer")
+    return v
+
+
+def _hex32(params: Params, name: str) -> bytes:
+    v = params.get(name)
+    if not isinstance(v, str):
+        raise RPCError(INVALID_PARAMS, f"{name} is required (64 hex characters)")
+    v = v.removeprefix("0x")
+    if not HEX32.match(v):
+        raise RPCError(INVALID_PARAMS, f"{name} must be 64 hex characters")
+    return bytes.fromhex(v)
+
+
+def _tx_param(params: Params) -> bytes:
+    v = params.get("tx")
+    if not isinstance(v, str):
+        raise RPCError(INVALID_PARAMS, "tx is required (base64 of the transaction bytes)")
+    try:
+        return base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RPCError(INVALID_PARAMS, "tx is not valid base64") from e
+
+
+def _reject(e: MempoolReject) -> RPCError:
+    return RPCError(int(e.code), e.message, {"reason": e.code.name.lower()})
+
+
+def _block_at(node: Node, height: int) -> Any:
+    block = node.block(height)
+    if block is None:
+        raise RPCError(NOT_FOUND, f"no block at height {height} (head is {node.head.height})")
+    return block
+
+
+async def rpc_health(node: Node, params: Params) -> Any:
+    _only(params, set())
+    return {}
+
+
+async def rpc_status(node: Node, params: Params) -> Any:
+    _only(params, set())
+    h = node.head
+    block = node.block(h.height)
+    return {
+        "node_info": {
+            "network": node.params.chain_id,
+            "version": __version__,
+            "moniker": node.cfg.moniker,
+            "genesis_hash": node.genesis.hash.hex(),
+        },
+        "sync_info": {
+            "latest_block_hash": h.hash.hex(),
+            "latest_app_hash": h.state_root.hex(),
+            "latest_block_height": str(h.height),
+            "latest_block_time": str(h.time),
+            "earliest_block_height": str(node.genesis.initial_height),
+            "era": str(h.era),
+            "catching_up": False,
+        },
+        "producer_info": {
+            "pub_key": node.params.producer.hex(),
+            "producing": node.signer is not None,
+            "last_block_txs": len(block.txs) if block else 0,
+        },
+        "mempool": {"size": len(node.mempool), "max_size": node.mempool.max_size},
+    }
+
+
+async def rpc_genesis(node: Node, params: Params) -> Any:
+    _only(params, set())
+    return {"genesis": node.genesis.to_json_obj(), "hash": node.genesis.hash.hex()}
+
+
+async def rpc_block(node: Node, params: Params) -> Any:
+    _only(params, {"height", "hash"})
+    if "hash" in params:
+        h = node.store.height_of(_hex32(params, "hash"))
+        if h is None:
+            raise RPCError(NOT_FOUND, "no block with that hash")
+        return block_json(_block_at(node, h))
+    return block_json(_block_at(node, _height(params, node)))
+
+
+async def rpc_header(node: Node, params: Params) -> Any:
+    _only(params, {"height"})
+    return signed_header_json(_block_at(node, _height(params, node)).signed_header)
+
+
+async def rpc_block_results(node: Node, params: Params) -> Any:
+    _only(params, {"height"})
+    height = _height(params, node)
+    results = node.store.results(height)
+    if results is None:
+        raise RPCError(NOT_FOUND, f"no block at height {height}")
+    return {
+        "height": str(height),
+        "txs_results": [result_json(TxResult.decode(r)) for r in results],
+    }
+
+
+async def rpc_tx(node: Node, params: Params) -> Any:
+    _only(params, {"hash"})
+    th = _hex32(params, "hash")
+    loc = node.store.tx_location(th)
+    if loc is None:
+        if th in node.mempool:
+            raise RPCError(NOT_FOUND, "transaction is pending in the mempool, not yet committed",
+                           {"pending": True})
+        raise RPCError(NOT_FOUND, "transaction not found")
+    height, index = loc
+    block = _block_at(node, height)
+    results = node.store.results(height) or []
+    raw = block.txs[index]
+    return {
+        "hash": th.hex(),
+        "height": str(height),
+        "index": index,
+        "tx": b64(raw),
+        "decoded": decoded_or_error(raw),
+        "tx_result": result_json(TxResult.decode(results[index])),
+    }
+
+
+async def rpc_account(node: Node, params: Params) -> Any:
+    _only(params, {"address"})
+    addr = _hex32(params, "address")
+    raw = node.store.state_get(account_key(addr))
+    acct = Account(0, 0) if raw is None else Account.decode(raw)
+    pending = node.mempool.pending_nonce(addr)
+    return {
+        "address": addr.hex(),
+        "balance": str(acct.balance),
+        "nonce": str(acct.nonce),
+        "next_nonce": str(acct.nonce if pending is None else pending),
+        "height": str(node.head.height),
+        "exists": raw is not None,
+    }
+
+
+async def rpc_broadcast_tx_sync(node: Node, params: Params) -> Any:
+    _only(params, {"tx"})
+    raw = _tx_param(params)
+    try:
+        tx = node.submit(raw)
+    except MempoolReject as e:
+        raise _reject(e) from e
+    return {"code": 0, "hash": tx.hash.hex(), "log": ""}
+
+
+async def rpc_broadcast_tx_commit(node: Node, params: Params) -> Any:
+    _only(params, {"tx"})
+    raw = _tx_param(params)
+    timeout = node.cfg.rpc.timeout_broadcast_tx_commit_ms / 1000
+    try:
+        tx, committed = await node.submit_and_wait(raw, timeout)
+    except MempoolReject as e:
+        raise _reject(e) from e
+    if committed is None:
+        raise RPCError(
+            COMMIT_TIMEOUT,
+            f"transaction accepted but not committed within {timeout:g}s",
+            {"hash": tx.hash.hex()},
+        )
+    return {
+        "hash": tx.hash.hex(),
+        "height": str(committed.height),
+        "index": committed.index,
+        "tx_result": result_json(committed.result),
+    }
+
+
+async def rpc_num_unconfirmed_txs(node: Node, params: Params) -> Any:
+    _only(params, set())
+    return {"n_txs": len(node.mempool), "total": len(node.mempool)}
+
+
+METHODS: dict[str, Handler] = {
+    "health": rpc_health,
+    "status": rpc_status,
+    "genesis": rpc_genesis,
+    "block": rpc_block,
+    "header": rpc_header,
+    "block_results": rpc_block_results,
+    "tx": rpc_tx,
+    "account": rpc_account,
+    "broadcast_tx_sync": rpc_broadcast_tx_sync,
+    "broadcast_tx_commit": rpc_broadcast_tx_commit,
+    "num_unconfirmed_txs": rpc_num_unconfirmed_txs,
+}
+
+
+def _error(id_: Any, err: RPCError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "error": err.to_json()}
+
+
+async def dispatch(node: Node, req: Any) -> dict[str, Any] | None:
+    """Answer one request object; ``None`` for a notification (no ``id``)."""
+    if not isinstance(req, dict):
+        return _error(None, RPCError(INVALID_REQUEST, "request must be a JSON object"))
+    id_ = req.get("id")
+    if isinstance(id_, (dict, list)) or isinstance(id_, bool):
+        return _error(None, RPCError(INVALID_REQUEST, "id must be a string, number or null"))
+    if req.get("jsonrpc") != "2.0":
+        return _error(id_, RPCError(INVALID_REQUEST, 'jsonrpc must be "2.0"'))
+    method = req.get("method")
+    if not isinstance(method, str):
+        return _error(id_, RPCError(INVALID_REQUEST, "method must be a string"))
+    params = req.get("params", {})
+    if params == []:
+        params = {}
+    if not isinstance(params, dict):
+        return _error(id_, RPCError(INVALID_PARAMS, "params must be an object (named params)"))
+    handler = METHODS.get(method)
+    try:
+        if handler is None:
+            raise RPCError(METHOD_NOT_FOUND, f"method {method!r} not found",
+                           {"methods": sorted(METHODS)})
+        result = await handler(node, params)
+    except RPCError as e:
+        out = _error(id_, e)
+    except Exception:  # a bug must not take the server down; the log keeps the traceback
+        log.exception("internal error in %s", method)
+        out = _error(id_, RPCError(INTERNAL_ERROR, "internal error"))
+    else:
+        out = {"jsonrpc": "2.0", "id": id_, "result": result}
+    return out if "id" in req else None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RPCError(INVALID_REQUEST, f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RPCError(INVALID_REQUEST, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(node: Node) -> Starlette:
+    """The ASGI app serving JSON-RPC, URI calls, metrics and health for ``node``."""
+
+    async def jsonrpc(request: Request) -> Response:
+        try:
+            body = await _read_body(request, node.cfg.rpc.max_body_bytes)
+        except RPCError as e:
+            return JSONResponse(_error(None, e), status_code=413)
+        try:
+            req = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse(_error(None, RPCError(PARSE_ERROR, "body is not valid JSON")))
+        if isinstance(req, list):
+            if not req:
+                return JSONResponse(_error(None, RPCError(INVALID_REQUEST, "empty batch")))
+            if len(req) > MAX_BATCH:
+                return JSONResponse(_error(
+                    None, RPCError(INVALID_REQUEST, f"batch larger than {MAX_BATCH}")))
+            answers = [a for a in [await dispatch(node, r) for r in req] if a is not None]
+            return JSONResponse(answers) if answers else Response(status_code=204)
+        answer = await dispatch(node, req)
+        return JSONResponse(answer) if answer is not None else Response(status_code=204)
+
+    async def uri_call(request: Request) -> Response:
+        method = request.path_params["method"]
+        if method == "metrics":
+            return Response(node.metrics.render(),
+                            media_type="text/plain; version=0.0.4; charset=utf-8")
+        params: Params = {k: v.strip('"') for k, v in request.query_params.items()}
+        answer = await dispatch(node, {"jsonrpc": "2.0", "id": -1, "method": method,
+                                       "params": params})
+        if answer is None:  # cannot happen: an id was given
+            return Response(status_code=204)
+        status = 200 if "result" in answer else (404 if answer["error"]["code"] ==
+                                                 METHOD_NOT_FOUND else 400)
+        return JSONResponse(answer, status_code=status)
+
+    return Starlette(routes=[
+        Route("/", jsonrpc, methods=["POST"]),
+        Route("/{method}", uri_call, methods=["GET"]),
+    ])
+
+
+async def serve_rpc(node: Node, host: str, port: int, *,
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; reports the bound ``http://host:port`` through ``task_status``."""
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("appchain.http")
+    config.keep_alive_timeout = 30
+    config.graceful_timeout = 1
+
+    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        await serve(build_app(node), config, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(run)
+        task_status.started(binds[0])
+

@@ -1,0 +1,1 @@
+"""The state machine and its storage. Never imports ``node``."""

@@ -1,0 +1,31 @@
+"""Accounts: a balance of the settlement asset and the next expected transaction nonce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chain.codec import U64, Struct
+from state.schema import account_key
+from state.view import StateView
+
+
+@dataclass(frozen=True, slots=True)
+class Account(Struct):
+    """State value under ``acct/<address>``."""
+
+    balance: U64
+    """Settlement-asset units held (see docs/PROTOCOL.md for the scale)."""
+    nonce: U64
+    """Nonce the account's next transaction must carry."""
+
+
+EMPTY = Account(0, 0)
+
+
+def get_account(view: StateView, address: bytes) -> Account:
+    raw = view.get(account_key(address))
+    return EMPTY if raw is None else Account.decode(raw)
+
+
+def put_account(view: StateView, address: bytes, account: Account) -> None:
+    view.put(account_key(address), account.encode())

@@ -1,0 +1,107 @@
+"""The state transition for one transaction: pure function of (state, params, tx, block time).
+
+Two stages, after ethereum/execution-specs: block-validity rules (right chain, next nonce)
+raise and make the whole block invalid; execution rules (enough balance, permitted sender)
+produce a failed ``TxResult`` whose writes are reverted but whose nonce is consumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from chain.block import Event, TxResult
+from chain.codes import ResultCode
+from chain.errors import InvalidTransaction, NonceMismatch
+from chain.tx import Deposit, Transaction, Transfer
+from state.accounts import Account, get_account, put_account
+from state.params import ChainParams
+from state.store import Overlay
+
+U64_MAX = 2**64 - 1
+
+
+class ExecutionFailure(Exception):
+    """Raised inside a handler: the transaction fails with ``code`` and ``log``."""
+
+    def __init__(self, code: ResultCode, log: str) -> None:
+        super().__init__(log)
+        self.code = code
+        self.log = log
+
+
+@dataclass(frozen=True, slots=True)
+class TxContext:
+    """What a handler may know besides state: the chain's params and the block's clock."""
+
+    params: ChainParams
+    height: int
+    time: int
+
+
+def _credit(view: Overlay, address: bytes, amount: int) -> None:
+    acct = get_account(view, address)
+    if acct.balance + amount > U64_MAX:
+        raise ExecutionFailure(ResultCode.OVERFLOW, "balance would exceed 2**64-1")
+    put_account(view, address, Account(acct.balance + amount, acct.nonce))
+
+
+def _debit(view: Overlay, address: bytes, amount: int) -> None:
+    acct = get_account(view, address)
+    if acct.balance < amount:
+        raise ExecutionFailure(
+            ResultCode.INSUFFICIENT_FUNDS,
+            f"balance {acct.balance} is less than {amount}",
+        )
+    put_account(view, address, Account(acct.balance - amount, acct.nonce))
+
+
+def _transfer(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
+    p = cast(Transfer, tx.payload)  # HANDLERS dispatches on the payload's type
+    _debit(view, tx.sender, p.amount)
+    _credit(view, p.to, p.amount)
+    return [Event.of("transfer", sender=tx.sender, recipient=p.to, amount=p.amount)]
+
+
+def _deposit(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
+    p = cast(Deposit, tx.payload)
+    if tx.sender != ctx.params.faucet:
+        raise ExecutionFailure(ResultCode.UNAUTHORIZED, "only the faucet key may deposit")
+    _credit(view, p.to, p.amount)
+    return [Event.of("deposit", recipient=p.to, amount=p.amount)]
+
+
+Handler = Callable[[Overlay, TxContext, Transaction], list[Event]]
+
+HANDLERS: dict[str, Handler] = {
+    Transfer.TYPE: _transfer,
+    Deposit.TYPE: _deposit,
+}
+
+
+def check_nonce(view: Overlay, tx: Transaction) -> Account:
+    """Block-validity rule: the transaction carries the sender's next nonce."""
+    acct = get_account(view, tx.sender)
+    if tx.nonce != acct.nonce:
+        raise NonceMismatch(acct.nonce, tx.nonce)
+    return acct
+
+
+def apply_tx(view: Overlay, ctx: TxContext, tx: Transaction) -> TxResult:
+    """Apply one transaction; raises only for block-invalid transactions."""
+    if tx.chain_id != ctx.params.chain_id:
+        raise InvalidTransaction(f"transaction for chain {tx.chain_id!r}", reason="wrong_chain")
+    acct = check_nonce(view, tx)
+    put_account(view, tx.sender, Account(acct.balance, acct.nonce + 1))
+    mark = view.checkpoint()
+    try:
+        tx.payload.check(tx.sender)
+        events = HANDLERS[tx.type](view, ctx, tx)
+    except InvalidTransaction as e:
+        view.revert(mark)
+        return TxResult(int(ResultCode.INVALID_PAYLOAD), e.message, ())
+    except ExecutionFailure as e:
+        view.revert(mark)
+        return TxResult(int(e.code), e.log, ())
+    return TxResult(0, "", tuple(events))

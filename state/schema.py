@@ -1,0 +1,90 @@
+"""Every key layout of the node's single LevelDB, in one place.
+
+The database is split into keyspaces by a one-byte prefix. Heights are 8-byte big-endian so
+that byte order is numeric order. ``SCHEMA_VERSION`` is written under ``META_SCHEMA`` when a
+store is created and checked on every open, so an old binary never misreads a newer layout.
+
+| prefix | key                          | value                                           |
+|--------|------------------------------|-------------------------------------------------|
+| ``m``  | ``m`` + name                 | node metadata (head, genesis hash, ...)         |
+| ``b``  | ``b`` + height(8)            | canonical block bytes                           |
+| ``h``  | ``h`` + block hash(32)       | height(8)                                       |
+| ``t``  | ``t`` + tx hash(32)          | height(8) + index(4)                            |
+| ``r``  | ``r`` + height(8)            | canonical list of the block's TxResult bytes    |
+| ``s``  | ``s`` + state key            | state value (see "State keys" below)            |
+| ``u``  | ``u`` + height(8)            | undo record: prior value of every key touched   |
+
+State keys (after the ``s`` prefix) are themselves prefixed by what they hold:
+``acct/`` + address(32) for accounts and ``param/`` + name for chain parameters.
+"""
+
+from __future__ import annotations
+
+import struct
+
+SCHEMA_VERSION = 1
+
+META = b"m"
+BLOCK = b"b"
+BLOCK_HASH = b"h"
+TX_INDEX = b"t"
+RESULTS = b"r"
+STATE = b"s"
+UNDO = b"u"
+
+META_SCHEMA = META + b"schema"
+META_HEAD = META + b"head"
+META_GENESIS_HASH = META + b"genesis_hash"
+META_CHAIN_ID = META + b"chain_id"
+
+ACCOUNT = b"acct/"
+PARAM = b"param/"
+PARAM_CHAIN = PARAM + b"chain"
+
+_U64 = struct.Struct(">Q")
+_LOC = struct.Struct(">QI")
+
+
+def height_bytes(height: int) -> bytes:
+    return _U64.pack(height)
+
+
+def height_from(b: bytes) -> int:
+    return int(_U64.unpack(b)[0])
+
+
+def block_key(height: int) -> bytes:
+    return BLOCK + _U64.pack(height)
+
+
+def block_hash_key(block_hash: bytes) -> bytes:
+    return BLOCK_HASH + block_hash
+
+
+def tx_key(tx_hash: bytes) -> bytes:
+    return TX_INDEX + tx_hash
+
+
+def tx_location(height: int, index: int) -> bytes:
+    return _LOC.pack(height, index)
+
+
+def tx_location_from(b: bytes) -> tuple[int, int]:
+    h, i = _LOC.unpack(b)
+    return int(h), int(i)
+
+
+def results_key(height: int) -> bytes:
+    return RESULTS + _U64.pack(height)
+
+
+def undo_key(height: int) -> bytes:
+    return UNDO + _U64.pack(height)
+
+
+def state_key(key: bytes) -> bytes:
+    return STATE + key
+
+
+def account_key(address: bytes) -> bytes:
+    return ACCOUNT + address

@@ -1,0 +1,247 @@
+"""A journaled key-value store on LevelDB with atomic block commits and undo records.
+
+A block's state writes go to an :class:`Overlay` (reads fall through it to the database);
+nothing touches disk until :meth:`Store.commit_block`, which writes the block, its indexes, its
+results, the state writes, an undo record (the prior value of every touched key) and the new
+head in ONE ``WriteBatch(transaction=True, sync=True)``. ``transaction=True`` matters: plyvel's
+default batch writes the puts made before an exception escapes the ``with`` block.
+
+Undo records make rollback cost proportional to what changed since the target height, never
+to the size of the state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import plyvel
+
+from chain.codec import U64, Bytes32, Struct, decode, encode
+from chain.errors import ChainError
+from state import schema
+
+_MISSING = object()
+
+
+class StoreError(ChainError):
+    """The store is missing, of another layout, or inconsistent with the node's config."""
+
+    reason = "store_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Head(Struct):
+    """The last committed block: what the next block links to."""
+
+    height: U64
+    hash: Bytes32
+    state_root: Bytes32
+    era: U64
+    time: U64
+
+
+class Overlay:
+    """Uncommitted writes over the store's state keyspace, with checkpoints for tx reverts.
+
+    ``get`` reads through to the database; the first read or write of a key records its
+    committed value in ``priors``, which becomes the block's undo record.
+    """
+
+    __slots__ = ("_db", "writes", "priors", "_journal")
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+        self.writes: dict[bytes, bytes | None] = {}
+        self.priors: dict[bytes, bytes | None] = {}
+        self._journal: list[tuple[bytes, object]] = []
+
+    def _base(self, key: bytes) -> bytes | None:
+        v = self.priors.get(key, _MISSING)
+        if v is _MISSING:
+            v = self._db.get(schema.STATE + key)
+            self.priors[key] = v  # type: ignore[assignment]
+        return v  # type: ignore[return-value]
+
+    def get(self, key: bytes) -> bytes | None:
+        v = self.writes.get(key, _MISSING)
+        if v is not _MISSING:
+            return v  # type: ignore[return-value]
+        return self._base(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._base(key)
+        self._journal.append((key, self.writes.get(key, _MISSING)))
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._base(key)
+        self._journal.append((key, self.writes.get(key, _MISSING)))
+        self.writes[key] = None
+
+    def checkpoint(self) -> int:
+        """A mark to :meth:`revert` to (e.g. before applying one transaction)."""
+        return len(self._journal)
+
+    def revert(self, mark: int) -> None:
+        """Undo every write made since ``mark``."""
+        j = self._journal
+        while len(j) > mark:
+            key, old = j.pop()
+            if old is _MISSING:
+                del self.writes[key]
+            else:
+                self.writes[key] = old  # type: ignore[assignment]
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, value) pairs under ``prefix`` in key order, overlay applied."""
+        merged: dict[bytes, bytes | None] = {}
+        full = schema.STATE + prefix
+        for k, v in self._db.iterator(prefix=full):
+            merged[k[1:]] = v
+        for k, v in self.writes.items():
+            if k.startswith(prefix):
+                merged[k] = v
+        for k in sorted(merged):
+            v = merged[k]
+            if v is not None:
+                yield k, v
+
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        """Net writes that differ from the committed value, sorted by key."""
+        return sorted(
+            (k, v) for k, v in self.writes.items() if self.priors.get(k, _MISSING) != v
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBlock:
+    """Everything :meth:`Store.commit_block` writes for one block."""
+
+    height: int
+    block_hash: bytes
+    block_bytes: bytes
+    tx_hashes: list[bytes]
+    result_bytes: list[bytes]
+    head: Head
+
+
+class Store:
+    """The node's single LevelDB: blocks, indexes, state, undo records and metadata."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 sync: bool = True) -> None:
+        self.path = os.fspath(path)
+        try:
+            self.db = plyvel.DB(self.path, create_if_missing=create)
+        except plyvel.IOError as e:
+            raise StoreError(f"cannot open store at {self.path}: {e}") from e
+        except plyvel.Error as e:
+            raise StoreError(f"cannot open store at {self.path}: {e}") from e
+        self.sync = sync
+        version = self.db.get(schema.META_SCHEMA)
+        if version is None:
+            if self.db.get(schema.META_HEAD) is not None:
+                raise StoreError("store has a head but no schema version")
+        elif schema.height_from(version) != schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema version {schema.height_from(version)} is not "
+                f"{schema.SCHEMA_VERSION}; this binary cannot read it"
+            )
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def head(self) -> Head | None:
+        raw = self.db.get(schema.META_HEAD)
+        return None if raw is None else Head.decode(raw)
+
+    def genesis_hash(self) -> bytes | None:
+        return self.db.get(schema.META_GENESIS_HASH)
+
+    def state_get(self, key: bytes) -> bytes | None:
+        return self.db.get(schema.STATE + key)
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self.db.get(schema.block_key(height))
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        raw = self.db.get(schema.block_hash_key(block_hash))
+        return None if raw is None else schema.height_from(raw)
+
+    def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+        raw = self.db.get(schema.tx_key(tx_hash))
+        return None if raw is None else schema.tx_location_from(raw)
+
+    def results(self, height: int) -> list[bytes] | None:
+        raw = self.db.get(schema.results_key(height))
+        return None if raw is None else list(decode(raw, 1 << 30))
+
+    def undo_record(self, height: int) -> list[tuple[bytes, bytes | None]] | None:
+        raw = self.db.get(schema.undo_key(height))
+        if raw is None:
+            return None
+        obj = decode(raw, 1 << 30)
+        return [(k, v) for k, v in obj["prior"]]
+
+    def iter_state(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Committed state (key, value) pairs under ``prefix``, in key order."""
+        for k, v in self.db.iterator(prefix=schema.STATE + prefix):
+            yield k[1:], v
+
+    def dump_state(self) -> list[tuple[bytes, bytes]]:
+        """The full committed state, sorted: two stores agree iff their dumps are equal."""
+        return list(self.iter_state())
+
+    def overlay(self) -> Overlay:
+        return Overlay(self.db)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def init_genesis(self, genesis_hash: bytes, chain_id: str, overlay: Overlay,
+                     head: Head) -> None:
+        """Write the genesis state and head in one batch. Refuses a non-empty store."""
+        if self.head() is not None:
+            raise StoreError("store already initialised")
+        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+            wb.put(schema.META_SCHEMA, schema.height_bytes(schema.SCHEMA_VERSION))
+            wb.put(schema.META_GENESIS_HASH, genesis_hash)
+            wb.put(schema.META_CHAIN_ID, chain_id.encode())
+            for k, v in overlay.changes():
+                if v is not None:
+                    wb.put(schema.STATE + k, v)
+            wb.put(schema.META_HEAD, head.encode())
+
+    def commit_block(self, overlay: Overlay, pending: PendingBlock) -> None:
+        """Atomically commit one block: block, indexes, results, state, undo record, head."""
+        prev = self.db.get(schema.META_HEAD)
+        changes = overlay.changes()
+        undo = encode({
+            "prev_head": prev,
+            "prior": [[k, overlay.priors.get(k)] for k, _ in changes],
+        })
+        h = pending.height
+        loc = schema.tx_location
+        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+            wb.put(schema.block_key(h), pending.block_bytes)
+            wb.put(schema.block_hash_key(pending.block_hash), schema.height_bytes(h))
+            for i, th in enumerate(pending.tx_hashes):
+                wb.put(schema.TX_INDEX + th, loc(h, i))
+            wb.put(schema.results_key(h), encode(pending.result_bytes))
+            for k, v in changes:
+                if v is None:
+                    wb.delete(schema.STATE + k)
+                else:
+                    wb.put(schema.STATE + k, v)
+            wb.put(schema.undo_key(h), undo)
+            wb.put(schema.META_HEAD, pending.head.encode())

@@ -1,0 +1,134 @@
+"""The block-level state transition: validate a block against the head, apply it, commit it.
+
+``apply_body`` is shared by the producer (which then signs a header over the roots it
+returns) and by every importer of a signed block (a follower, a replay into a fresh store),
+which checks that the roots it recomputes are the roots the producer signed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chain.block import Block, Header, TxResult
+from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
+from chain.merkle import merkle_root
+from chain.tx import Transaction, decode_tx
+from state.commitment import chained_root
+from state.machine import TxContext, apply_tx
+from state.params import ChainParams, load_params
+from state.store import Head, Overlay, PendingBlock, Store
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    """A block applied to an overlay but not yet committed."""
+
+    overlay: Overlay
+    results: list[TxResult]
+    result_bytes: list[bytes]
+    tx_root: bytes
+    results_root: bytes
+    state_root: bytes
+
+
+def check_linkage(head: Head, header: Header, params: ChainParams) -> None:
+    """Header rules that need only the previous head and the chain parameters."""
+    if header.chain_id != params.chain_id:
+        raise InvalidBlock(f"block for chain {header.chain_id!r}, expected {params.chain_id!r}")
+    if header.height != head.height + 1:
+        raise InvalidBlock(f"block height {header.height}, expected {head.height + 1}")
+    if header.prev_hash != head.hash:
+        raise InvalidBlock("block does not link to the head (prev_hash differs)")
+    if header.era != head.era:
+        raise InvalidBlock(f"block era {header.era}, expected {head.era}")
+    if header.time <= head.time:
+        raise InvalidBlock(f"block time {header.time} is not after {head.time}")
+    if header.producer != params.producer:
+        raise InvalidBlock("block is not from the genesis producer")
+
+
+def apply_body(store: Store, params: ChainParams, height: int, time: int,
+               txs: Sequence[Transaction]) -> BlockOutcome:
+    """Apply ``txs`` in order on top of the committed state; raises ``InvalidBlock``."""
+    head = store.head()
+    if head is None:
+        raise InvalidBlock("store has no genesis")
+    overlay = store.overlay()
+    ctx = TxContext(params, height, time)
+    results: list[TxResult] = []
+    for i, tx in enumerate(txs):
+        try:
+            results.append(apply_tx(overlay, ctx, tx))
+        except ChainError as e:
+            raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
+                               reason=e.reason, tx_index=i) from e
+    result_bytes = [r.encode() for r in results]
+    return BlockOutcome(
+        overlay=overlay,
+        results=results,
+        result_bytes=result_bytes,
+        tx_root=merkle_root([tx.raw for tx in txs]),
+        results_root=merkle_root(result_bytes),
+        state_root=chained_root(head.state_root, overlay.changes()),
+    )
+
+
+def commit(store: Store, block: Block, block_bytes: bytes, txs: Sequence[Transaction],
+           outcome: BlockOutcome) -> Head:
+    """Write an applied block with its results and undo record in one batch."""
+    h = block.header
+    head = Head(h.height, block.hash, h.state_root, h.era, h.time)
+    store.commit_block(outcome.overlay, PendingBlock(
+        height=h.height,
+        block_hash=block.hash,
+        block_bytes=block_bytes,
+        tx_hashes=[tx.hash for tx in txs],
+        result_bytes=outcome.result_bytes,
+        head=head,
+    ))
+    return head
+
+
+def decode_block_txs(block: Block, verify: bool = True) -> list[Transaction]:
+    """Decode (and by default signature-check) every transaction of a block."""
+    txs: list[Transaction] = []
+    for i, raw in enumerate(block.txs):
+        try:
+            tx = decode_tx(raw)
+            if verify:
+                tx.verify_signature()
+        except (DecodeError, InvalidSignature) as e:
+            raise InvalidBlock(f"transaction {i}: {e.message}", reason=e.reason,
+                               tx_index=i) from e
+        txs.append(tx)
+    return txs
+
+
+def import_block(store: Store, block_bytes: bytes, *, verify_txs: bool = True) -> Head:
+    """Validate a signed block from elsewhere against our head, re-execute it and commit.
+
+    Every root in the header must equal what this node recomputes, else ``InvalidBlock`` and
+    nothing is written.
+    """
+    head = store.head()
+    if head is None:
+        raise InvalidBlock("store has no genesis")
+    block = Block.decode_block(block_bytes)
+    params = load_params(store.overlay())
+    check_linkage(head, block.header, params)
+    try:
+        block.signed_header.verify(params.producer)
+    except InvalidSignature as e:
+        raise InvalidBlock(f"header signature: {e.message}", reason="bad_signature") from e
+    txs = decode_block_txs(block, verify=verify_txs)
+    outcome = apply_body(store, params, block.header.height, block.header.time, txs)
+    h = block.header
+    if outcome.tx_root != h.tx_root:
+        raise InvalidBlock("tx_root differs from the header", reason="tx_root")
+    if outcome.results_root != h.results_root:
+        raise InvalidBlock("results_root differs from the header", reason="results_root")
+    if outcome.state_root != h.state_root:
+        raise InvalidBlock("state_root differs from the header", reason="state_root")
+    return commit(store, block, block_bytes, txs, outcome)
+

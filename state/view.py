@@ -1,0 +1,18 @@
+"""The narrow interface the state machine reads and writes through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class StateView(Protocol):
+    """Read-through, write-buffered access to state keys (an ``Overlay`` in practice)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
