@@ -18,10 +18,11 @@ type and range from its annotation (``U64``, ``Bytes32``, ``Text(64)``...).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import types
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 import msgpack
 
@@ -71,8 +72,16 @@ def Blob(max_len: int) -> Any:  # noqa: N802
 # Untyped values
 
 
+_local = threading.local()
+
+
 def _packb(obj: Value) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    # msgpack.packb builds a new Packer (and its buffer) per call; reuse one per thread.
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    return packer.pack(obj)  # type: ignore[no-any-return]
 
 
 def canonicalize(obj: Value) -> Value:
@@ -142,23 +151,8 @@ def _walk_decoded(obj: Value) -> None:
 
 def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Value:
     """Strictly decode canonical bytes into an untyped value."""
-    if type(data) is not bytes:
-        raise DecodeError("input must be bytes", reason="bad_type")
-    if len(data) > max_size:
-        raise DecodeError(f"input of {len(data)} bytes exceeds {max_size}", reason="oversize")
-    if not data:
-        raise DecodeError("empty input", reason="malformed")
-    try:
-        obj = msgpack.unpackb(
-            data, raw=False, use_list=True, strict_map_key=True, timestamp=0
-        )
-    except msgpack.ExtraData as e:
-        raise DecodeError("trailing bytes after value", reason="trailing_bytes") from e
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise DecodeError(f"malformed msgpack: {e}", reason="malformed") from e
+    obj = unpack_canonical(data, max_size)
     _walk_decoded(obj)
-    if _packb(obj) != data:
-        raise DecodeError("encoding is not canonical", reason="non_canonical")
     return obj
 
 
@@ -266,6 +260,7 @@ def _compile(tp: Any) -> tuple[Enc, Dec]:
         def dec_map(v: Value, name: str) -> Any:
             if type(v) is not dict:
                 raise DecodeError(f"field {name!r} must be a map", reason="bad_type")
+            _walk_decoded(v)
             return v
 
         return canonicalize, dec_map
@@ -287,50 +282,103 @@ def _compile(tp: Any) -> tuple[Enc, Dec]:
 class Struct:
     """Base of every wire type: a frozen dataclass that encodes as a canonical map.
 
-    Subclasses are declared with ``@dataclasses.dataclass(frozen=True, slots=True)``; the field
-    codecs are compiled from the annotations on first use.
+    Subclasses are declared with ``@dataclasses.dataclass(frozen=True, slots=True)``. On first
+    use, the field codecs are compiled from the annotations into two generated functions (as
+    ``dataclasses`` itself does for ``__init__``), because these run for every transaction,
+    account and result on the hot path.
     """
 
     __slots__ = ()
-    _codec: ClassVar[tuple[tuple[str, Enc, Dec], ...] | None] = None
-    _names: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def _fields(cls) -> tuple[tuple[str, Enc, Dec], ...]:
-        codec = cls.__dict__.get("_codec")
-        if codec is None:
-            hints = get_type_hints(cls, include_extras=True)
-            names = sorted((f.name for f in dataclasses.fields(cls)), key=_key_bytes)  # type: ignore[arg-type]
-            codec = tuple((n, *_compile(hints[n])) for n in names)
-            cls._codec = codec
-            cls._names = frozenset(names)
-        return codec
+    def _plan(cls) -> tuple[tuple[str, ...], Callable[..., Any], Callable[..., Any]]:
+        plan = cls.__dict__.get("_codec_plan")
+        if plan is None:
+            plan = _build_plan(cls)
+            cls._codec_plan = plan  # type: ignore[attr-defined]
+        return plan  # type: ignore[no-any-return]
 
     def to_obj(self) -> dict[str, Value]:
         """The canonical untyped form: a map with keys in sorted order."""
-        return {n: enc(getattr(self, n)) for n, enc, _ in self._fields()}
+        return self._plan()[1](self)  # type: ignore[no-any-return]
 
     def encode(self) -> bytes:
         """Canonical bytes of this value."""
-        return _packb(self.to_obj())
+        return _packb(self._plan()[1](self))
 
     @classmethod
     def from_obj(cls: type[S], obj: Value, context: str | None = None) -> S:
         """Check an untyped map against the declared fields and build the struct."""
-        fields = cls._fields()
-        where = context or cls.__name__
-        if type(obj) is not dict:
-            raise DecodeError(f"{where} must be a map", reason="bad_type")
-        if len(obj) != len(fields) or obj.keys() != cls._names:
-            extra = sorted(set(obj) - cls._names)
-            if extra:
-                raise DecodeError(f"{where} has unknown field(s) {extra}", reason="unknown_field")
-            missing = sorted(cls._names - set(obj))
-            raise DecodeError(f"{where} is missing field(s) {missing}", reason="missing_field")
-        kwargs = {n: dec(obj[n], n) for n, _, dec in fields}
-        return cls(**kwargs)
+        names, _, from_obj = cls._plan()
+        if type(obj) is not dict or tuple(obj) != names:
+            _diagnose(cls, names, obj, context)
+        return from_obj(cls, obj)  # type: ignore[no-any-return]
 
     @classmethod
     def decode(cls: type[S], data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> S:
-        """Strictly decode canonical bytes into this struct."""
-        return cls.from_obj(decode(data, max_size))
+        """Strictly decode canonical bytes into this struct.
+
+        Every field is type-checked by the struct's own decoder (untyped map fields are
+        walked), so the generic value walk is not needed; key order is checked field by field
+        and ``packb(obj) == data`` catches every other non-shortest form.
+        """
+        return cls.from_obj(unpack_canonical(data, max_size))
+
+
+def _diagnose(cls: type, names: tuple[str, ...], obj: Value, context: str | None) -> None:
+    where = context or cls.__name__
+    if type(obj) is not dict:
+        raise DecodeError(f"{where} must be a map", reason="bad_type")
+    extra = sorted(k for k in obj if k not in names)
+    if extra:
+        raise DecodeError(f"{where} has unknown field(s) {extra}", reason="unknown_field")
+    missing = sorted(set(names) - set(obj))
+    if missing:
+        raise DecodeError(f"{where} is missing field(s) {missing}", reason="missing_field")
+    raise DecodeError(f"{where} fields are not in canonical order", reason="non_canonical")
+
+
+def _build_plan(cls: type) -> tuple[tuple[str, ...], Callable[..., Any], Callable[..., Any]]:
+    hints = get_type_hints(cls, include_extras=True)
+    names = tuple(sorted((f.name for f in dataclasses.fields(cls)), key=_key_bytes))
+    ns: dict[str, Any] = {}
+    enc_items = []
+    dec_items = []
+    for i, n in enumerate(names):
+        enc, dec = _compile(hints[n])
+        ns[f"d{i}"] = dec
+        dec_items.append(f"{n}=d{i}(obj[{n!r}], {n!r})")
+        if enc is _identity:
+            enc_items.append(f"{n!r}: self.{n}")
+        else:
+            ns[f"e{i}"] = enc
+            enc_items.append(f"{n!r}: e{i}(self.{n})")
+    src = (
+        f"def to_obj(self):\n    return {{{', '.join(enc_items)}}}\n"
+        f"def from_obj(cls, obj):\n    return cls({', '.join(dec_items)})\n"
+    )
+    exec(src, ns)  # noqa: S102 - generated from field names of our own dataclasses
+    return names, ns["to_obj"], ns["from_obj"]
+
+
+def unpack_canonical(data: bytes, max_size: int) -> Value:
+    """Unpack and check shortest forms; map-key order and types are left to the caller."""
+    if type(data) is not bytes:
+        raise DecodeError("input must be bytes", reason="bad_type")
+    if len(data) > max_size:
+        raise DecodeError(f"input of {len(data)} bytes exceeds {max_size}", reason="oversize")
+    if not data:
+        raise DecodeError("empty input", reason="malformed")
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, timestamp=0)
+    except msgpack.ExtraData as e:
+        raise DecodeError("trailing bytes after value", reason="trailing_bytes") from e
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise DecodeError(f"malformed msgpack: {e}", reason="malformed") from e
+    try:
+        again = _packb(obj)
+    except (TypeError, ValueError) as e:  # e.g. an ext type that cannot be re-packed
+        raise DecodeError(f"value cannot be re-encoded: {e}", reason="bad_type") from e
+    if again != data:
+        raise DecodeError("encoding is not canonical", reason="non_canonical")
+    return obj

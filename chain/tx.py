@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from chain.codec import U64, Bytes32, Struct, Text, Value, decode, encode
+import msgpack
+
+from chain.codec import U64, Bytes32, Struct, Text, Value, encode, unpack_canonical
 from chain.crypto import TAG_TX, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import DecodeError, InvalidTransaction
 
@@ -122,8 +124,22 @@ class Transaction:
         return h
 
     def signed_bytes(self) -> bytes:
-        return signing_bytes(TAG_TX, self.chain_id, _unsigned_obj(
-            self.chain_id, self.sender, self.nonce, self.payload))
+        """The bytes the signature covers (see :func:`chain.crypto.signing_bytes`).
+
+        Derived from the canonical envelope by cutting out its ``sig`` entry: the envelope
+        without ``sig`` *is* the canonical encoding of the signed body, so no re-encoding is
+        needed. Falls back to encoding the body if the layout is not the expected one.
+        """
+        raw = self.raw
+        entry = _SIG_KEY + self.sig
+        end = len(raw) - len(_TYPE_KEY) - len(msgpack.packb(self.type))
+        start = end - len(entry)
+        if raw[0] == 0x86 and raw[start:end] == entry:
+            body = b"\x85" + raw[1:start] + raw[end:]
+        else:  # pragma: no cover - not reachable for canonically decoded envelopes
+            body = encode(_unsigned_obj(self.chain_id, self.sender, self.nonce, self.payload))
+        return b"".join((TAG_TX, b"\x00\x82", _CHAIN_ID_KEY, msgpack.packb(self.chain_id),
+                         _MSG_KEY, body))
 
     def verify_signature(self) -> None:
         """Raise ``InvalidSignature`` unless the sender signed exactly this transaction."""
@@ -140,8 +156,11 @@ def _unsigned_obj(chain_id: str, sender: bytes, nonce: int, payload: Payload) ->
     }
 
 
-_ENVELOPE_FIELDS = frozenset({"chain_id", "nonce", "payload", "sender", "sig", "type"})
-
+_SIG_KEY = msgpack.packb("sig") + b"\xc4\x40"
+_TYPE_KEY = msgpack.packb("type")
+_CHAIN_ID_KEY = msgpack.packb("chain_id")
+_MSG_KEY = msgpack.packb("msg")
+_ENVELOPE_FIELDS = ("chain_id", "nonce", "payload", "sender", "sig", "type")
 
 def make_tx(key: PrivateKey, chain_id: str, nonce: int, payload: Payload) -> Transaction:
     """Sign ``payload`` as ``key`` and return the transaction with its canonical bytes."""
@@ -157,15 +176,19 @@ def make_tx(key: PrivateKey, chain_id: str, nonce: int, payload: Payload) -> Tra
 
 def decode_tx(data: bytes) -> Transaction:
     """Strictly decode a transaction envelope and its typed payload (no signature check)."""
-    obj = decode(data, MAX_TX_BYTES)
+    obj = unpack_canonical(data, MAX_TX_BYTES)
     if type(obj) is not dict:
         raise DecodeError("transaction must be a map", reason="bad_type")
-    if obj.keys() != _ENVELOPE_FIELDS:
-        extra = sorted(set(obj) - _ENVELOPE_FIELDS)
+    if tuple(obj) != _ENVELOPE_FIELDS:
+        extra = sorted(set(obj) - set(_ENVELOPE_FIELDS))
         if extra:
             raise DecodeError(f"transaction has unknown field(s) {extra}", reason="unknown_field")
-        missing = sorted(_ENVELOPE_FIELDS - set(obj))
-        raise DecodeError(f"transaction is missing field(s) {missing}", reason="missing_field")
+        missing = sorted(set(_ENVELOPE_FIELDS) - set(obj))
+        if missing:
+            raise DecodeError(f"transaction is missing field(s) {missing}",
+                              reason="missing_field")
+        raise DecodeError("transaction fields are not in canonical order",
+                          reason="non_canonical")
     sig = obj["sig"]
     if type(sig) is not bytes or len(sig) != 64:
         raise DecodeError("field 'sig' must be 64 bytes", reason="bad_type")

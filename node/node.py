@@ -21,7 +21,7 @@ from chain.tx import Transaction
 from genesis.format import Genesis
 from genesis.state import init_store
 from node.config import Home, NodeConfig
-from node.mempool import Mempool, MempoolReject
+from node.mempool import Mempool, MempoolReject, precheck
 from node.metrics import NodeMetrics
 from node.signer import Signer
 from state.accounts import Account
@@ -137,6 +137,43 @@ class Node:
             raise
         self.metrics.mempool_size.set(len(self.mempool))
         return tx
+
+    async def submit_many(self, raws: list[bytes], workers: int = 2
+                          ) -> list[Transaction | MempoolReject]:
+        """Admit many transactions, verifying signatures on ``workers`` threads in parallel.
+
+        libsodium runs without the GIL, so signature checks use every core; admission into
+        the mempool then happens in order on the trio thread, so nonce order is kept.
+        """
+        chunk = max(1, -(-len(raws) // workers))
+        parts = [raws[i:i + chunk] for i in range(0, len(raws), chunk)]
+        checked: list[list[Transaction | MempoolReject]] = [[] for _ in parts]
+        params, limit = self.params, self.mempool.max_tx_bytes
+
+        def check_part(i: int) -> None:
+            out = checked[i]
+            for raw in parts[i]:
+                try:
+                    out.append(precheck(raw, params, limit))
+                except MempoolReject as e:
+                    out.append(e)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(parts)):
+                nursery.start_soon(trio.to_thread.run_sync, check_part, i)
+        results: list[Transaction | MempoolReject] = []
+        for part in checked:
+            for item in part:
+                if isinstance(item, Transaction):
+                    try:
+                        item = self.mempool.add(item)
+                    except MempoolReject as e:
+                        item = e
+                if isinstance(item, MempoolReject):
+                    self.metrics.tx_rejected.labels(item.code.name.lower()).inc()
+                results.append(item)
+        self.metrics.mempool_size.set(len(self.mempool))
+        return results
 
     async def submit_and_wait(self, raw: bytes, timeout_s: float) -> tuple[Transaction,
                                                                              Committed | None]:

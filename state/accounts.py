@@ -23,9 +23,9 @@ EMPTY = Account(0, 0)
 
 
 def get_account(view: StateView, address: bytes) -> Account:
-    raw = view.get(account_key(address))
-    return EMPTY if raw is None else Account.decode(raw)
+    acct = view.get_obj(account_key(address), Account)
+    return EMPTY if acct is None else acct
 
 
 def put_account(view: StateView, address: bytes, account: Account) -> None:
-    view.put(account_key(address), account.encode())
+    view.put_obj(account_key(address), account)

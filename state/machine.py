@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from chain.block import Event, TxResult
+from chain.block import Attr, Event, TxResult
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction, NonceMismatch
 from chain.tx import Deposit, Transaction, Transfer
@@ -61,7 +61,8 @@ def _transfer(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
     p = cast(Transfer, tx.payload)  # HANDLERS dispatches on the payload's type
     _debit(view, tx.sender, p.amount)
     _credit(view, p.to, p.amount)
-    return [Event.of("transfer", sender=tx.sender, recipient=p.to, amount=p.amount)]
+    return [Event("transfer", (Attr("amount", str(p.amount)), Attr("recipient", p.to.hex()),
+                               Attr("sender", tx.sender.hex())))]
 
 
 def _deposit(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
@@ -69,7 +70,7 @@ def _deposit(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
     if tx.sender != ctx.params.faucet:
         raise ExecutionFailure(ResultCode.UNAUTHORIZED, "only the faucet key may deposit")
     _credit(view, p.to, p.amount)
-    return [Event.of("deposit", recipient=p.to, amount=p.amount)]
+    return [Event("deposit", (Attr("amount", str(p.amount)), Attr("recipient", p.to.hex())))]
 
 
 Handler = Callable[[Overlay, TxContext, Transaction], list[Event]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import plyvel
 
@@ -23,6 +24,7 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
+T = TypeVar("T", bound=Struct)
 
 
 class StoreError(ChainError):
@@ -47,15 +49,21 @@ class Overlay:
 
     ``get`` reads through to the database; the first read or write of a key records its
     committed value in ``priors``, which becomes the block's undo record.
+
+    Typed access (``get_obj``/``put_obj``) keeps decoded values and encodes each written
+    value once, when the block's changes are taken: an account touched five times in a block
+    is decoded once and encoded once. Values are immutable structs, so sharing them is safe.
     """
 
-    __slots__ = ("_db", "writes", "priors", "_journal")
+    __slots__ = ("_db", "writes", "priors", "_journal", "_base_objs", "_changes")
 
     def __init__(self, db: plyvel.DB) -> None:
         self._db = db
-        self.writes: dict[bytes, bytes | None] = {}
+        self.writes: dict[bytes, bytes | Struct | None] = {}
         self.priors: dict[bytes, bytes | None] = {}
         self._journal: list[tuple[bytes, object]] = []
+        self._base_objs: dict[bytes, Struct | None] = {}
+        self._changes: list[tuple[bytes, bytes | None]] | None = None
 
     def _base(self, key: bytes) -> bytes | None:
         v = self.priors.get(key, _MISSING)
@@ -66,19 +74,43 @@ class Overlay:
 
     def get(self, key: bytes) -> bytes | None:
         v = self.writes.get(key, _MISSING)
-        if v is not _MISSING:
+        if v is _MISSING:
+            return self._base(key)
+        if v is None or type(v) is bytes:
             return v  # type: ignore[return-value]
-        return self._base(key)
+        return v.encode()  # type: ignore[union-attr]
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def get_obj(self, key: bytes, cls: type[T]) -> T | None:
+        """The current value of ``key`` decoded as ``cls`` (or None if absent)."""
+        v = self.writes.get(key, _MISSING)
+        if v is _MISSING:
+            obj = self._base_objs.get(key, _MISSING)
+            if obj is _MISSING:
+                raw = self._base(key)
+                obj = None if raw is None else cls.decode(raw)
+                self._base_objs[key] = obj  # type: ignore[assignment]
+            return obj  # type: ignore[return-value]
+        if v is None:
+            return None
+        if type(v) is bytes:
+            return cls.decode(v)
+        return v  # type: ignore[return-value]
+
+    def _write(self, key: bytes, value: bytes | Struct | None) -> None:
         self._base(key)
         self._journal.append((key, self.writes.get(key, _MISSING)))
         self.writes[key] = value
+        self._changes = None
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._write(key, value)
+
+    def put_obj(self, key: bytes, value: Struct) -> None:
+        """Write a struct value; it is encoded once, when the changes are taken."""
+        self._write(key, value)
 
     def delete(self, key: bytes) -> None:
-        self._base(key)
-        self._journal.append((key, self.writes.get(key, _MISSING)))
-        self.writes[key] = None
+        self._write(key, None)
 
     def checkpoint(self) -> int:
         """A mark to :meth:`revert` to (e.g. before applying one transaction)."""
@@ -87,6 +119,7 @@ class Overlay:
     def revert(self, mark: int) -> None:
         """Undo every write made since ``mark``."""
         j = self._journal
+        self._changes = None
         while len(j) > mark:
             key, old = j.pop()
             if old is _MISSING:
@@ -100,19 +133,27 @@ class Overlay:
         full = schema.STATE + prefix
         for k, v in self._db.iterator(prefix=full):
             merged[k[1:]] = v
-        for k, v in self.writes.items():
+        for k in self.writes:
             if k.startswith(prefix):
-                merged[k] = v
+                merged[k] = self.get(k)
         for k in sorted(merged):
             v = merged[k]
             if v is not None:
                 yield k, v
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
-        """Net writes that differ from the committed value, sorted by key."""
-        return sorted(
-            (k, v) for k, v in self.writes.items() if self.priors.get(k, _MISSING) != v
-        )
+        """Net writes that differ from the committed value, sorted by key (memoised)."""
+        if self._changes is None:
+            out = []
+            priors = self.priors
+            for k, v in self.writes.items():
+                if v is not None and type(v) is not bytes:
+                    v = v.encode()  # type: ignore[union-attr]
+                if priors.get(k, _MISSING) != v:
+                    out.append((k, v))
+            out.sort()
+            self._changes = out  # type: ignore[assignment]
+        return self._changes  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

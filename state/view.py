@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from chain.codec import Struct
+
+T = TypeVar("T", bound=Struct)
 
 
 class StateView(Protocol):
@@ -12,6 +16,10 @@ class StateView(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def put(self, key: bytes, value: bytes) -> None: ...
+
+    def get_obj(self, key: bytes, cls: type[T]) -> T | None: ...
+
+    def put_obj(self, key: bytes, value: Struct) -> None: ...
 
     def delete(self, key: bytes) -> None: ...
 
