@@ -1,0 +1,230 @@
+"""The journaled LevelDB store: overlay semantics, atomic commits, undo records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import plyvel
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from state import schema
+from state.accounts import Account
+from state.store import Head, Overlay, PendingBlock, Store, StoreError
+
+ZERO = b"\x00" * 32
+
+
+def head(h: int) -> Head:
+    return Head(h, bytes([h % 256]) * 32, ZERO, 0, 1000 + h)
+
+
+def pending(h: int, txs: list[bytes] | None = None) -> PendingBlock:
+    return PendingBlock(height=h, block_hash=bytes([h % 256]) * 32, block_bytes=b"block%d" % h,
+                        tx_hashes=txs or [], result_bytes=[], head=head(h))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "db")
+    ov = s.overlay()
+    ov.put(b"k/a", b"1")
+    ov.put(b"k/b", b"2")
+    s.init_genesis(b"\x11" * 32, "c", ov, head(0))
+    yield s
+    s.close()
+
+
+def test_overlay_reads_through_and_buffers_writes(store: Store) -> None:
+    ov = store.overlay()
+    assert ov.get(b"k/a") == b"1"
+    ov.put(b"k/a", b"9")
+    ov.delete(b"k/b")
+    ov.put(b"k/c", b"3")
+    assert (ov.get(b"k/a"), ov.get(b"k/b"), ov.get(b"k/c")) == (b"9", None, b"3")
+    # Nothing reached the database.
+    assert store.state_get(b"k/a") == b"1"
+    assert store.state_get(b"k/b") == b"2"
+    assert store.state_get(b"k/c") is None
+    assert list(ov.iter_prefix(b"k/")) == [(b"k/a", b"9"), (b"k/c", b"3")]
+
+
+def test_checkpoint_revert_restores_exact_prior_overlay(store: Store) -> None:
+    ov = store.overlay()
+    ov.put(b"k/a", b"5")
+    mark = ov.checkpoint()
+    ov.put(b"k/a", b"6")
+    ov.delete(b"k/b")
+    ov.put(b"k/new", b"x")
+    ov.revert(mark)
+    assert ov.get(b"k/a") == b"5"
+    assert ov.get(b"k/b") == b"2"
+    assert ov.get(b"k/new") is None
+    assert ov.changes() == [(b"k/a", b"5")]
+
+
+def test_changes_drop_writes_equal_to_committed_value(store: Store) -> None:
+    ov = store.overlay()
+    ov.put(b"k/a", b"1")  # same as committed
+    ov.put(b"k/z", b"7")
+    ov.delete(b"k/z")  # created and deleted: absent before and after
+    assert ov.changes() == []
+
+
+def test_typed_values_encode_once_and_read_back(store: Store) -> None:
+    ov = store.overlay()
+    ov.put_obj(b"acct/x", Account(5, 1))
+    assert ov.get_obj(b"acct/x", Account) == Account(5, 1)
+    assert ov.get(b"acct/x") == Account(5, 1).encode()
+    mark = ov.checkpoint()
+    ov.put_obj(b"acct/x", Account(6, 2))
+    ov.revert(mark)
+    assert ov.get_obj(b"acct/x", Account) == Account(5, 1)
+    assert ov.changes() == [(b"acct/x", Account(5, 1).encode())]
+
+
+def test_commit_writes_state_block_indexes_undo_and_head(store: Store) -> None:
+    ov = store.overlay()
+    ov.put(b"k/a", b"10")
+    ov.delete(b"k/b")
+    ov.put(b"k/c", b"30")
+    store.commit_block(ov, pending(1, [b"\x01" * 32, b"\x02" * 32]))
+    assert store.state_get(b"k/a") == b"10"
+    assert store.state_get(b"k/b") is None
+    assert store.state_get(b"k/c") == b"30"
+    assert store.head() == head(1)
+    assert store.block_bytes(1) == b"block1"
+    assert store.height_of(b"\x01" * 32) == 1
+    assert store.tx_location(b"\x02" * 32) == (1, 1)
+    assert store.undo_record(1) == [(b"k/a", b"1"), (b"k/b", b"2"), (b"k/c", None)]
+
+
+def test_failed_commit_writes_nothing(store: Store) -> None:
+    """An exception inside the batch must leave the store exactly as it was
+    (plyvel's default batch would have written the puts made before it)."""
+    before = list(store.db.iterator())
+    ov = store.overlay()
+    ov.put(b"k/a", b"10")
+    bad = PendingBlock(height=1, block_hash=b"\x01" * 32, block_bytes=b"block",
+                       tx_hashes=[b"\x01" * 32, "not-bytes"],  # type: ignore[list-item]
+                       result_bytes=[], head=head(1))
+    with pytest.raises(TypeError):
+        store.commit_block(ov, bad)
+    assert list(store.db.iterator()) == before
+
+
+def test_undo_records_restore_every_earlier_state(store: Store) -> None:
+    """Applying undo records from the head down reproduces each earlier dump exactly."""
+    dumps = {0: store.dump_state()}
+    for h in range(1, 6):
+        ov = store.overlay()
+        ov.put(b"k/a", b"a%d" % h)
+        if h % 2:
+            ov.delete(b"k/b")
+        else:
+            ov.put(b"k/b", b"b%d" % h)
+        ov.put(b"k/h%d" % h, b"x")
+        store.commit_block(ov, pending(h))
+        dumps[h] = store.dump_state()
+    for h in range(5, 0, -1):
+        with store.db.write_batch(transaction=True) as wb:
+            for k, prior in store.undo_record(h) or []:
+                if prior is None:
+                    wb.delete(schema.STATE + k)
+                else:
+                    wb.put(schema.STATE + k, prior)
+        assert store.dump_state() == dumps[h - 1]
+
+
+def test_init_genesis_refuses_a_non_empty_store(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.init_genesis(b"\x11" * 32, "c", store.overlay(), head(0))
+
+
+def test_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    db.put(schema.META_SCHEMA, schema.height_bytes(99))
+    db.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store(tmp_path / "db")
+
+
+def test_open_locked_store_is_a_clear_error(store: Store) -> None:
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store(store.path)
+
+
+class OverlayVsModel(RuleBasedStateMachine):
+    """The overlay (with checkpoints, reverts and commits) against a plain dict model."""
+
+    keys = st.sampled_from([b"k/%d" % i for i in range(6)])
+    values = st.binary(min_size=0, max_size=4)
+
+    @initialize()
+    def setup(self) -> None:
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory()
+        self.store = Store(Path(self._dir.name) / "db", sync=False)
+        self.store.init_genesis(ZERO, "c", self.store.overlay(), head(0))
+        self.committed: dict[bytes, bytes] = {}
+        self.model: dict[bytes, bytes] = {}
+        self.ov = self.store.overlay()
+        self.marks: list[tuple[int, dict[bytes, bytes]]] = []
+        self.height = 0
+
+    @rule(k=keys, v=values)
+    def put(self, k: bytes, v: bytes) -> None:
+        self.ov.put(k, v)
+        self.model[k] = v
+
+    @rule(k=keys)
+    def delete(self, k: bytes) -> None:
+        self.ov.delete(k)
+        self.model.pop(k, None)
+
+    @rule()
+    def checkpoint(self) -> None:
+        self.marks.append((self.ov.checkpoint(), dict(self.model)))
+
+    @rule()
+    def revert(self) -> None:
+        if self.marks:
+            mark, snap = self.marks.pop()
+            self.ov.revert(mark)
+            self.model = snap
+
+    @rule()
+    def commit(self) -> None:
+        self.height += 1
+        self.store.commit_block(self.ov, pending(self.height))
+        undo = dict(self.store.undo_record(self.height) or [])
+        for k in set(self.committed) | set(self.model):
+            if self.committed.get(k) != self.model.get(k):
+                assert undo[k] == self.committed.get(k)
+        self.committed = dict(self.model)
+        self.ov = self.store.overlay()
+        self.marks = []
+
+    @invariant()
+    def reads_match_model(self) -> None:
+        if not hasattr(self, "ov"):
+            return
+        for i in range(6):
+            k = b"k/%d" % i
+            assert self.ov.get(k) == self.model.get(k)
+        assert dict(self.ov.iter_prefix(b"k/")) == self.model
+        assert dict(self.store.iter_state(b"k/")) == self.committed
+
+    def teardown(self) -> None:
+        if hasattr(self, "store"):
+            self.store.close()
+            self._dir.cleanup()
+
+
+TestOverlayVsModel = OverlayVsModel.TestCase
+TestOverlayVsModel.settings = settings(max_examples=50, stateful_step_count=30,
+                                       deadline=None)

@@ -1,0 +1,206 @@
+"""The state transition: per-transaction rules and block import checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chain.block import Block, Header, sign_header
+from chain.codes import ResultCode
+from chain.errors import InvalidBlock
+from chain.tx import Deposit, Transaction, Transfer, make_tx
+from genesis.devnet import DevnetKeys
+from genesis.format import Genesis
+from genesis.state import init_store
+from state.accounts import Account, get_account
+from state.params import load_params
+from state.store import Store
+from state.transition import apply_body, commit, import_block
+from tests.helpers import make_genesis
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[tuple[Store, Genesis, DevnetKeys]]:
+    g, keys = make_genesis(accounts=3, balance=1000)
+    s = Store(tmp_path / "db")
+    init_store(s, g)
+    yield s, g, keys
+    s.close()
+
+
+def build(store: Store, keys: DevnetKeys, txs: list[Transaction], dt: int = 1000,
+          tamper: dict[str, object] | None = None) -> bytes:
+    """A signed block over ``txs`` on the store's head (not committed)."""
+    head = store.head()
+    assert head is not None
+    params = load_params(store.overlay())
+    out = apply_body(store, params, head.height + 1, head.time + dt, txs)
+    fields = dict(chain_id=params.chain_id, era=0, height=head.height + 1,
+                  prev_hash=head.hash, time=head.time + dt, tx_root=out.tx_root,
+                  results_root=out.results_root, state_root=out.state_root,
+                  producer=keys.producer.public_key)
+    fields.update(tamper or {})
+    header = Header(**fields)  # type: ignore[arg-type]
+    return Block(header, sign_header(keys.producer, header), tuple(t.raw for t in txs)).encode()
+
+
+def run(store: Store, txs: list[Transaction]) -> list[int]:
+    head = store.head()
+    assert head is not None
+    params = load_params(store.overlay())
+    out = apply_body(store, params, head.height + 1, head.time + 1, txs)
+    return [r.code for r in out.results], out  # type: ignore[return-value]
+
+
+def test_transfer_moves_balance_and_bumps_nonce(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    codes, out = run(store, [make_tx(a, g.chain_id, 0, Transfer(b.public_key, 300))])
+    assert codes == [0]
+    assert get_account(out.overlay, a.public_key) == Account(700, 1)
+    assert get_account(out.overlay, b.public_key) == Account(1300, 0)
+    ev = out.results[0].events[0]
+    assert ev.type == "transfer"
+    assert ev.as_dict() == {"amount": "300", "recipient": b.public_key.hex(),
+                            "sender": a.public_key.hex()}
+
+
+def test_failed_transfer_consumes_nonce_and_changes_nothing_else(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    codes, out = run(store, [make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1001))])
+    assert codes == [ResultCode.INSUFFICIENT_FUNDS]
+    assert "1000" in out.results[0].log
+    assert get_account(out.overlay, a.public_key) == Account(1000, 1)
+    assert get_account(out.overlay, b.public_key) == Account(1000, 0)
+
+
+def test_self_transfer_keeps_balance(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a = keys.accounts[0]
+    codes, out = run(store, [make_tx(a, g.chain_id, 0, Transfer(a.public_key, 400))])
+    assert codes == [0]
+    assert get_account(out.overlay, a.public_key) == Account(1000, 1)
+
+
+def test_deposit_only_from_faucet(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a = keys.accounts[0]
+    codes, out = run(store, [
+        make_tx(keys.faucet, g.chain_id, 0, Deposit(a.public_key, 50)),
+        make_tx(a, g.chain_id, 0, Deposit(a.public_key, 50)),
+    ])
+    assert codes == [0, ResultCode.UNAUTHORIZED]
+    assert get_account(out.overlay, a.public_key) == Account(1050, 1)
+
+
+def test_deposit_overflow_fails(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a = keys.accounts[0]
+    codes, out = run(store, [make_tx(keys.faucet, g.chain_id, 0, Deposit(a.public_key, 2**64 - 1))])
+    assert codes == [ResultCode.OVERFLOW]
+    assert get_account(out.overlay, a.public_key).balance == 1000
+
+
+def test_nonce_out_of_order_makes_the_block_invalid(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    with pytest.raises(InvalidBlock) as e:
+        run(store, [make_tx(a, g.chain_id, 1, Transfer(b.public_key, 1))])
+    assert e.value.tx_index == 0
+    assert e.value.reason == "nonce_mismatch"
+
+
+def test_import_block_commits_a_valid_block(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1))
+    raw = build(store, keys, [t])
+    new_head = import_block(store, raw)
+    assert new_head.height == 1
+    assert store.tx_location(t.hash) == (1, 0)
+    assert Account.decode(store.state_get(b"acct/" + a.public_key) or b"") == Account(999, 1)
+
+
+@pytest.mark.parametrize("tamper,reason", [
+    ({"height": 2}, "height"),
+    ({"prev_hash": b"\x07" * 32}, "prev_hash"),
+    ({"time": 0}, "time"),
+    ({"era": 1}, "era"),
+    ({"chain_id": "other"}, "chain"),
+    ({"state_root": b"\x05" * 32}, "state_root"),
+    ({"tx_root": b"\x05" * 32}, "tx_root"),
+    ({"results_root": b"\x05" * 32}, "results_root"),
+])
+def test_import_refuses_bad_headers_and_writes_nothing(chain, tamper, reason) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    raw = build(store, keys, [make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1))],
+                tamper=tamper)
+    before = list(store.db.iterator())
+    with pytest.raises(InvalidBlock, match=reason):
+        import_block(store, raw)
+    assert list(store.db.iterator()) == before
+
+
+def test_import_refuses_a_block_signed_by_another_key(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    raw = build(store, keys, [])
+    blk = Block.decode_block(raw)
+    forged = Block(blk.header, sign_header(keys.accounts[0], blk.header), blk.txs).encode()
+    with pytest.raises(InvalidBlock, match="signature"):
+        import_block(store, forged)
+    assert store.head().height == 0  # type: ignore[union-attr]
+
+
+def test_import_refuses_a_tx_with_a_bad_signature(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1))
+    sig_at = bytes(t.raw).index(t.sig)
+    bad = bytearray(t.raw)
+    bad[sig_at] ^= 1
+    from chain.tx import decode_tx
+
+    forged = decode_tx(bytes(bad))
+    raw = build(store, keys, [forged])
+    with pytest.raises(InvalidBlock, match="transaction 0"):
+        import_block(store, raw)
+
+
+def test_same_blocks_give_byte_identical_state(tmp_path: Path) -> None:
+    g, keys = make_genesis(accounts=4, balance=10_000)
+    a, b, c, d = keys.accounts
+    s1 = Store(tmp_path / "one")
+    s2 = Store(tmp_path / "two")
+    init_store(s1, g)
+    init_store(s2, g)
+    blocks = []
+    nonces = dict.fromkeys([a.public_key, b.public_key, c.public_key, d.public_key], 0)
+    for i in range(5):
+        txs = []
+        for k, to in ((a, b), (b, c), (c, d), (d, a)):
+            txs.append(make_tx(k, g.chain_id, nonces[k.public_key],
+                               Transfer(to.public_key, 7 * i + 1)))
+            nonces[k.public_key] += 1
+        raw = build(s1, keys, txs)
+        import_block(s1, raw)
+        blocks.append(raw)
+    for raw in blocks:
+        import_block(s2, raw)
+    assert s1.dump_state() == s2.dump_state()
+    assert s1.head() == s2.head()
+    s1.close()
+    s2.close()
+
+
+def test_commit_helper_links_head(chain) -> None:  # type: ignore[no-untyped-def]
+    store, g, keys = chain
+    raw = build(store, keys, [])
+    blk = Block.decode_block(raw)
+    params = load_params(store.overlay())
+    out = apply_body(store, params, 1, blk.header.time, [])
+    h = commit(store, blk, raw, [], out)
+    assert h.hash == blk.hash and store.head() == h
