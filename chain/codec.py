@@ -29,6 +29,8 @@ import msgpack
 from chain.errors import DecodeError
 
 DEFAULT_MAX_SIZE = 1 << 20
+MAX_DEPTH = 128
+"""Deepest nesting of arrays/maps accepted (far below Python's recursion limit)."""
 
 Value = Any  # nil | bool | int | bytes | str | list[Value] | dict[str, Value]
 
@@ -104,7 +106,7 @@ def encode(obj: Value) -> bytes:
     return _packb(canonicalize(obj))
 
 
-def _check_value(obj: Value) -> None:
+def _check_value(obj: Value, depth: int = 0) -> None:
     """Refuse values outside the encodable space before packing them."""
     t = type(obj)
     if obj is None or t is bool or t is bytes or t is str:
@@ -113,27 +115,31 @@ def _check_value(obj: Value) -> None:
         if not -(2**63) <= obj <= 2**64 - 1:
             raise DecodeError(f"integer {obj} outside the 64-bit range", reason="out_of_range")
         return
+    if (t is list or t is tuple or t is dict) and depth >= MAX_DEPTH:
+        raise DecodeError(f"nesting deeper than {MAX_DEPTH}", reason="out_of_range")
     if t is list or t is tuple:
         for v in obj:
-            _check_value(v)
+            _check_value(v, depth + 1)
         return
     if t is dict:
         for k, v in obj.items():
             if type(k) is not str:
                 raise DecodeError("map keys must be strings", reason="bad_type")
-            _check_value(v)
+            _check_value(v, depth + 1)
         return
     raise DecodeError(f"type {t.__name__} is not encodable", reason="bad_type")
 
 
-def _walk_decoded(obj: Value) -> None:
+def _walk_decoded(obj: Value, depth: int = 0) -> None:
     """Check a freshly unpacked value: allowed types, sorted unique str keys."""
     t = type(obj)
     if obj is None or t is bool or t is int or t is bytes or t is str:
         return
+    if (t is list or t is dict) and depth >= MAX_DEPTH:
+        raise DecodeError(f"nesting deeper than {MAX_DEPTH}", reason="out_of_range")
     if t is list:
         for v in obj:
-            _walk_decoded(v)
+            _walk_decoded(v, depth + 1)
         return
     if t is dict:
         prev: bytes | None = None
@@ -144,7 +150,7 @@ def _walk_decoded(obj: Value) -> None:
             if prev is not None and kb <= prev:
                 raise DecodeError("map keys not in canonical order", reason="non_canonical")
             prev = kb
-            _walk_decoded(v)
+            _walk_decoded(v, depth + 1)
         return
     raise DecodeError(f"value of type {t.__name__} is not allowed", reason="bad_type")
 
@@ -329,6 +335,8 @@ def _diagnose(cls: type, names: tuple[str, ...], obj: Value, context: str | None
     where = context or cls.__name__
     if type(obj) is not dict:
         raise DecodeError(f"{where} must be a map", reason="bad_type")
+    if any(type(k) is not str for k in obj):
+        raise DecodeError(f"{where} has a map key that is not a string", reason="bad_type")
     extra = sorted(k for k in obj if k not in names)
     if extra:
         raise DecodeError(f"{where} has unknown field(s) {extra}", reason="unknown_field")
@@ -380,5 +388,8 @@ def unpack_canonical(data: bytes, max_size: int) -> Value:
     except (TypeError, ValueError) as e:  # e.g. an ext type that cannot be re-packed
         raise DecodeError(f"value cannot be re-encoded: {e}", reason="bad_type") from e
     if again != data:
+        # Not on the hot path: name a float or ext value (which msgpack re-packs in another
+        # width) as the wrong type it is, rather than as a mere non-shortest form.
+        _walk_decoded(obj)
         raise DecodeError("encoding is not canonical", reason="non_canonical")
     return obj

@@ -180,6 +180,8 @@ def decode_tx(data: bytes) -> Transaction:
     if type(obj) is not dict:
         raise DecodeError("transaction must be a map", reason="bad_type")
     if tuple(obj) != _ENVELOPE_FIELDS:
+        if any(type(k) is not str for k in obj):
+            raise DecodeError("transaction has a map key that is not a string", reason="bad_type")
         extra = sorted(set(obj) - set(_ENVELOPE_FIELDS))
         if extra:
             raise DecodeError(f"transaction has unknown field(s) {extra}", reason="unknown_field")
@@ -190,8 +192,10 @@ def decode_tx(data: bytes) -> Transaction:
         raise DecodeError("transaction fields are not in canonical order",
                           reason="non_canonical")
     sig = obj["sig"]
-    if type(sig) is not bytes or len(sig) != 64:
-        raise DecodeError("field 'sig' must be 64 bytes", reason="bad_type")
+    if type(sig) is not bytes:
+        raise DecodeError("field 'sig' must be bytes", reason="bad_type")
+    if len(sig) != 64:
+        raise DecodeError("field 'sig' must be 64 bytes", reason="out_of_range")
     unsigned = UnsignedTx.from_obj({k: v for k, v in obj.items() if k != "sig"}, "transaction")
     cls = PAYLOAD_TYPES.get(unsigned.type)
     if cls is None:

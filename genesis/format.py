@@ -23,7 +23,11 @@ from chain.errors import InvalidGenesis
 from chain.tx import CHAIN_ID_MAX
 
 U64_MAX = 2**64 - 1
-CHAIN_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
+CHAIN_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
+# RFC 3339 date-time (upper-case T/Z, as datetime.fromisoformat wants); the zone is optional
+# here only so that a missing zone gets its own, clearer message below.
+RFC3339_RE = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.(\d+))?(?:Z|[+-]\d{2}:\d{2})?", re.ASCII)
 KNOWN_TOP = {"chain_id", "genesis_time", "initial_height", "app_state"}
 KNOWN_APP = {"producer", "faucet", "operators", "oracles", "accounts", "markets"}
 
@@ -108,6 +112,8 @@ def _int(v: Any, field: str, lo: int = 0, hi: int = U64_MAX) -> int:
     if isinstance(v, str):
         if not re.fullmatch(r"0|[1-9][0-9]*", v):
             raise InvalidGenesis(field, f"{v!r} is not a non-negative decimal integer")
+        if len(v) > len(str(hi)):  # also keeps int() below its digit limit
+            raise InvalidGenesis(field, f"{v[:24]}... is outside [{lo}, {hi}]")
         v = int(v)
     if not isinstance(v, int):
         raise InvalidGenesis(field, "must be an integer or a decimal string")
@@ -152,13 +158,17 @@ def parse_time(v: Any, field: str = "genesis_time") -> tuple[str, int]:
     """RFC 3339 time with a zone -> (the string, milliseconds since the epoch)."""
     if not isinstance(v, str):
         raise InvalidGenesis(field, "must be an RFC 3339 string such as 2026-01-01T00:00:00Z")
+    m = RFC3339_RE.fullmatch(v)
     try:
+        if m is None:
+            raise ValueError(v)
         t = datetime.fromisoformat(v)
     except ValueError as e:
         raise InvalidGenesis(field, f"{v!r} is not an RFC 3339 time") from e
     if t.tzinfo is None:
         raise InvalidGenesis(field, "must carry a time zone (use a trailing Z for UTC)")
-    if t.microsecond % 1000:
+    # fromisoformat silently drops digits beyond microseconds: check the text itself.
+    if (m.group(1) or "")[3:].strip("0"):
         raise InvalidGenesis(field, "must not be more precise than milliseconds")
     # Exact integer arithmetic: datetime.timestamp() is a float.
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
@@ -177,7 +187,7 @@ def parse_genesis(doc: Any) -> Genesis:
     if extra:
         raise InvalidGenesis(sorted(extra)[0], "is not a known field")
     chain_id = _need(doc, "chain_id", "")
-    if not isinstance(chain_id, str) or not CHAIN_ID_RE.match(chain_id) or not (
+    if not isinstance(chain_id, str) or not CHAIN_ID_RE.fullmatch(chain_id) or not (
         1 <= len(chain_id) <= CHAIN_ID_MAX
     ):
         raise InvalidGenesis(
@@ -197,6 +207,9 @@ def parse_genesis(doc: Any) -> Genesis:
     ops = _need(app, "operators", "app_state.")
     if not isinstance(ops, dict):
         raise InvalidGenesis("app_state.operators", 'must be {"keys": [...], "threshold": N}')
+    extra = set(ops) - {"keys", "threshold"}
+    if extra:
+        raise InvalidGenesis(f"app_state.operators.{sorted(extra)[0]}", "is not a known field")
     operators = _key_list(_need(ops, "keys", "app_state.operators."), "app_state.operators.keys")
     if not operators:
         raise InvalidGenesis("app_state.operators.keys", "must name at least one operator")
@@ -249,8 +262,10 @@ def load_genesis(path: str | Path) -> Genesis:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise InvalidGenesis("(file)", f"cannot read {p}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise InvalidGenesis("(file)", f"{p} is not UTF-8 text: {e}") from e
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, over-long int, deep nesting
         raise InvalidGenesis("(file)", f"{p} is not valid JSON: {e}") from e
     return parse_genesis(doc)
