@@ -24,6 +24,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import trio.lowlevel
+
 from chain.tx import Transfer, make_tx  # noqa: E402
 from node.mempool import MempoolReject  # noqa: E402
 from node.node import open_node  # noqa: E402
@@ -68,7 +70,7 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
             bad = [r for r in res if isinstance(r, MempoolReject)]
             if bad:
                 raise RuntimeError(f"{len(bad)} rejected, first: {bad[0].message}")
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         done_admitting.set()
 
     async def produce() -> None:

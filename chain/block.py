@@ -14,17 +14,17 @@ from typing import Annotated
 from chain.codec import (
     U16,
     U64,
-    Blob,
     Bytes32,
     Bytes64,
     Length,
+    Str64,
+    Str1024,
     Struct,
-    Text,
 )
 from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
-from chain.tx import CHAIN_ID_MAX, MAX_TX_BYTES
+from chain.tx import MAX_TX_BYTES, ChainId
 
 ZERO_HASH = b"\x00" * 32
 MAX_BLOCK_TXS = 100_000
@@ -35,7 +35,7 @@ MAX_BLOCK_BYTES = 64 * 1024 * 1024
 class Header(Struct):
     """What the producer signs for each block."""
 
-    chain_id: Text(CHAIN_ID_MAX)
+    chain_id: ChainId
     """Chain the block belongs to."""
     era: U64
     """Recovery era: 0 from genesis, +1 after each operator rollback (fork)."""
@@ -76,7 +76,8 @@ class SignedHeader(Struct):
         verify(producer, self.sig, self.header.signed_bytes())
 
 
-TxList = Annotated[tuple[Blob(MAX_TX_BYTES), ...], Length(0, MAX_BLOCK_TXS)]
+TxBytes = Annotated[bytes, Length(0, MAX_TX_BYTES)]
+TxList = Annotated[tuple[TxBytes, ...], Length(0, MAX_BLOCK_TXS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +114,15 @@ def sign_header(key: PrivateKey, header: Header) -> bytes:
 class Attr(Struct):
     """One key/value attribute of an event (values are text; integers in decimal)."""
 
-    key: Text(64)
-    value: Text(1024)
+    key: Str64
+    value: Str1024
 
 
 @dataclass(frozen=True, slots=True)
 class Event(Struct):
     """Something the state machine did, recorded in a transaction's or block's result."""
 
-    type: Text(64)
+    type: Str64
     attrs: Annotated[tuple[Attr, ...], Length(0, 64)]
 
     @classmethod
@@ -144,7 +145,7 @@ class TxResult(Struct):
     """Outcome of one included transaction. ``code`` 0 is success; see docs/PROTOCOL.md."""
 
     code: U16
-    log: Text(1024)
+    log: Str1024
     events: Annotated[tuple[Event, ...], Length(0, 1024)]
 
 

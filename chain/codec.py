@@ -12,7 +12,7 @@ exactly one encoding per value and rejects everything else with a typed ``Decode
 
 Wire structs are frozen dataclasses deriving from :class:`Struct`. A struct encodes as a map
 from field name to value; decoding refuses unknown and missing fields and checks every field's
-type and range from its annotation (``U64``, ``Bytes32``, ``Text(64)``...).
+type and range from its annotation (``U64``, ``Bytes32``, ``Str64``...).
 """
 
 from __future__ import annotations
@@ -60,14 +60,8 @@ Bytes32 = Annotated[bytes, Length(32, 32)]
 Bytes64 = Annotated[bytes, Length(64, 64)]
 
 
-def Text(max_len: int) -> Any:  # noqa: N802 - reads like a type in annotations
-    """A UTF-8 string of at most ``max_len`` characters."""
-    return Annotated[str, Length(0, max_len)]
-
-
-def Blob(max_len: int) -> Any:  # noqa: N802
-    """A byte string of at most ``max_len`` bytes."""
-    return Annotated[bytes, Length(0, max_len)]
+Str64 = Annotated[str, Length(0, 64)]
+Str1024 = Annotated[str, Length(0, 1024)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,10 +234,10 @@ def _compile(tp: Any) -> tuple[Enc, Dec]:
         return _identity, dec_buf
 
     if origin is tuple:
-        args = get_args(tp)
-        if len(args) != 2 or args[1] is not Ellipsis:
+        targs = get_args(tp)
+        if len(targs) != 2 or targs[1] is not Ellipsis:
             raise TypeError(f"only tuple[X, ...] is supported, got {tp}")
-        item_enc, item_dec = _compile(args[0])
+        item_enc, item_dec = _compile(targs[0])
         lo_l, hi_l = (ln.lo, ln.hi) if ln else (0, 1 << 20)
 
         def dec_seq(v: Value, name: str) -> Any:

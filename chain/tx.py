@@ -11,11 +11,11 @@ needs nothing but the transaction to check its signature.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgpack
 
-from chain.codec import U64, Bytes32, Struct, Text, Value, encode, unpack_canonical
+from chain.codec import U64, Bytes32, Length, Struct, Value, encode, unpack_canonical
 from chain.crypto import TAG_TX, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import DecodeError, InvalidTransaction
 
@@ -23,6 +23,8 @@ MAX_TX_BYTES = 64 * 1024
 CHAIN_ID_MAX = 50
 
 Address = Bytes32
+ChainId = Annotated[str, Length(1, CHAIN_ID_MAX)]
+TypeName = Annotated[str, Length(1, 32)]
 
 
 class Payload(Struct):
@@ -87,10 +89,10 @@ register_payload(Deposit)
 class UnsignedTx(Struct):
     """The signed part of a transaction (everything but the signature)."""
 
-    chain_id: Text(CHAIN_ID_MAX)
+    chain_id: ChainId
     sender: Address
     nonce: U64
-    type: Text(32)
+    type: TypeName
     payload: dict[str, Any]
 
 

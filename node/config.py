@@ -126,7 +126,8 @@ def parse_laddr(laddr: str, setting: str = "laddr") -> tuple[str, int]:
     """``tcp://HOST:PORT`` -> (host, port)."""
     rest = laddr.removeprefix("tcp://")
     host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not (
+            0 <= int(port) <= 65535):
         raise ConfigError(f"{setting} must look like tcp://127.0.0.1:26657, got {laddr!r}")
     return host.strip("[]"), int(port)
 

@@ -25,8 +25,8 @@ from node.mempool import Mempool, MempoolReject, precheck
 from node.metrics import NodeMetrics
 from node.signer import Signer
 from state.accounts import Account
-from state.schema import account_key
 from state.params import ChainParams, load_params
+from state.schema import account_key
 from state.store import Head, Store, StoreError
 from state.transition import apply_body, commit, import_block
 

@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -52,6 +53,7 @@ INTERNAL_ERROR = -32603
 COMMIT_TIMEOUT = 1020
 NOT_FOUND = 1030
 MAX_BATCH = 100
+U64_MAX = 2**64 - 1
 
 HEX32 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -89,11 +91,12 @@ def _height(params: Params, node: Node, name: str = "height") -> int:
     if isinstance(v, bool) or not isinstance(v, (int, str)):
         raise RPCError(INVALID_PARAMS, f"{name} must be an integer or a decimal string")
     if isinstance(v, str):
-        if not v.isdigit():
+        # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+        if not (v.isascii() and v.isdigit()):
             raise RPCError(INVALID_PARAMS, f"{name} must be a non-negative integer")
         v = int(v)
-    if v < 0:
-        raise RPCError(INVALID_PARAMS, f"{name} must be a non-negative integer")
+    if not 0 <= v <= U64_MAX:  # above 2**64-1 the store's height keys cannot be packed
+        raise RPCError(INVALID_PARAMS, f"{name} must be an integer in [0, 2**64-1]")
     return v
 
 
@@ -285,6 +288,14 @@ METHODS: dict[str, Handler] = {
 }
 
 
+class JSONRPCResponse(JSONResponse):
+    """ASCII-only JSON: an echoed id may hold a lone surrogate, which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
 def _error(id_: Any, err: RPCError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id_, "error": err.to_json()}
 
@@ -294,7 +305,8 @@ async def dispatch(node: Node, req: Any) -> dict[str, Any] | None:
     if not isinstance(req, dict):
         return _error(None, RPCError(INVALID_REQUEST, "request must be a JSON object"))
     id_ = req.get("id")
-    if isinstance(id_, (dict, list)) or isinstance(id_, bool):
+    if isinstance(id_, (dict, list)) or isinstance(id_, bool) or (
+            isinstance(id_, float) and not math.isfinite(id_)):  # NaN/Infinity: not JSON
         return _error(None, RPCError(INVALID_REQUEST, "id must be a string, number or null"))
     if req.get("jsonrpc") != "2.0":
         return _error(id_, RPCError(INVALID_REQUEST, 'jsonrpc must be "2.0"'))
@@ -343,21 +355,23 @@ def build_app(node: Node) -> Starlette:
         try:
             body = await _read_body(request, node.cfg.rpc.max_body_bytes)
         except RPCError as e:
-            return JSONResponse(_error(None, e), status_code=413)
+            return JSONRPCResponse(_error(None, e), status_code=413)
         try:
             req = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return JSONResponse(_error(None, RPCError(PARSE_ERROR, "body is not valid JSON")))
+            return JSONRPCResponse(_error(None, RPCError(PARSE_ERROR, "body is not valid JSON")))
+        except RecursionError:
+            return JSONRPCResponse(_error(None, RPCError(PARSE_ERROR, "JSON is nested too deeply")))
         if isinstance(req, list):
             if not req:
-                return JSONResponse(_error(None, RPCError(INVALID_REQUEST, "empty batch")))
+                return JSONRPCResponse(_error(None, RPCError(INVALID_REQUEST, "empty batch")))
             if len(req) > MAX_BATCH:
-                return JSONResponse(_error(
+                return JSONRPCResponse(_error(
                     None, RPCError(INVALID_REQUEST, f"batch larger than {MAX_BATCH}")))
             answers = [a for a in [await dispatch(node, r) for r in req] if a is not None]
-            return JSONResponse(answers) if answers else Response(status_code=204)
+            return JSONRPCResponse(answers) if answers else Response(status_code=204)
         answer = await dispatch(node, req)
-        return JSONResponse(answer) if answer is not None else Response(status_code=204)
+        return JSONRPCResponse(answer) if answer is not None else Response(status_code=204)
 
     async def uri_call(request: Request) -> Response:
         method = request.path_params["method"]
@@ -371,7 +385,7 @@ def build_app(node: Node) -> Starlette:
             return Response(status_code=204)
         status = 200 if "result" in answer else (404 if answer["error"]["code"] ==
                                                  METHOD_NOT_FOUND else 400)
-        return JSONResponse(answer, status_code=status)
+        return JSONRPCResponse(answer, status_code=status)
 
     return Starlette(routes=[
         Route("/", jsonrpc, methods=["POST"]),

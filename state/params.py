@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from chain.codec import U8, U64, Bytes32, Length, Struct, Text
-from chain.tx import CHAIN_ID_MAX
+from chain.codec import U8, U64, Bytes32, Length, Struct
+from chain.tx import ChainId
 from state.schema import PARAM_CHAIN
 from state.view import StateView
 
@@ -17,7 +17,7 @@ KeyList = Annotated[tuple[Bytes32, ...], Length(0, 64)]
 class ChainParams(Struct):
     """Who may do what on this chain, as genesis decided."""
 
-    chain_id: Text(CHAIN_ID_MAX)
+    chain_id: ChainId
     genesis_time: U64
     """Genesis time in milliseconds since the Unix epoch; the first block must be later."""
     producer: Bytes32

@@ -78,7 +78,7 @@ class Overlay:
             return self._base(key)
         if v is None or type(v) is bytes:
             return v  # type: ignore[return-value]
-        return v.encode()  # type: ignore[union-attr]
+        return v.encode()  # type: ignore[attr-defined,no-any-return]
 
     def get_obj(self, key: bytes, cls: type[T]) -> T | None:
         """The current value of ``key`` decoded as ``cls`` (or None if absent)."""

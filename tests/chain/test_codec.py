@@ -578,7 +578,7 @@ def test_struct_sequence_length_out_of_range() -> None:
 b32 = st.binary(min_size=32, max_size=32)
 u64 = st.integers(0, U64_MAX)
 headers = st.builds(
-    Header, chain_id=st.text(max_size=50), era=u64, height=u64, prev_hash=b32, time=u64,
+    Header, chain_id=st.text(min_size=1, max_size=50), era=u64, height=u64, prev_hash=b32, time=u64,
     tx_root=b32, results_root=b32, state_root=b32, producer=b32)
 attrs_st = st.builds(Attr, key=st.text(max_size=64), value=st.text(max_size=200))
 events = st.builds(Event, type=st.text(max_size=64),
