@@ -40,6 +40,12 @@ def read_key(path: str | os.PathLike[str]) -> PrivateKey:
     """Load a key file, checking that its public key matches its seed."""
     p = Path(path)
     try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except FileNotFoundError as e:
+        raise KeyFileError(f"key file {p} does not exist") from e
+    if mode & 0o077:  # checked before the secret is read at all
+        raise KeyFileError(f"{p} is readable by others (mode {mode:o}); run chmod 600 {p}")
+    try:
         doc = json.loads(p.read_text())
     except FileNotFoundError as e:
         raise KeyFileError(f"key file {p} does not exist") from e
@@ -53,7 +59,4 @@ def read_key(path: str | os.PathLike[str]) -> PrivateKey:
             raise KeyFileError(f"{p}: pub_key does not match priv_key")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise KeyFileError(f"{p}: malformed key file ({e})") from e
-    mode = stat.S_IMODE(p.stat().st_mode)
-    if mode & 0o077:
-        raise KeyFileError(f"{p} is readable by others (mode {mode:o}); run chmod 600 {p}")
     return key

@@ -124,6 +124,10 @@ class Mempool:
         self._pending[sender] = self._pending.get(sender, 0) + 1
         return tx
 
+    def get(self, tx_hash: bytes) -> Transaction | None:
+        """The pending transaction with this hash, if any."""
+        return self._txs.get(tx_hash)
+
     def reap(self, max_txs: int) -> list[Transaction]:
         """The oldest ``max_txs`` pending transactions (they stay until :meth:`remove`)."""
         return list(islice(self._txs.values(), max_txs))
@@ -140,6 +144,28 @@ class Mempool:
             else:
                 del self._pending[s]
                 del self._next_nonce[s]
+
+    def evict(self, tx: Transaction) -> list[Transaction]:
+        """Drop a transaction that cannot run, with every later one from its sender.
+
+        The later ones depend on its nonce and could never run either; the sender's next
+        expected nonce falls back to the committed one. Returns what was dropped.
+        """
+        if tx.hash not in self._txs:
+            return []
+        dropped = [t for t in self._txs.values() if t.sender == tx.sender and
+                   t.nonce >= tx.nonce]
+        for t in dropped:
+            del self._txs[t.hash]
+        s = tx.sender
+        left = self._pending[s] - len(dropped)
+        if left:
+            self._pending[s] = left
+            self._next_nonce[s] = tx.nonce
+        else:
+            del self._pending[s]
+            del self._next_nonce[s]
+        return dropped
 
     def pending_nonce(self, sender: bytes) -> int | None:
         """The next nonce the mempool expects from ``sender``, if it holds any of theirs."""

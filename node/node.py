@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from chain.block import Block, Header, TxResult
+from chain.crypto import sha256
 from chain.errors import ChainError, InvalidBlock
 from chain.tx import Transaction
 from genesis.format import Genesis
@@ -178,7 +179,10 @@ class Node:
     async def submit_and_wait(self, raw: bytes, timeout_s: float) -> tuple[Transaction,
                                                                              Committed | None]:
         """Submit, then wait (bounded) until the transaction is in a committed block."""
-        tx = self.submit(raw)
+        pending = self.mempool.get(sha256(raw))
+        # Waiting again for a transaction that is still pending (an earlier wait timed out)
+        # is allowed: only a new submission of it would be a duplicate.
+        tx = pending if pending is not None else self.submit(raw)
         event, box = self._waiters.setdefault(tx.hash, (trio.Event(), []))
         with trio.move_on_after(timeout_s):  # the caller asked for a bounded wait
             await event.wait()
@@ -240,8 +244,16 @@ class Node:
         return head
 
     def _drop_offender(self, txs: list[Transaction], e: InvalidBlock) -> None:
-        if e.tx_index is not None:
-            self.mempool.remove([txs[e.tx_index]])
+        if e.tx_index is None:
+            # Not one transaction's fault: keep nothing of this batch rather than retry it
+            # forever. Their senders resubmit; waiters time out.
+            log.error("dropping the whole batch of %d transactions", len(txs))
+            self.mempool.remove(txs)
+        else:
+            dropped = self.mempool.evict(txs[e.tx_index])
+            log.error("dropped %d transaction(s) of sender %s", len(dropped),
+                      txs[e.tx_index].sender.hex())
+        self.metrics.mempool_size.set(len(self.mempool))
 
     async def producer_loop(self) -> None:
         """Produce a block every ``block_interval_ms`` until cancelled."""
@@ -272,7 +284,12 @@ def open_node(home: Home, require_producer: bool = False) -> Node:
     genesis = load_genesis(home.genesis_file)
     signer = None
     if home.producer_key_file.exists():
-        signer = Signer(read_key(home.producer_key_file), home.signer_state_file)
+        key = read_key(home.producer_key_file)
+        if key.public_key != genesis.producer.pub_key:  # before anything touches the store
+            raise NodeError(
+                f"{home.producer_key_file} is not the genesis producer key "
+                f"({genesis.producer.pub_key.hex()})")
+        signer = Signer(key, home.signer_state_file)
     elif require_producer:
         raise NodeError(f"{home.producer_key_file} does not exist: this node cannot produce")
     try:

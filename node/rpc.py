@@ -55,7 +55,7 @@ NOT_FOUND = 1030
 MAX_BATCH = 100
 U64_MAX = 2**64 - 1
 
-HEX32 = re.compile(r"^[0-9a-fA-F]{64}$")
+HEX32 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class RPCError(Exception):
@@ -105,7 +105,7 @@ def _hex32(params: Params, name: str) -> bytes:
     if not isinstance(v, str):
         raise RPCError(INVALID_PARAMS, f"{name} is required (64 hex characters)")
     v = v.removeprefix("0x")
-    if not HEX32.match(v):
+    if not HEX32.fullmatch(v):
         raise RPCError(INVALID_PARAMS, f"{name} must be 64 hex characters")
     return bytes.fromhex(v)
 
@@ -313,11 +313,13 @@ async def dispatch(node: Node, req: Any) -> dict[str, Any] | None:
     method = req.get("method")
     if not isinstance(method, str):
         return _error(id_, RPCError(INVALID_REQUEST, "method must be a string"))
+    notification = "id" not in req  # the server must not answer it, even with an error
     params = req.get("params", {})
     if params == []:
         params = {}
     if not isinstance(params, dict):
-        return _error(id_, RPCError(INVALID_PARAMS, "params must be an object (named params)"))
+        err = RPCError(INVALID_PARAMS, "params must be an object (named params)")
+        return None if notification else _error(id_, err)
     handler = METHODS.get(method)
     try:
         if handler is None:
@@ -331,20 +333,30 @@ async def dispatch(node: Node, req: Any) -> dict[str, Any] | None:
         out = _error(id_, RPCError(INTERNAL_ERROR, "internal error"))
     else:
         out = {"jsonrpc": "2.0", "id": id_, "result": result}
-    return out if "id" in req else None
+    return None if notification else out
+
+
+DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RPCError(INVALID_REQUEST, f"request body exceeds {limit} bytes")
+    """The request body, or ``RPCError`` if it exceeds ``limit``.
+
+    An oversized body is still read (and discarded) up to ``DRAIN_LIMIT`` so that the client
+    receives the error answer instead of a connection reset.
+    """
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RPCError(INVALID_REQUEST, f"request body exceeds {limit} bytes")
+            if size > DRAIN_LIMIT:
+                break
+            chunks.clear()
+            continue
         chunks.append(chunk)
+    if size > limit:
+        raise RPCError(INVALID_REQUEST, f"request body exceeds {limit} bytes")
     return b"".join(chunks)
 
 

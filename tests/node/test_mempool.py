@@ -402,3 +402,21 @@ async def test_partial_reap_keeps_the_rest_in_nonce_order(tmp_path: Path) -> Non
         assert heights[sent[2].hash] < heights[sent[3].hash]
     finally:
         n.close()
+
+
+def test_evict_drops_the_sender_tail_and_rewinds_its_nonce(chain: Chain) -> None:
+    mp = chain.mempool()
+    a, b = chain.keys.accounts[0], chain.keys.accounts[1]
+    a0, a1, a2 = (mp.add(chain.transfer(a, n)) for n in range(3))
+    b0 = mp.add(chain.transfer(b, 0))
+    dropped = mp.evict(a1)
+    assert [t.nonce for t in dropped] == [1, 2]
+    assert mp.reap(10) == [a0, b0]
+    assert mp.pending_nonce(a.public_key) == 1
+    # The sender can now fill the freed nonce again; a gap is still refused.
+    assert reject_code(mp, chain.transfer(a, 2).raw) == RejectCode.NONCE_GAP
+    mp.add(chain.transfer(a, 1, amount=2))
+    assert mp.evict(a2) == []  # already gone
+    mp.evict(a0)
+    assert mp.pending_nonce(a.public_key) is None
+    assert [t.sender for t in mp.reap(10)] == [b.public_key]

@@ -340,10 +340,17 @@ async def test_broadcast_tx_commit_timeout_is_bounded(tmp_path: Path) -> None:
         assert await live.client.call("num_unconfirmed_txs") == {"n_txs": 1, "total": 1}
         assert (await call_error(live, "tx", hash=t.hash.hex())).data == {"pending": True}
         assert live.node.head.height == 0
+        # Waiting again for the still-pending transaction is allowed (not a duplicate):
+        # it times out again, bounded, and the transaction stays pending once.
+        with trio.fail_after(WAIT_S):
+            err = await call_error(live, "broadcast_tx_commit", tx=b64(t.raw))
+        assert err.code == 1020
+        assert await live.client.call("num_unconfirmed_txs") == {"n_txs": 1, "total": 1}
         # A refused transaction answers at once with its mempool code, not 1020.
         start = time.monotonic()
-        err = await call_error(live, "broadcast_tx_commit", tx=b64(t.raw))
-        assert err.code == 1005
+        gap = live.transfer(a, 5, 5)
+        err = await call_error(live, "broadcast_tx_commit", tx=b64(gap.raw))
+        assert err.code == 1007
         assert time.monotonic() - start < 0.25
         # The abandoned waiter does not break a later block: produce one by hand.
         await live.node.produce_block()
@@ -538,6 +545,18 @@ async def test_oversized_body(tmp_path: Path) -> None:
         await live.assert_still_serving()
 
 
+async def test_oversized_body_at_the_default_limit_gets_an_answer_not_a_reset(
+        tmp_path: Path) -> None:
+    """The body is drained before answering, so a large upload sees the 413, every time."""
+    async with live_node(tmp_path) as live:
+        limit = live.node.cfg.rpc.max_body_bytes
+        for size in (limit + 1, 2 * limit, 3 * limit):
+            r = await live.post(b" " * size)
+            assert r.status_code == 413
+            assert r.json()["error"]["code"] == INVALID_REQUEST
+        await live.assert_still_serving()
+
+
 async def test_batches(tmp_path: Path) -> None:
     async with live_node(tmp_path) as live:
         await live.wait_height(1)
@@ -597,6 +616,11 @@ async def test_notifications_get_no_answer_but_run(tmp_path: Path) -> None:
         r = await live.post(b'{"jsonrpc":"2.0","method":"status"}')
         assert r.status_code == 204 and r.content == b""
         r = await live.post(b'{"jsonrpc":"2.0","method":"no_such_method"}')
+        assert r.status_code == 204 and r.content == b""
+        # Not even an error goes back to a notification with bad params.
+        r = await live.post(b'{"jsonrpc":"2.0","method":"block","params":[1]}')
+        assert r.status_code == 204 and r.content == b""
+        r = await live.post(b'{"jsonrpc":"2.0","method":"block","params":{"height":"x"}}')
         assert r.status_code == 204 and r.content == b""
         # A notification still does its work: this transfer gets committed.
         a, b, _ = live.keys.accounts

@@ -1,0 +1,336 @@
+"""The worked examples in docs/PROTOCOL.md stay true.
+
+Every constant below is copied from the document. Each test recomputes it twice where it can:
+once from the definition in the document (hand-assembled bytes, hashlib, libsodium directly)
+and once through the node's own code path, and checks both against the constant. The last
+test checks that each constant still appears verbatim in the document.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from chain.block import Attr, Block, Event, Header, TxResult, sign_header
+from chain.codec import encode
+from chain.crypto import TAG_HEADER, TAG_TX, PrivateKey, signing_bytes
+from chain.merkle import EMPTY_ROOT, inclusion_proof, merkle_root, verify_inclusion
+from chain.tx import Transfer, decode_tx, make_tx
+from genesis.format import parse_genesis
+from genesis.state import chain_params, init_store
+from state.accounts import Account
+from state.commitment import chained_root
+from state.store import Store
+from state.transition import apply_body, commit, import_block
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+
+# --- §4.5 transaction -------------------------------------------------------------------------
+
+SEED = bytes(range(32))
+CHAIN_ID = "example-1"
+TO = bytes([1] * 32)
+AMOUNT = 1000
+
+SEED_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+SENDER_HEX = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+SIGNING_BYTES_HEX = (
+    "617070636861696e2f74782f76310082a8636861696e5f6964a96578616d706c652d31a36d736785a863686169"
+    "6e5f6964a96578616d706c652d31a56e6f6e636500a77061796c6f616482a6616d6f756e74cd03e8a2746fc420"
+    "0101010101010101010101010101010101010101010101010101010101010101a673656e646572c42003a107bf"
+    "f3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8a474797065a87472616e73666572"
+)
+SIG_HEX = (
+    "3a392844214b62ff2869ec46eab9cf5f3adb60b33ea02f4950824b9fcc502a16"
+    "75bdd9a1422a13bf8a52b805bdcb0a150b6b52a46f4e6433d505e0e10f9d4002"
+)
+TX_HEX = (
+    "86a8636861696e5f6964a96578616d706c652d31a56e6f6e636500a77061796c6f616482a6616d6f756e74cd03"
+    "e8a2746fc4200101010101010101010101010101010101010101010101010101010101010101a673656e646572"
+    "c42003a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8a3736967c4403a39284421"
+    "4b62ff2869ec46eab9cf5f3adb60b33ea02f4950824b9fcc502a1675bdd9a1422a13bf8a52b805bdcb0a150b6b"
+    "52a46f4e6433d505e0e10f9d4002a474797065a87472616e73666572"
+)
+TX_HASH_HEX = "33866e1b6443ae587841d567c411c9e01611bd2fd4836a4cfae6334161ea5d2a"
+TX_B64 = (
+    "hqhjaGFpbl9pZKlleGFtcGxlLTGlbm9uY2UAp3BheWxvYWSCpmFtb3VudM0D6KJ0b8QgAQEBAQEBAQEBAQEBAQEBAQEB"
+    "AQEBAQEBAQEBAQEBAQGmc2VuZGVyxCADoQe/884Qvh1w3RjnS8CZZ+TWMJulDV8d3IZkElUxuKNzaWfEQDo5KEQhS2L/"
+    "KGnsRuq5z18622CzPqAvSVCCS5/MUCoWdb3ZoUIqE7+KUrgFvcsKFQtrUqRvTmQz1QXg4Q+dQAKkdHlwZah0cmFuc2Zl"
+    "cg=="
+)
+
+# --- §7.5 genesis -----------------------------------------------------------------------------
+
+PRODUCER = PrivateKey(bytes([2] * 32))
+FAUCET = PrivateKey(bytes([3] * 32))
+OPERATOR = PrivateKey(bytes([4] * 32))
+ORACLE = PrivateKey(bytes([5] * 32))
+
+GENESIS_DOC = {
+    "chain_id": "example-1",
+    "genesis_time": "2026-01-01T00:00:00Z",
+    "initial_height": "1",
+    "app_state": {
+        "producer": {"name": "producer",
+                     "pub_key": "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394"},
+        "faucet": {"name": "faucet",
+                   "pub_key": "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1"},
+        "operators": {
+            "keys": [{"name": "operator-0", "pub_key":
+                      "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c"}],
+            "threshold": 1,
+        },
+        "oracles": [{"name": "oracle-0", "pub_key":
+                     "6e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf1"}],
+        "accounts": [{"address": SENDER_HEX, "balance": "1000000"}],
+        "markets": [],
+    },
+}
+GENESIS_TIME_MS = 1767225600000
+GENESIS_HASH_HEX = "ec6f455e3e917e7e9a6553ee2de8fcc6391fd193cf254f81c9ddaf8a87e4f5c3"
+PARAMS_HEX = (
+    "87a8636861696e5f6964a96578616d706c652d31a6666175636574c420ed4928c628d1c2c6eae9033890599561"
+    "2959273a5c63f93636c14614ac8737d1ac67656e657369735f74696d65cf0000019b76daa800b26f7065726174"
+    "6f725f7468726573686f6c6401a96f70657261746f727391c420ca93ac1705187071d67b83c7ff0efe8108e8ec"
+    "4530575d7726879333dbdabe7ca76f7261636c657391c4206e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e"
+    "3ca6f2e4fbfccd80505bf1a870726f6475636572c4208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37"
+    "a25df60f5b8fc9b394"
+)
+ACCOUNT_HEX = "82a762616c616e6365ce000f4240a56e6f6e636500"
+GENESIS_STATE_ROOT_HEX = "5801f21dccccc7621827ac1d3e4397cda2c50efd4fff0e9f5074a09f2cd8748e"
+
+# --- §6.9 first block -------------------------------------------------------------------------
+
+BLOCK_TIME = 1767225601000
+RESULT_HEX = (
+    "83a4636f646500a66576656e74739182a561747472739382a36b6579a6616d6f756e74a576616c7565a4313030"
+    "3082a36b6579a9726563697069656e74a576616c7565d940303130313031303130313031303130313031303130"
+    "3130313031303130313031303130313031303130313031303130313031303130313031303130313031303182a3"
+    "6b6579a673656e646572a576616c7565d940303361313037626666336365313062653164373064643138653734"
+    "62633039393637653464363330396261353064356631646463383636343132353533316238a474797065a87472"
+    "616e73666572a36c6f67a0"
+)
+TX_ROOT_HEX = "bb0f3bcf9c8084e800140b831d0cec4ab8703fb5e1873517dfb8a3182cf5536a"
+RESULTS_ROOT_HEX = "117bdc3c724bb5fbf73c9a82d67475622eab7057234fc6ea942b519a81064d52"
+CHANGES_HEX = (
+    "9292c425616363742f0101010101010101010101010101010101010101010101010101010101010101c41382a7"
+    "62616c616e6365cd03e8a56e6f6e63650092c425616363742f03a107bff3ce10be1d70dd18e74bc09967e4d630"
+    "9ba50d5f1ddc8664125531b8c41582a762616c616e6365ce000f3e58a56e6f6e636501"
+)
+STATE_ROOT_HEX = "885ee029291bbde364f216c94fa84c523290bf18551d74f5ff656e53a0d8e933"
+HEADER_HEX = (
+    "89a8636861696e5f6964a96578616d706c652d31a365726100a668656967687401a9707265765f68617368c420"
+    "ec6f455e3e917e7e9a6553ee2de8fcc6391fd193cf254f81c9ddaf8a87e4f5c3a870726f6475636572c4208139"
+    "770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394ac726573756c74735f726f6f74c420"
+    "117bdc3c724bb5fbf73c9a82d67475622eab7057234fc6ea942b519a81064d52aa73746174655f726f6f74c420"
+    "885ee029291bbde364f216c94fa84c523290bf18551d74f5ff656e53a0d8e933a474696d65cf0000019b76daab"
+    "e8a774785f726f6f74c420bb0f3bcf9c8084e800140b831d0cec4ab8703fb5e1873517dfb8a3182cf5536a"
+)
+BLOCK_HASH_HEX = "d4d0765c9fe80841f628e7e841e0721d00d8714990fb36ea041d2c6865a0e890"
+HEADER_SIG_HEX = (
+    "a8b3e58dac795479e5421a061e0c8e48f9ffb320e8b5184c50c645ed696b5572"
+    "5de245dd66e4a86d54a370aea3ed141e08487907b439a3678b705eae9b15cd05"
+)
+BLOCK_BYTES_LEN = 561
+BLOCK_BYTES_SHA256_HEX = "d2e8a415348a74e29d24c0409e279228b6e57231dc25d412cc2baca1cbe72125"
+
+# --- §6.6 / §6.7 Merkle and digest reference values -------------------------------------------
+
+EMPTY_ROOT_HEX = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+MERKLE_ROOTS_HEX = {
+    1: "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    2: "a20bf9a7cc2dc8a08f5f415a71b19f6ac427bab54d24eec868b5d3103449953a",
+    3: "3b6cccd7e3e023ff393006f030315ee7ad9eb111b022b41fba7e5b7a3973f688",
+    5: "b855b42d6c30f5b087e05266783fbd6e394f7b926013ccaa67700a8b0c5a596f",
+}
+PATH_5_2_HEX = [
+    "583c7dfb7b3055d99465544032a571e10a134b1b6f769422bbb71fd7fa167a5d",
+    "a20bf9a7cc2dc8a08f5f415a71b19f6ac427bab54d24eec868b5d3103449953a",
+    "4f35212d12f9ad2036492c95f1fe79baf4ec7bd9bef3dffa7579f2293ff546a4",
+]
+EMPTY_CHANGES_DIGEST_HEX = "9e076ceaf246b6003d9c2680a2b4cf0bffd069805902b0b5edeebf49039fe4bd"
+
+
+def sha(b: bytes) -> bytes:
+    return hashlib.sha256(b).digest()
+
+
+def ms_str(s: str) -> bytes:
+    """msgpack str for a short ASCII string (fixstr), written by hand."""
+    assert len(s) < 32
+    return bytes([0xA0 | len(s)]) + s.encode()
+
+
+def ms_bin(b: bytes) -> bytes:
+    assert len(b) < 256
+    return b"\xc4" + bytes([len(b)]) + b
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_transaction_example() -> None:
+    key = PrivateKey(SEED)
+    assert key.seed.hex() == SEED_HEX
+    assert key.public_key.hex() == SENDER_HEX
+
+    # The body and signing bytes, assembled by hand from §4.2 (no codec involved).
+    body = (b"\x85" + ms_str("chain_id") + ms_str(CHAIN_ID) + ms_str("nonce") + b"\x00"
+            + ms_str("payload") + b"\x82" + ms_str("amount") + b"\xcd\x03\xe8"
+            + ms_str("to") + ms_bin(TO) + ms_str("sender") + ms_bin(key.public_key)
+            + ms_str("type") + ms_str("transfer"))
+    signed = (b"appchain/tx/v1" + b"\x00" + b"\x82" + ms_str("chain_id") + ms_str(CHAIN_ID)
+              + ms_str("msg") + body)
+    assert signed.hex() == SIGNING_BYTES_HEX
+    assert len(signed) == 177
+
+    # ed25519 is deterministic: libsodium directly gives the documented signature.
+    sig = nacl.signing.SigningKey(SEED).sign(signed).signature
+    assert sig.hex() == SIG_HEX
+
+    envelope = (b"\x86" + body[1:body.index(ms_str("type"))] + ms_str("sig") + b"\xc4\x40" + sig
+                + ms_str("type") + ms_str("transfer"))
+    assert envelope.hex() == TX_HEX
+    assert len(envelope) == 208
+    assert sha(envelope).hex() == TX_HASH_HEX
+    assert base64.b64encode(envelope).decode() == TX_B64
+
+    # The node's own code path agrees.
+    tx = make_tx(key, CHAIN_ID, 0, Transfer(TO, AMOUNT))
+    assert tx.raw.hex() == TX_HEX
+    assert tx.sig.hex() == SIG_HEX
+    assert tx.hash.hex() == TX_HASH_HEX
+    assert tx.signed_bytes().hex() == SIGNING_BYTES_HEX
+    unsigned = {"chain_id": CHAIN_ID, "nonce": 0, "payload": {"amount": AMOUNT, "to": TO},
+                "sender": key.public_key, "type": "transfer"}
+    assert signing_bytes(TAG_TX, CHAIN_ID, unsigned).hex() == SIGNING_BYTES_HEX
+
+    decoded = decode_tx(bytes.fromhex(TX_HEX))
+    decoded.verify_signature()
+    assert (decoded.chain_id, decoded.sender.hex(), decoded.nonce) == (CHAIN_ID, SENDER_HEX, 0)
+    assert decoded.payload == Transfer(TO, AMOUNT)
+    assert decoded.hash.hex() == TX_HASH_HEX
+
+
+def _genesis_changes() -> list[tuple[bytes, bytes]]:
+    return sorted([
+        (b"acct/" + bytes.fromhex(SENDER_HEX), bytes.fromhex(ACCOUNT_HEX)),
+        (b"param/chain", bytes.fromhex(PARAMS_HEX)),
+    ])
+
+
+def test_genesis_example() -> None:
+    g = parse_genesis(json.loads(json.dumps(GENESIS_DOC)))
+    assert g.producer.pub_key == PRODUCER.public_key
+    assert g.faucet.pub_key == FAUCET.public_key
+    assert g.operators[0].pub_key == OPERATOR.public_key
+    assert g.oracles[0].pub_key == ORACLE.public_key
+    assert g.genesis_time_ms == GENESIS_TIME_MS
+    assert g.to_json_obj() == GENESIS_DOC
+    assert sha(encode(GENESIS_DOC)).hex() == GENESIS_HASH_HEX
+    assert g.hash.hex() == GENESIS_HASH_HEX
+
+    assert chain_params(g).encode().hex() == PARAMS_HEX
+    assert Account(1_000_000, 0).encode().hex() == ACCOUNT_HEX
+
+    # §7.4 by hand: chained from 32 zero bytes over the sorted genesis writes.
+    changes = _genesis_changes()
+    digest = sha(b"appchain/state-digest/v1\x00" + b"\x00" * 32
+                 + sha(encode([[k, v] for k, v in changes])))
+    assert digest.hex() == GENESIS_STATE_ROOT_HEX
+    assert chained_root(b"\x00" * 32, changes).hex() == GENESIS_STATE_ROOT_HEX
+
+
+def test_first_block_example(tmp_path: Path) -> None:
+    g = parse_genesis(json.loads(json.dumps(GENESIS_DOC)))
+    tx = make_tx(PrivateKey(SEED), CHAIN_ID, 0, Transfer(TO, AMOUNT))
+
+    # Definitions of §6.4-§6.7, computed without the state machine.
+    result = TxResult(0, "", (Event("transfer", (
+        Attr("amount", "1000"), Attr("recipient", TO.hex()), Attr("sender", SENDER_HEX))),),)
+    assert result.encode().hex() == RESULT_HEX
+    assert sha(b"\x00" + tx.raw).hex() == TX_ROOT_HEX  # one leaf: root = leaf hash
+    assert sha(b"\x00" + result.encode()).hex() == RESULTS_ROOT_HEX
+    changes = [
+        (b"acct/" + TO, Account(1000, 0).encode()),
+        (b"acct/" + bytes.fromhex(SENDER_HEX), Account(999_000, 1).encode()),
+    ]
+    assert encode([[k, v] for k, v in changes]).hex() == CHANGES_HEX
+    state_root = sha(b"appchain/state-digest/v1\x00" + bytes.fromhex(GENESIS_STATE_ROOT_HEX)
+                     + sha(bytes.fromhex(CHANGES_HEX)))
+    assert state_root.hex() == STATE_ROOT_HEX
+
+    header = Header(
+        chain_id=CHAIN_ID, era=0, height=1, prev_hash=bytes.fromhex(GENESIS_HASH_HEX),
+        time=BLOCK_TIME, tx_root=bytes.fromhex(TX_ROOT_HEX),
+        results_root=bytes.fromhex(RESULTS_ROOT_HEX), state_root=state_root,
+        producer=PRODUCER.public_key,
+    )
+    assert header.encode().hex() == HEADER_HEX
+    assert sha(bytes.fromhex(HEADER_HEX)).hex() == BLOCK_HASH_HEX
+    signed = (b"appchain/header/v1\x00\x82" + ms_str("chain_id") + ms_str(CHAIN_ID)
+              + ms_str("msg") + bytes.fromhex(HEADER_HEX))
+    assert signed == signing_bytes(TAG_HEADER, CHAIN_ID, header.to_obj())
+    sig = nacl.signing.SigningKey(bytes([2] * 32)).sign(signed).signature
+    assert sig.hex() == HEADER_SIG_HEX
+    assert sign_header(PRODUCER, header).hex() == HEADER_SIG_HEX
+
+    block_bytes = (b"\x83" + ms_str("header") + bytes.fromhex(HEADER_HEX) + ms_str("sig")
+                   + b"\xc4\x40" + sig + ms_str("txs") + b"\x91" + ms_bin(tx.raw))
+    assert block_bytes == Block(header, sig, (tx.raw,)).encode()
+    assert len(block_bytes) == BLOCK_BYTES_LEN
+    assert sha(block_bytes).hex() == BLOCK_BYTES_SHA256_HEX
+
+    # The producer's code path computes the same roots from the genesis state...
+    with Store(tmp_path / "producer") as store:
+        head = init_store(store, g)
+        assert (head.height, head.hash.hex(), head.state_root.hex(), head.era, head.time) == (
+            0, GENESIS_HASH_HEX, GENESIS_STATE_ROOT_HEX, 0, GENESIS_TIME_MS)
+        out = apply_body(store, chain_params(g), 1, BLOCK_TIME, [tx])
+        assert out.result_bytes == [bytes.fromhex(RESULT_HEX)]
+        assert out.overlay.changes() == changes
+        assert (out.tx_root.hex(), out.results_root.hex(), out.state_root.hex()) == (
+            TX_ROOT_HEX, RESULTS_ROOT_HEX, STATE_ROOT_HEX)
+        new_head = commit(store, Block(header, sig, (tx.raw,)), block_bytes, [tx], out)
+        assert new_head.hash.hex() == BLOCK_HASH_HEX
+
+    # ...and a follower accepts the block bytes as valid (§6.8).
+    with Store(tmp_path / "follower") as store:
+        init_store(store, g)
+        head = import_block(store, block_bytes)
+        assert (head.height, head.hash.hex(), head.state_root.hex()) == (
+            1, BLOCK_HASH_HEX, STATE_ROOT_HEX)
+
+
+def test_merkle_reference_values() -> None:
+    assert EMPTY_ROOT.hex() == EMPTY_ROOT_HEX == sha(b"").hex()
+    assert merkle_root([]).hex() == EMPTY_ROOT_HEX
+    for n, root in MERKLE_ROOTS_HEX.items():
+        assert merkle_root([bytes([i]) for i in range(n)]).hex() == root
+    # By the RFC 6962 definition, for three leaves: k = 2.
+    leaf = [sha(b"\x00" + bytes([i])) for i in range(3)]
+    assert sha(b"\x01" + sha(b"\x01" + leaf[0] + leaf[1]) + leaf[2]).hex() == MERKLE_ROOTS_HEX[3]
+    items = [bytes([i]) for i in range(5)]
+    path = inclusion_proof(items, 2)
+    assert [p.hex() for p in path] == PATH_5_2_HEX
+    assert verify_inclusion(items[2], 2, 5, path, bytes.fromhex(MERKLE_ROOTS_HEX[5]))
+    assert sha(encode([])).hex() == EMPTY_CHANGES_DIGEST_HEX
+
+
+CONSTANTS_IN_DOC = [
+    SEED_HEX, SENDER_HEX, SIGNING_BYTES_HEX, SIG_HEX, TX_HEX, TX_HASH_HEX, TX_B64,
+    GENESIS_HASH_HEX, PARAMS_HEX, ACCOUNT_HEX, GENESIS_STATE_ROOT_HEX, str(GENESIS_TIME_MS),
+    str(BLOCK_TIME), RESULT_HEX, TX_ROOT_HEX, RESULTS_ROOT_HEX, CHANGES_HEX, STATE_ROOT_HEX,
+    HEADER_HEX, BLOCK_HASH_HEX, HEADER_SIG_HEX, BLOCK_BYTES_SHA256_HEX, EMPTY_ROOT_HEX,
+    *MERKLE_ROOTS_HEX.values(), *PATH_5_2_HEX, EMPTY_CHANGES_DIGEST_HEX,
+]
+
+
+@pytest.mark.parametrize("value", CONSTANTS_IN_DOC)
+def test_constants_appear_in_the_document(value: str) -> None:
+    assert value in DOC.read_text(encoding="utf-8"), f"{value[:40]}... missing from {DOC}"
