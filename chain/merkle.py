@@ -71,7 +71,8 @@ def inclusion_proof(items: Sequence[bytes], index: int) -> list[bytes]:
     return path
 
 
-def verify_inclusion(item: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:
+def verify_inclusion(item: bytes, index: int, size: int, path: Sequence[bytes],
+                     root: bytes) -> bool:
     """Check an audit path (RFC 9162 section 2.1.3.2 algorithm)."""
     if not 0 <= index < size:
         return False

@@ -132,19 +132,18 @@ class Node:
     def submit(self, raw: bytes) -> Transaction:
         """Check a transaction into the mempool (raises ``MempoolReject``)."""
         try:
-            tx = self.mempool.check(raw)
+            checked: Transaction | MempoolReject = precheck(
+                raw, self.params, self.mempool.max_tx_bytes)
         except MempoolReject as e:
-            self.metrics.tx_rejected.labels(e.code.name.lower()).inc()
-            raise
-        self.metrics.mempool_size.set(len(self.mempool))
-        return tx
+            checked = e
+        return self.admit(checked)
 
-    async def submit_many(self, raws: list[bytes], workers: int = 2
-                          ) -> list[Transaction | MempoolReject]:
-        """Admit many transactions, verifying signatures on ``workers`` threads in parallel.
+    async def precheck_many(self, raws: list[bytes], workers: int = 2
+                            ) -> list[Transaction | MempoolReject]:
+        """Stateless checks of many transactions, signatures verified on ``workers`` threads.
 
-        libsodium runs without the GIL, so signature checks use every core; admission into
-        the mempool then happens in order on the trio thread, so nonce order is kept.
+        libsodium runs without the GIL, so signature checks use every core. Nothing is
+        admitted: pass each result to :meth:`admit`, in order, on the trio thread.
         """
         chunk = max(1, -(-len(raws) // workers))
         parts = [raws[i:i + chunk] for i in range(0, len(raws), chunk)]
@@ -162,18 +161,28 @@ class Node:
         async with trio.open_nursery() as nursery:
             for i in range(len(parts)):
                 nursery.start_soon(trio.to_thread.run_sync, check_part, i)
-        results: list[Transaction | MempoolReject] = []
-        for part in checked:
-            for item in part:
-                if isinstance(item, Transaction):
-                    try:
-                        item = self.mempool.add(item)
-                    except MempoolReject as e:
-                        item = e
-                if isinstance(item, MempoolReject):
-                    self.metrics.tx_rejected.labels(item.code.name.lower()).inc()
-                results.append(item)
+        return [item for part in checked for item in part]
+
+    def admit(self, checked: Transaction | MempoolReject) -> Transaction:
+        """Admit a prechecked transaction (or raise the refusal it already carries)."""
+        try:
+            if isinstance(checked, MempoolReject):
+                raise checked
+            tx = self.mempool.add(checked)
+        except MempoolReject as e:
+            self.metrics.tx_rejected.labels(e.code.name.lower()).inc()
+            raise
         self.metrics.mempool_size.set(len(self.mempool))
+        return tx
+
+    async def submit_many(self, raws: list[bytes]) -> list[Transaction | MempoolReject]:
+        """Check and admit many transactions in order; refusals are returned, not raised."""
+        results: list[Transaction | MempoolReject] = []
+        for item in await self.precheck_many(raws):
+            try:
+                results.append(self.admit(item))
+            except MempoolReject as e:
+                results.append(e)
         return results
 
     async def submit_and_wait(self, raw: bytes, timeout_s: float) -> tuple[Transaction,
