@@ -8,6 +8,7 @@ fixes the whole block.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -48,7 +49,7 @@ class Header(Struct):
     tx_root: Bytes32
     """RFC 6962 root over the transactions' canonical bytes, in block order."""
     results_root: Bytes32
-    """RFC 6962 root over the canonical bytes of each transaction's result, in block order."""
+    """RFC 6962 root over each transaction's ``ResultCommitment`` (code and events)."""
     state_root: Bytes32
     """Commitment to the full application state after this block."""
     producer: Bytes32
@@ -149,6 +150,18 @@ class TxResult(Struct):
     events: Annotated[tuple[Event, ...], Length(0, 1024)]
 
 
-def results_root(results: list[TxResult]) -> bytes:
-    """``results_root`` for a block's results."""
-    return merkle_root([r.encode() for r in results])
+@dataclass(frozen=True, slots=True)
+class ResultCommitment(Struct):
+    """The part of a ``TxResult`` that consensus commits to: code and events, not the log.
+
+    The log is for people; keeping it out of ``results_root`` means rewording a message is
+    not a fork (as in CometBFT, whose results hash leaves the log out too).
+    """
+
+    code: U16
+    events: Annotated[tuple[Event, ...], Length(0, 1024)]
+
+
+def results_root(results: Sequence[TxResult]) -> bytes:
+    """``results_root`` for a block's results: RFC 6962 over each ``ResultCommitment``."""
+    return merkle_root([ResultCommitment(r.code, r.events).encode() for r in results])

@@ -167,6 +167,9 @@ _ENVELOPE_FIELDS = ("chain_id", "nonce", "payload", "sender", "sig", "type")
 def make_tx(key: PrivateKey, chain_id: str, nonce: int, payload: Payload) -> Transaction:
     """Sign ``payload`` as ``key`` and return the transaction with its canonical bytes."""
     payload.check(key.public_key)
+    if not 1 <= len(chain_id) <= CHAIN_ID_MAX:
+        raise InvalidTransaction(f"chain id must be 1-{CHAIN_ID_MAX} characters",
+                                 reason="bad_chain_id")
     sender = key.public_key
     body = _unsigned_obj(chain_id, sender, nonce, payload)
     sig = key.sign(signing_bytes(TAG_TX, chain_id, body))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def _key_list(v: Any, field: str) -> tuple[NamedKey, ...]:
 
 
 def parse_time(v: Any, field: str = "genesis_time") -> tuple[str, int]:
-    """RFC 3339 time with a zone -> (the string, milliseconds since the epoch)."""
+    """RFC 3339 time with a zone -> (its normalised spelling, milliseconds since the epoch)."""
     if not isinstance(v, str):
         raise InvalidGenesis(field, "must be an RFC 3339 string such as 2026-01-01T00:00:00Z")
     m = RFC3339_RE.fullmatch(v)
@@ -176,7 +176,19 @@ def parse_time(v: Any, field: str = "genesis_time") -> tuple[str, int]:
     ms = (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
     if ms <= 0:
         raise InvalidGenesis(field, "must be after 1970-01-01")
-    return v, ms
+    if ms > MAX_TIME_MS:
+        raise InvalidGenesis(field, "must be before 10000-01-01T00:00:00Z")
+    return format_time_ms(ms), ms
+
+
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant RFC 3339 spells
+
+
+def format_time_ms(ms: int) -> str:
+    """The one RFC 3339 spelling used in normalised genesis documents (UTC, milliseconds):
+    two spellings of the same instant must not give two genesis hashes."""
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def parse_genesis(doc: Any) -> Genesis:

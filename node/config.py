@@ -19,6 +19,8 @@ from typing import Any
 
 import tomli_w
 
+from chain.block import MAX_BLOCK_TXS
+from chain.tx import MAX_TX_BYTES
 from node.fsutil import write_atomic
 
 
@@ -90,6 +92,13 @@ _POSITIVE = {
 }
 
 
+_MAXIMUM = {
+    # Protocol limits: a node configured above them would admit what no block can carry.
+    "max_tx_bytes": MAX_TX_BYTES,
+    "max_txs_per_block": MAX_BLOCK_TXS,
+}
+
+
 def parse_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document; unknown settings are errors (typos must not pass)."""
     kwargs: dict[str, Any] = {}
@@ -115,6 +124,9 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
                 raise ConfigError(f"{key}.{name} must be a {want.__name__}, got {v!r}")
             if name in _POSITIVE and v <= 0:
                 raise ConfigError(f"{key}.{name} must be positive, got {v}")
+            if name in _MAXIMUM and v > _MAXIMUM[name]:
+                raise ConfigError(
+                    f"{key}.{name} = {v} exceeds the protocol limit {_MAXIMUM[name]}")
             section[name] = v
         kwargs[key] = cls(**section)
     cfg = NodeConfig(**kwargs)

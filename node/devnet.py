@@ -108,6 +108,8 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
         console.print(f"devnet {chain_id}: rpc {url}, producer home {home}, "
                       f"load {opts.tps} tx/s" + (f", stopping at height {opts.blocks}"
                                                  if opts.blocks else ""))
+        console.print(f"try: appchain status --node {url}   |   curl -s {url}/metrics   "
+                      f"|   keys in {opts.root / 'genesis' / 'keys'}", highlight=False)
         load = TransferLoad(client, chain_id, account_keys(opts.root), opts.tps)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run)
@@ -147,7 +149,7 @@ def _metric(text: str, name: str) -> float:
 
 def run_devnet(opts: DevnetOptions) -> int:
     """Run the devnet until --blocks is reached or Ctrl-C; returns the exit status."""
-    console = Console()
+    console = Console(soft_wrap=True)  # never break lines: scripts parse this output
     opts.root.mkdir(parents=True, exist_ok=True)
     home = prepare(opts, console)
     addr_file = home / "data" / "rpc_address"

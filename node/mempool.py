@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from enum import IntEnum
 from itertools import islice
 
+from chain.block import MAX_BLOCK_BYTES
 from chain.errors import DecodeError, InvalidSignature, InvalidTransaction
 from chain.tx import Deposit, Transaction, decode_tx
 from state.params import ChainParams
@@ -49,7 +50,9 @@ class MempoolReject(Exception):
 
 
 def precheck(raw: bytes, params: ChainParams, max_tx_bytes: int) -> Transaction:
-    """Stateless admission checks (decode, chain, payload, signature); safe in any thread."""
+    """Stateless admission checks (size, decode, chain, signature, payload, sender rights).
+
+    Safe in any thread."""
     if len(raw) > max_tx_bytes:
         raise MempoolReject(RejectCode.TOO_LARGE,
                             f"transaction of {len(raw)} bytes exceeds {max_tx_bytes}")
@@ -63,15 +66,16 @@ def precheck(raw: bytes, params: ChainParams, max_tx_bytes: int) -> Transaction:
             f"transaction is for chain {tx.chain_id!r}, this is {params.chain_id!r}",
         )
     try:
+        tx.verify_signature()
+    except InvalidSignature as e:
+        raise MempoolReject(RejectCode.BAD_SIGNATURE, "signature does not verify") from e
+    # Only a transaction its sender really signed gets told what else is wrong with it.
+    try:
         tx.payload.check(tx.sender)
     except InvalidTransaction as e:
         raise MempoolReject(RejectCode.INVALID_TX, e.message) from e
     if isinstance(tx.payload, Deposit) and tx.sender != params.faucet:
         raise MempoolReject(RejectCode.UNAUTHORIZED, "only the faucet key may deposit")
-    try:
-        tx.verify_signature()
-    except InvalidSignature as e:
-        raise MempoolReject(RejectCode.BAD_SIGNATURE, "signature does not verify") from e
     return tx
 
 
@@ -128,9 +132,17 @@ class Mempool:
         """The pending transaction with this hash, if any."""
         return self._txs.get(tx_hash)
 
-    def reap(self, max_txs: int) -> list[Transaction]:
-        """The oldest ``max_txs`` pending transactions (they stay until :meth:`remove`)."""
-        return list(islice(self._txs.values(), max_txs))
+    def reap(self, max_txs: int, max_bytes: int = MAX_BLOCK_BYTES - (1 << 20)) -> list[Transaction]:
+        """The oldest pending transactions, at most ``max_txs`` of them and ``max_bytes`` in
+        all (a block must stay decodable). They stay until :meth:`remove`."""
+        out: list[Transaction] = []
+        size = 0
+        for tx in islice(self._txs.values(), max_txs):
+            size += len(tx.raw) + 5  # bin32 header of each entry
+            if size > max_bytes:
+                break
+            out.append(tx)
+        return out
 
     def remove(self, txs: Iterable[Transaction]) -> None:
         """Forget transactions that were committed (or dropped)."""

@@ -10,6 +10,7 @@ the commit itself is a single LevelDB batch, so even SIGKILL cannot.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,17 @@ class Committed:
     result: TxResult
 
 
+class _Waiter:
+    """Everyone waiting for one transaction's commit (several calls may overlap)."""
+
+    __slots__ = ("event", "committed", "count")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.committed: Committed | None = None
+        self.count = 0
+
+
 def wall_ms() -> int:
     """Wall clock in milliseconds: used only to stamp new blocks, never inside the state."""
     return time.time_ns() // 1_000_000
@@ -74,7 +86,7 @@ class Node:
             max_size=cfg.mempool.size, max_tx_bytes=cfg.mempool.max_tx_bytes,
         )
         self.metrics = NodeMetrics()
-        self._waiters: dict[bytes, tuple[trio.Event, list[Committed]]] = {}
+        self._waiters: dict[bytes, _Waiter] = {}
         self.new_block = trio.Event()
         self.started_at_ms = wall_ms()
         self.metrics.height.set(self.head.height)
@@ -138,13 +150,14 @@ class Node:
             checked = e
         return self.admit(checked)
 
-    async def precheck_many(self, raws: list[bytes], workers: int = 2
+    async def precheck_many(self, raws: list[bytes], workers: int | None = None
                             ) -> list[Transaction | MempoolReject]:
         """Stateless checks of many transactions, signatures verified on ``workers`` threads.
 
         libsodium runs without the GIL, so signature checks use every core. Nothing is
         admitted: pass each result to :meth:`admit`, in order, on the trio thread.
         """
+        workers = workers or os.cpu_count() or 1
         chunk = max(1, -(-len(raws) // workers))
         parts = [raws[i:i + chunk] for i in range(0, len(raws), chunk)]
         checked: list[list[Transaction | MempoolReject]] = [[] for _ in parts]
@@ -192,13 +205,18 @@ class Node:
         # Waiting again for a transaction that is still pending (an earlier wait timed out)
         # is allowed: only a new submission of it would be a duplicate.
         tx = pending if pending is not None else self.submit(raw)
-        event, box = self._waiters.setdefault(tx.hash, (trio.Event(), []))
-        with trio.move_on_after(timeout_s):  # the caller asked for a bounded wait
-            await event.wait()
-        if not box:
-            self._waiters.pop(tx.hash, None)
-            return tx, None
-        return tx, box[0]
+        waiter = self._waiters.get(tx.hash)
+        if waiter is None:
+            waiter = self._waiters[tx.hash] = _Waiter()
+        waiter.count += 1
+        try:
+            with trio.move_on_after(timeout_s):  # the caller asked for a bounded wait
+                await waiter.event.wait()
+        finally:
+            waiter.count -= 1
+            if waiter.committed is None and waiter.count == 0:
+                self._waiters.pop(tx.hash, None)  # the last one waiting gave up
+        return tx, waiter.committed
 
     # -- production ------------------------------------------------------------------------
 
@@ -246,8 +264,8 @@ class Node:
         for i, (tx, res) in enumerate(zip(txs, results, strict=True)):
             waiter = self._waiters.pop(tx.hash, None)
             if waiter is not None:
-                waiter[1].append(Committed(head.height, i, res))
-                waiter[0].set()
+                waiter.committed = Committed(head.height, i, res)
+                waiter.event.set()
         self.new_block.set()
         self.new_block = trio.Event()
         return head

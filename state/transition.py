@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain.block import Block, Header, TxResult
+from chain.block import Block, Header, TxResult, results_root
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
@@ -69,7 +69,7 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
         results=results,
         result_bytes=result_bytes,
         tx_root=merkle_root([tx.raw for tx in txs]),
-        results_root=merkle_root(result_bytes),
+        results_root=results_root(results),
         state_root=chained_root(head.state_root, overlay.changes()),
     )
 

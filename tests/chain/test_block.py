@@ -224,10 +224,15 @@ def test_block_decode_rejections() -> None:
 # Results
 
 
-def test_results_root_is_merkle_root_of_encoded_results() -> None:
-    rs = [TxResult(0, "", ()), TxResult(3, "insufficient funds",
-                                        (Event.of("transfer", amount=5, to=b"\x01"),))]
-    assert results_root(rs) == merkle_root([r.encode() for r in rs])
-    assert results_root([]) == EMPTY_ROOT
-    assert results_root(rs) != results_root(rs[::-1])
-    assert results_root(rs) != results_root([rs[0], dataclasses.replace(rs[1], code=2)])
+def test_results_root_commits_to_code_and_events_but_not_the_log() -> None:
+    ev = (Event.of("transfer", amount=5, to=b"\x01"),)
+    rs = [TxResult(0, "", ()), TxResult(3, "insufficient funds", ev)]
+    from chain.codec import encode as enc
+
+    leaves = [enc({"code": 0, "events": []}),
+              enc({"code": 3, "events": [e.to_obj() for e in ev]})]
+    assert results_root(rs) == merkle_root(leaves)
+    reworded = [rs[0], TxResult(3, "not enough balance", ev)]
+    assert results_root(reworded) == results_root(rs)
+    assert results_root([rs[0], TxResult(1, "insufficient funds", ev)]) != results_root(rs)
+    assert results_root([rs[0], TxResult(3, "insufficient funds", ())]) != results_root(rs)

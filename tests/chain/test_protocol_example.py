@@ -2,7 +2,9 @@
 
 Every constant below is copied from the document. Each test recomputes it twice where it can:
 once from the definition in the document (hand-assembled bytes, hashlib, libsodium directly)
-and once through the node's own code path, and checks both against the constant. The last
+and once through the node's own code path, and checks both against the constant. The §9.5
+RPC captures come from a live node (wall-clock block times), so they are checked for
+consistency instead: a validly signed block whose roots follow from the examples. The last
 test checks that each constant still appears verbatim in the document.
 """
 
@@ -16,9 +18,19 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from chain.block import Attr, Block, Event, Header, TxResult, sign_header
+from chain.block import (
+    Attr,
+    Block,
+    Event,
+    Header,
+    ResultCommitment,
+    SignedHeader,
+    TxResult,
+    results_root,
+    sign_header,
+)
 from chain.codec import encode
-from chain.crypto import TAG_HEADER, TAG_TX, PrivateKey, signing_bytes
+from chain.crypto import TAG_HEADER, TAG_TX, PrivateKey, signing_bytes, verify
 from chain.merkle import EMPTY_ROOT, inclusion_proof, merkle_root, verify_inclusion
 from chain.tx import Transfer, decode_tx, make_tx
 from genesis.format import parse_genesis
@@ -73,7 +85,7 @@ ORACLE = PrivateKey(bytes([5] * 32))
 
 GENESIS_DOC = {
     "chain_id": "example-1",
-    "genesis_time": "2026-01-01T00:00:00Z",
+    "genesis_time": "2026-01-01T00:00:00.000Z",
     "initial_height": "1",
     "app_state": {
         "producer": {"name": "producer",
@@ -92,6 +104,12 @@ GENESIS_DOC = {
     },
 }
 GENESIS_TIME_MS = 1767225600000
+# Other spellings of the same instant (§7.3): all normalise to GENESIS_DOC's genesis_time.
+GENESIS_TIME_SPELLINGS = [
+    "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000Z", "2026-01-01T01:00:00+01:00",
+    "2025-12-31T19:00:00.000000-05:00",
+]
+GENESIS_CANONICAL_LEN = 605
 GENESIS_CANONICAL_HEX = (
     "84a96170705f737461746586a86163636f756e74739182a761646472657373d940303361313037626666336365"
     "313062653164373064643138653734626330393936376534643633303962613530643566316464633836363431"
@@ -105,10 +123,10 @@ GENESIS_CANONICAL_HEX = (
     "39373136366533636136663265346662666363643830353035626631a870726f647563657282a46e616d65a870"
     "726f6475636572a77075625f6b6579d94038313339373730656138376431373566353661333534363663333463"
     "376563636362386438613931623465653337613235646636306635623866633962333934a8636861696e5f6964"
-    "a96578616d706c652d31ac67656e657369735f74696d65b4323032362d30312d30315430303a30303a30305aae"
-    "696e697469616c5f686569676874a131"
+    "a96578616d706c652d31ac67656e657369735f74696d65b8323032362d30312d30315430303a30303a30302e30"
+    "30305aae696e697469616c5f686569676874a131"
 )
-GENESIS_HASH_HEX = "ec6f455e3e917e7e9a6553ee2de8fcc6391fd193cf254f81c9ddaf8a87e4f5c3"
+GENESIS_HASH_HEX = "4d27540f13a3f198e0a20268e6d672cca7e9fcd0abeffc1a34effd631771e106"
 PARAMS_HEX = (
     "87a8636861696e5f6964a96578616d706c652d31a6666175636574c420ed4928c628d1c2c6eae9033890599561"
     "2959273a5c63f93636c14614ac8737d1ac67656e657369735f74696d65cf0000019b76daa800b26f7065726174"
@@ -131,8 +149,18 @@ RESULT_HEX = (
     "62633039393637653464363330396261353064356631646463383636343132353533316238a474797065a87472"
     "616e73666572a36c6f67a0"
 )
+RESULT_LEN = 236
+RESULT_COMMITMENT_HEX = (
+    "82a4636f646500a66576656e74739182a561747472739382a36b6579a6616d6f756e74a576616c7565a4313030"
+    "3082a36b6579a9726563697069656e74a576616c7565d940303130313031303130313031303130313031303130"
+    "3130313031303130313031303130313031303130313031303130313031303130313031303130313031303182a3"
+    "6b6579a673656e646572a576616c7565d940303361313037626666336365313062653164373064643138653734"
+    "62633039393637653464363330396261353064356631646463383636343132353533316238a474797065a87472"
+    "616e73666572"
+)
+RESULT_COMMITMENT_LEN = 231
 TX_ROOT_HEX = "bb0f3bcf9c8084e800140b831d0cec4ab8703fb5e1873517dfb8a3182cf5536a"
-RESULTS_ROOT_HEX = "117bdc3c724bb5fbf73c9a82d67475622eab7057234fc6ea942b519a81064d52"
+RESULTS_ROOT_HEX = "5187bdb52b24265f0fcc9d17d52b7f5e63aea5455eeb2dd389430d039b8a0d07"
 CHANGES_HEX = (
     "9292c425616363742f0101010101010101010101010101010101010101010101010101010101010101c41382a7"
     "62616c616e6365cd03e8a56e6f6e63650092c425616363742f03a107bff3ce10be1d70dd18e74bc09967e4d630"
@@ -141,19 +169,34 @@ CHANGES_HEX = (
 STATE_ROOT_HEX = "885ee029291bbde364f216c94fa84c523290bf18551d74f5ff656e53a0d8e933"
 HEADER_HEX = (
     "89a8636861696e5f6964a96578616d706c652d31a365726100a668656967687401a9707265765f68617368c420"
-    "ec6f455e3e917e7e9a6553ee2de8fcc6391fd193cf254f81c9ddaf8a87e4f5c3a870726f6475636572c4208139"
+    "4d27540f13a3f198e0a20268e6d672cca7e9fcd0abeffc1a34effd631771e106a870726f6475636572c4208139"
     "770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394ac726573756c74735f726f6f74c420"
-    "117bdc3c724bb5fbf73c9a82d67475622eab7057234fc6ea942b519a81064d52aa73746174655f726f6f74c420"
+    "5187bdb52b24265f0fcc9d17d52b7f5e63aea5455eeb2dd389430d039b8a0d07aa73746174655f726f6f74c420"
     "885ee029291bbde364f216c94fa84c523290bf18551d74f5ff656e53a0d8e933a474696d65cf0000019b76daab"
     "e8a774785f726f6f74c420bb0f3bcf9c8084e800140b831d0cec4ab8703fb5e1873517dfb8a3182cf5536a"
 )
-BLOCK_HASH_HEX = "d4d0765c9fe80841f628e7e841e0721d00d8714990fb36ea041d2c6865a0e890"
+BLOCK_HASH_HEX = "aab178e32715eb09da48ec2b57de23814d9e686edede310677a66b2036d55ab5"
 HEADER_SIG_HEX = (
-    "a8b3e58dac795479e5421a061e0c8e48f9ffb320e8b5184c50c645ed696b5572"
-    "5de245dd66e4a86d54a370aea3ed141e08487907b439a3678b705eae9b15cd05"
+    "ff0c15037340e0e97841ba0f4131651b550896334628e330b7c681219b444a87"
+    "fb536148ba02fa2483f883e1f6336a9bbe0f2c255f715c1476a78a0ff4e25106"
 )
 BLOCK_BYTES_LEN = 561
-BLOCK_BYTES_SHA256_HEX = "d2e8a415348a74e29d24c0409e279228b6e57231dc25d412cc2baca1cbe72125"
+BLOCK_BYTES_SHA256_HEX = "c18baa0d1e65085215296c0af7da27c8f584235b89c15be4ddefb86381928baa"
+
+# --- §9.5 RPC examples (captured from a node; its block 4 must be a valid block) -------------
+
+RPC_BLOCK_HEIGHT = 4  # after three empty blocks
+RPC_BLOCK_HASH_HEX = "0ba23cceb172220432014c8dc33dc2f569867b89c9e964943372cd369ad7add3"
+RPC_PREV_HASH_HEX = "8c1b11ef7c2279be0306c4639ce0f691bb928ec5eac56451e45b4253f046a2a2"
+RPC_BLOCK_TIME = 1795550813252
+RPC_STATE_ROOT_HEX = "33400bd7287a9e9e5481ecad581d2a22f7bc4bb70a1c5af30c0fa0abc8641feb"
+RPC_SIG_HEX = (
+    "81441747e0dc5747a0cf9eae520f96bb3083423d96ae271dc92f96f01197e4eb"
+    "355ca71536a0ded1e5289c606d4f26cfbb17f75165ddbbe36d930a62cb878e0c"
+)
+RPC_CANONICAL_B64_PREFIX = "gqZoZWFkZXKJqGNoYWluX2lk"
+# status after block 6 (block 5 empty; block 6 holds the sender's failed nonce-1 transfer)
+RPC_STATUS_APP_HASH_HEX = "0064b3c7c70422fab4e206ae4f87c49440dd68363b12acd4bf7df1e96799deca"
 
 # --- §6.6 / §6.7 Merkle and digest reference values -------------------------------------------
 
@@ -247,10 +290,18 @@ def test_genesis_example() -> None:
     assert g.operators[0].pub_key == OPERATOR.public_key
     assert g.oracles[0].pub_key == ORACLE.public_key
     assert g.genesis_time_ms == GENESIS_TIME_MS
+    assert g.genesis_time == GENESIS_DOC["genesis_time"]
     assert g.to_json_obj() == GENESIS_DOC
     assert encode(GENESIS_DOC).hex() == GENESIS_CANONICAL_HEX
+    assert len(bytes.fromhex(GENESIS_CANONICAL_HEX)) == GENESIS_CANONICAL_LEN
     assert sha(bytes.fromhex(GENESIS_CANONICAL_HEX)).hex() == GENESIS_HASH_HEX
     assert g.hash.hex() == GENESIS_HASH_HEX
+    # §7.3: every spelling of the instant gives the same normalised document and hash.
+    for spelling in GENESIS_TIME_SPELLINGS:
+        other = parse_genesis(json.loads(json.dumps({**GENESIS_DOC, "genesis_time": spelling})))
+        assert other.genesis_time_ms == GENESIS_TIME_MS
+        assert other.to_json_obj() == GENESIS_DOC
+        assert other.hash.hex() == GENESIS_HASH_HEX
 
     assert chain_params(g).encode().hex() == PARAMS_HEX
     assert Account(1_000_000, 0).encode().hex() == ACCOUNT_HEX
@@ -271,8 +322,21 @@ def test_first_block_example(tmp_path: Path) -> None:
     result = TxResult(0, "", (Event("transfer", (
         Attr("amount", "1000"), Attr("recipient", TO.hex()), Attr("sender", SENDER_HEX))),),)
     assert result.encode().hex() == RESULT_HEX
+    assert len(result.encode()) == RESULT_LEN
     assert sha(b"\x00" + tx.raw).hex() == TX_ROOT_HEX  # one leaf: root = leaf hash
-    assert sha(b"\x00" + result.encode()).hex() == RESULTS_ROOT_HEX
+    # The results_root leaf is the result without its log: drop the `a3 "log" a0` entry and
+    # turn the map header 83 into 82 (§6.4).
+    log_entry = ms_str("log") + ms_str("")
+    assert bytes.fromhex(RESULT_HEX).endswith(log_entry)
+    commitment = b"\x82" + bytes.fromhex(RESULT_HEX)[1:-len(log_entry)]
+    assert commitment.hex() == RESULT_COMMITMENT_HEX
+    assert len(commitment) == RESULT_COMMITMENT_LEN
+    assert ResultCommitment(result.code, result.events).encode() == commitment
+    assert encode({"code": 0, "events": [e.to_obj() for e in result.events]}) == commitment
+    assert sha(b"\x00" + commitment).hex() == RESULTS_ROOT_HEX
+    assert results_root([result]).hex() == RESULTS_ROOT_HEX
+    # The log is not committed: rewording it leaves the root alone (§5.3).
+    assert results_root([TxResult(0, "reworded", result.events)]).hex() == RESULTS_ROOT_HEX
     changes = [
         (b"acct/" + TO, Account(1000, 0).encode()),
         (b"acct/" + bytes.fromhex(SENDER_HEX), Account(999_000, 1).encode()),
@@ -309,7 +373,7 @@ def test_first_block_example(tmp_path: Path) -> None:
         assert (head.height, head.hash.hex(), head.state_root.hex(), head.era, head.time) == (
             0, GENESIS_HASH_HEX, GENESIS_STATE_ROOT_HEX, 0, GENESIS_TIME_MS)
         out = apply_body(store, chain_params(g), 1, BLOCK_TIME, [tx])
-        assert out.result_bytes == [bytes.fromhex(RESULT_HEX)]
+        assert out.result_bytes == [bytes.fromhex(RESULT_HEX)]  # stored with the log
         assert out.overlay.changes() == changes
         assert (out.tx_root.hex(), out.results_root.hex(), out.state_root.hex()) == (
             TX_ROOT_HEX, RESULTS_ROOT_HEX, STATE_ROOT_HEX)
@@ -322,6 +386,39 @@ def test_first_block_example(tmp_path: Path) -> None:
         head = import_block(store, block_bytes)
         assert (head.height, head.hash.hex(), head.state_root.hex()) == (
             1, BLOCK_HASH_HEX, STATE_ROOT_HEX)
+
+
+def test_rpc_example_block_is_valid() -> None:
+    """§9.5: the captured block 4 is a well-formed, producer-signed block of this chain.
+
+    Its roots are deterministic: tx_root and results_root are §6.9's, and state_root chains
+    three empty blocks and then §6.9's changes onto the genesis state root.
+    """
+    root = bytes.fromhex(GENESIS_STATE_ROOT_HEX)
+    for _ in range(RPC_BLOCK_HEIGHT - 1):
+        root = chained_root(root, [])
+    changes = [
+        (b"acct/" + TO, Account(1000, 0).encode()),
+        (b"acct/" + bytes.fromhex(SENDER_HEX), Account(999_000, 1).encode()),
+    ]
+    root = chained_root(root, changes)
+    assert root.hex() == RPC_STATE_ROOT_HEX
+    header = Header(
+        chain_id=CHAIN_ID, era=0, height=RPC_BLOCK_HEIGHT,
+        prev_hash=bytes.fromhex(RPC_PREV_HASH_HEX), time=RPC_BLOCK_TIME,
+        tx_root=bytes.fromhex(TX_ROOT_HEX), results_root=bytes.fromhex(RESULTS_ROOT_HEX),
+        state_root=root, producer=PRODUCER.public_key,
+    )
+    assert header.hash.hex() == RPC_BLOCK_HASH_HEX
+    verify(PRODUCER.public_key, bytes.fromhex(RPC_SIG_HEX), header.signed_bytes())
+    canonical = base64.b64encode(SignedHeader(header, bytes.fromhex(RPC_SIG_HEX)).encode())
+    assert canonical.decode().startswith(RPC_CANONICAL_B64_PREFIX)
+    # The status example's app hash: block 5 empty, block 6 only bumps the sender's nonce
+    # (its transfer failed with code 3).
+    root = chained_root(root, [])
+    root = chained_root(root, [(b"acct/" + bytes.fromhex(SENDER_HEX),
+                                Account(999_000, 2).encode())])
+    assert root.hex() == RPC_STATUS_APP_HASH_HEX
 
 
 def test_merkle_reference_values() -> None:
@@ -342,10 +439,17 @@ def test_merkle_reference_values() -> None:
 CONSTANTS_IN_DOC = [
     SEED_HEX, SENDER_HEX, SIGNING_BYTES_HEX, SIG_HEX, TX_HEX, TX_HASH_HEX, TX_B64,
     GENESIS_CANONICAL_HEX, GENESIS_HASH_HEX, PARAMS_HEX, ACCOUNT_HEX, GENESIS_STATE_ROOT_HEX,
-    str(GENESIS_TIME_MS), str(BLOCK_TIME), RESULT_HEX, TX_ROOT_HEX, RESULTS_ROOT_HEX,
+    f'"genesis_time": "{GENESIS_DOC["genesis_time"]}"', *GENESIS_TIME_SPELLINGS,
+    f"({GENESIS_CANONICAL_LEN} bytes,",
+    str(GENESIS_TIME_MS), str(BLOCK_TIME), RESULT_HEX, RESULT_COMMITMENT_HEX,
+    f"{RESULT_LEN} bytes", f"{RESULT_COMMITMENT_LEN} bytes", TX_ROOT_HEX, RESULTS_ROOT_HEX,
     CHANGES_HEX, STATE_ROOT_HEX,
-    HEADER_HEX, BLOCK_HASH_HEX, HEADER_SIG_HEX, BLOCK_BYTES_SHA256_HEX, EMPTY_ROOT_HEX,
+    HEADER_HEX, BLOCK_HASH_HEX, HEADER_SIG_HEX, f"({BLOCK_BYTES_LEN} bytes",
+    BLOCK_BYTES_SHA256_HEX, EMPTY_ROOT_HEX,
     *MERKLE_ROOTS_HEX.values(), *PATH_5_2_HEX, EMPTY_CHANGES_DIGEST_HEX,
+    RPC_BLOCK_HASH_HEX, RPC_PREV_HASH_HEX, str(RPC_BLOCK_TIME), RPC_STATE_ROOT_HEX, RPC_SIG_HEX,
+    RPC_CANONICAL_B64_PREFIX, RPC_STATUS_APP_HASH_HEX,
+    f'"genesis_hash": "{GENESIS_HASH_HEX}"', f'"results_root":"{RESULTS_ROOT_HEX}"',
 ]
 
 

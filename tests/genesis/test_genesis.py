@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chain.errors import InvalidGenesis
-from genesis.format import Genesis, load_genesis, parse_genesis, parse_time
+from genesis.format import Genesis, format_time_ms, load_genesis, parse_genesis, parse_time
 from tests.helpers import GENESIS_TIME, make_genesis
 
 HEX_A = "aa" * 32
@@ -207,8 +207,20 @@ def test_genesis_time_sub_millisecond(doc: dict, bad: str) -> None:
 def test_genesis_time_accepted(doc: dict, good: str, ms: int) -> None:
     doc["genesis_time"] = good
     g = parse_genesis(doc)
-    assert g.genesis_time == good and g.genesis_time_ms == ms
-    assert parse_time(good) == (good, ms)
+    assert g.genesis_time_ms == ms
+    # Every spelling of the instant normalises to one (so one genesis hash).
+    assert g.genesis_time == format_time_ms(ms)
+    assert parse_time(good) == (format_time_ms(ms), ms)
+    assert parse_time(format_time_ms(ms)) == (format_time_ms(ms), ms)
+
+
+def test_spellings_of_one_instant_give_one_genesis_hash(doc: dict) -> None:
+    hashes = set()
+    for spelling in ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000Z",
+                     "2026-01-01T01:00:00+01:00"):
+        doc["genesis_time"] = spelling
+        hashes.add(parse_genesis(doc).hash)
+    assert len(hashes) == 1
 
 
 @pytest.mark.parametrize("bad", ["1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z"])
@@ -218,7 +230,7 @@ def test_genesis_time_not_after_epoch(doc: dict, bad: str) -> None:
 
 
 def test_helpers_genesis_time_parses() -> None:
-    assert parse_time(GENESIS_TIME) == (GENESIS_TIME, 1_767_225_600_000)
+    assert parse_time(GENESIS_TIME) == ("2026-01-01T00:00:00.000Z", 1_767_225_600_000)
 
 
 @pytest.mark.parametrize("bad", [0, "0", "abc", "", "-1", -1, "01", "1.0", 1.0, True, None,
@@ -459,3 +471,12 @@ def test_load_valid_json_invalid_genesis_names_field(doc: dict, tmp_path: Path) 
         load_genesis(p)
     assert ei.value.field == "app_state.accounts[2].balance"
     assert "app_state.accounts[2].balance" in str(ei.value)
+
+
+def test_genesis_time_after_year_9999_is_refused_cleanly(doc: dict) -> None:
+    doc["genesis_time"] = "9999-12-31T23:59:59-23:59"  # 10000-01-01 in UTC
+    with pytest.raises(InvalidGenesis) as e:
+        parse_genesis(doc)
+    assert e.value.field == "genesis_time"
+    doc["genesis_time"] = "9999-12-31T23:59:59.999Z"
+    assert parse_genesis(doc).genesis_time == "9999-12-31T23:59:59.999Z"

@@ -420,3 +420,30 @@ def test_evict_drops_the_sender_tail_and_rewinds_its_nonce(chain: Chain) -> None
     mp.evict(a0)
     assert mp.pending_nonce(a.public_key) is None
     assert [t.sender for t in mp.reap(10)] == [b.public_key]
+
+
+async def test_overlapping_commit_waits_all_learn_the_commit(
+        node: tuple[Node, DevnetKeys]) -> None:
+    """A first wait timing out must not strand a second, longer wait on the same tx."""
+    import trio
+
+    n, keys = node
+    a, b = keys.accounts[0], keys.accounts[1]
+    t = make_tx(a, n.params.chain_id, 0, Transfer(b.public_key, 1))
+    results: dict[str, object] = {}
+
+    async def wait(name: str, timeout: float) -> None:
+        results[name] = (await n.submit_and_wait(t.raw, timeout))[1]
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, "short", 0.05)
+            await trio.sleep(0.01)
+            nursery.start_soon(wait, "long", 5)
+            with trio.fail_after(5):
+                while "short" not in results:
+                    await trio.sleep(0.01)
+            assert results["short"] is None
+            await n.produce_block()
+    committed = results["long"]
+    assert committed is not None and committed.height == n.head.height  # type: ignore[attr-defined]
