@@ -223,7 +223,9 @@ async def rpc_tx(node: Node, params: Params) -> Any:
 async def rpc_account(node: Node, params: Params) -> Any:
     _only(params, {"address"})
     addr = _hex32(params, "address")
-    raw = node.store.state_get(account_key(addr))
+    with node.store.snapshot() as snap:  # state and height from the same commit
+        raw = snap.state_get(account_key(addr))
+        head = snap.head()
     acct = Account(0, 0) if raw is None else Account.decode(raw)
     pending = node.mempool.pending_nonce(addr)
     return {
@@ -231,7 +233,7 @@ async def rpc_account(node: Node, params: Params) -> Any:
         "balance": str(acct.balance),
         "nonce": str(acct.nonce),
         "next_nonce": str(acct.nonce if pending is None else pending),
-        "height": str(node.head.height),
+        "height": str(head.height if head else node.head.height),
         "exists": raw is not None,
     }
 

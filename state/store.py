@@ -156,6 +156,26 @@ class Overlay:
         return self._changes  # type: ignore[return-value]
 
 
+class StoreSnapshot:
+    """Reads from one LevelDB snapshot: a commit landing meanwhile is not seen half-way."""
+
+    def __init__(self, snap: plyvel.Snapshot) -> None:
+        self._snap = snap
+
+    def __enter__(self) -> StoreSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._snap.close()
+
+    def head(self) -> Head | None:
+        raw = self._snap.get(schema.META_HEAD)
+        return None if raw is None else Head.decode(raw)
+
+    def state_get(self, key: bytes) -> bytes | None:
+        return self._snap.get(schema.STATE + key)  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True, slots=True)
 class PendingBlock:
     """Everything :meth:`Store.commit_block` writes for one block."""
@@ -246,6 +266,10 @@ class Store:
 
     def overlay(self) -> Overlay:
         return Overlay(self.db)
+
+    def snapshot(self) -> StoreSnapshot:
+        """A consistent read view (head and state from the same instant) while blocks commit."""
+        return StoreSnapshot(self.db.snapshot())
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -228,3 +228,15 @@ class OverlayVsModel(RuleBasedStateMachine):
 TestOverlayVsModel = OverlayVsModel.TestCase
 TestOverlayVsModel.settings = settings(max_examples=50, stateful_step_count=30,
                                        deadline=None)
+
+
+def test_snapshot_reads_do_not_see_a_later_commit(store: Store) -> None:
+    with store.snapshot() as snap:
+        ov = store.overlay()
+        ov.put(b"k/a", b"changed")
+        store.commit_block(ov, pending(1))
+        assert snap.state_get(b"k/a") == b"1"
+        assert snap.head() == head(0)
+    with store.snapshot() as snap:
+        assert snap.state_get(b"k/a") == b"changed"
+        assert snap.head() == head(1)
