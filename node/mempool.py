@@ -38,6 +38,8 @@ class RejectCode(IntEnum):
     INVALID_TX = 1009
     UNAUTHORIZED = 1010
     HALTED = 1011
+    INTERNAL = 1012
+    """The node failed while checking the transaction (a bug; it is logged)."""
 
 
 class MempoolReject(Exception):

@@ -19,11 +19,11 @@ import trio
 from chain.block import Block, Header, TxResult
 from chain.crypto import sha256
 from chain.errors import ChainError, InvalidBlock
-from chain.tx import Transaction
+from chain.tx import Transaction, decode_tx
 from genesis.format import Genesis
 from genesis.state import init_store
 from node.config import Home, NodeConfig
-from node.mempool import Mempool, MempoolReject, precheck
+from node.mempool import Mempool, MempoolReject, RejectCode, precheck
 from node.metrics import NodeMetrics
 from node.signer import Signer
 from state.accounts import Account
@@ -88,6 +88,7 @@ class Node:
         self.metrics = NodeMetrics()
         self._waiters: dict[bytes, _Waiter] = {}
         self.new_block = trio.Event()
+        self._produce_lock = trio.Lock()
         self.started_at_ms = wall_ms()
         self.metrics.height.set(self.head.height)
 
@@ -127,6 +128,18 @@ class Node:
                     f"{head.era} but the store ends at {head.height}: the data directory "
                     "was restored from an older copy or lost blocks. Restore the newer "
                     "store; producing here could sign two different blocks at one height."
+                )
+            has_blocks = head.height >= self.genesis.initial_height
+            if has_blocks and (self.signer.era, self.signer.height) < (head.era, head.height):
+                # The record is written before every commit, so it can only be behind the
+                # store if it was lost or replaced: the real last signature is unknown and
+                # may be for a block above the head that was sent out but not committed.
+                raise NodeError(
+                    f"the last-signed record {self.home.signer_state_file} is missing or "
+                    f"older than the store (record: era {self.signer.era} height "
+                    f"{self.signer.height}; store: era {head.era} height {head.height}). "
+                    "Restore the record that belongs to this store; producing without it "
+                    "could sign two different blocks at one height."
                 )
         self.head: Head = head
 
@@ -170,6 +183,9 @@ class Node:
                     out.append(precheck(raw, params, limit))
                 except MempoolReject as e:
                     out.append(e)
+                except Exception as e:  # a bug: answered per item, never a lost batch
+                    log.exception("internal error checking a transaction")
+                    out.append(MempoolReject(RejectCode.INTERNAL, f"internal error: {e}"))
 
         async with trio.open_nursery() as nursery:
             for i in range(len(parts)):
@@ -201,7 +217,14 @@ class Node:
     async def submit_and_wait(self, raw: bytes, timeout_s: float) -> tuple[Transaction,
                                                                              Committed | None]:
         """Submit, then wait (bounded) until the transaction is in a committed block."""
-        pending = self.mempool.get(sha256(raw))
+        tx_hash = sha256(raw)
+        loc = self.store.tx_location(tx_hash)
+        if loc is not None:  # already committed (an earlier wait timed out just before)
+            results = self.store.results(loc[0]) or []
+            if loc[1] < len(results):
+                return decode_tx(raw), Committed(loc[0], loc[1],
+                                                 TxResult.decode(results[loc[1]]))
+        pending = self.mempool.get(tx_hash)
         # Waiting again for a transaction that is still pending (an earlier wait timed out)
         # is allowed: only a new submission of it would be a duplicate.
         tx = pending if pending is not None else self.submit(raw)
@@ -242,7 +265,14 @@ class Node:
         return head, outcome.results
 
     async def produce_block(self) -> Head:
-        """Build, sign and commit one block from the mempool; notify waiters."""
+        """Build, sign and commit one block from the mempool; notify waiters.
+
+        Serialised: two overlapping calls would build the same height from the same head.
+        """
+        async with self._produce_lock:
+            return await self._produce_block()
+
+    async def _produce_block(self) -> Head:
         txs = self.mempool.reap(self.cfg.producer.max_txs_per_block)
         height = self.head.height + 1
         block_time = max(self.head.time + 1, wall_ms())
@@ -273,9 +303,14 @@ class Node:
     def _drop_offender(self, txs: list[Transaction], e: InvalidBlock) -> None:
         if e.tx_index is None:
             # Not one transaction's fault: keep nothing of this batch rather than retry it
-            # forever. Their senders resubmit; waiters time out.
+            # forever (with each sender's later transactions, which depend on its nonces).
+            # Their senders resubmit; waiters time out.
             log.error("dropping the whole batch of %d transactions", len(txs))
-            self.mempool.remove(txs)
+            first: dict[bytes, Transaction] = {}
+            for tx in txs:
+                first.setdefault(tx.sender, tx)
+            for tx in first.values():
+                self.mempool.evict(tx)
         else:
             dropped = self.mempool.evict(txs[e.tx_index])
             log.error("dropped %d transaction(s) of sender %s", len(dropped),

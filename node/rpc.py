@@ -209,6 +209,9 @@ async def rpc_tx(node: Node, params: Params) -> Any:
     height, index = loc
     block = _block_at(node, height)
     results = node.store.results(height) or []
+    if index >= len(results) or index >= len(block.txs):
+        raise RPCError(INTERNAL_ERROR, f"store inconsistency: block {height} lacks "
+                       f"transaction {index} or its result; run verification")
     raw = block.txs[index]
     return {
         "hash": th.hex(),

@@ -85,7 +85,7 @@ class Overlay:
         v = self.writes.get(key, _MISSING)
         if v is _MISSING:
             obj = self._base_objs.get(key, _MISSING)
-            if obj is _MISSING:
+            if obj is _MISSING or (obj is not None and type(obj) is not cls):
                 raw = self._base(key)
                 obj = None if raw is None else cls.decode(raw)
                 self._base_objs[key] = obj  # type: ignore[assignment]

@@ -289,6 +289,7 @@ def test_reject_codes_are_stable_numbers() -> None:
         "DECODE": 1001, "TOO_LARGE": 1002, "WRONG_CHAIN": 1003, "BAD_SIGNATURE": 1004,
         "DUPLICATE": 1005, "NONCE_TOO_LOW": 1006, "NONCE_GAP": 1007, "MEMPOOL_FULL": 1008,
         "INVALID_TX": 1009, "UNAUTHORIZED": 1010, "HALTED": 1011,
+        "INTERNAL": 1012,
     }
 
 

@@ -193,3 +193,32 @@ def test_store_behind_last_signed_record_refuses_to_start(tmp_path: Path) -> Non
         {"era": 0, "height": 5, "block_hash": "00" * 32, "block": ""}))
     with pytest.raises(NodeError, match="restored from an older copy"):
         open_node(home)
+
+
+async def test_lost_last_signed_record_refuses_to_start_and_produce_is_serialised(
+        tmp_path: Path) -> None:
+    import pytest
+
+    from node.node import NodeError, open_node
+
+    g, keys = make_genesis(accounts=2)
+    home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=60_000)
+    node = open_node(home)
+    try:
+        # Two overlapping calls build two consecutive blocks, never one height twice.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.produce_block)
+            nursery.start_soon(node.produce_block)
+        assert node.head.height == 2
+        # Waiting on a transaction that was already committed returns its result.
+        a, b = keys.accounts
+        t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 3))
+        node.submit(t.raw)
+        await node.produce_block()
+        _, committed = await node.submit_and_wait(t.raw, 0.01)
+        assert committed is not None and committed.height == 3 and committed.result.code == 0
+    finally:
+        node.close()
+    home.signer_state_file.unlink()
+    with pytest.raises(NodeError, match="missing or older than the store"):
+        open_node(home)
