@@ -87,9 +87,7 @@ class Node:
         )
         self.metrics = NodeMetrics()
         self._waiters: dict[bytes, _Waiter] = {}
-        self.new_block = trio.Event()
         self._produce_lock = trio.Lock()
-        self.started_at_ms = wall_ms()
         self.metrics.height.set(self.head.height)
 
     # -- startup ---------------------------------------------------------------------------
@@ -296,8 +294,6 @@ class Node:
             if waiter is not None:
                 waiter.committed = Committed(head.height, i, res)
                 waiter.event.set()
-        self.new_block.set()
-        self.new_block = trio.Event()
         return head
 
     def _drop_offender(self, txs: list[Transaction], e: InvalidBlock) -> None:
@@ -337,7 +333,7 @@ class Node:
         return None if raw is None else Block.decode_block(raw)
 
 
-def open_node(home: Home, require_producer: bool = False) -> Node:
+def open_node(home: Home) -> Node:
     """Load config, genesis and (if present) the producer key from a home, then open it."""
     from genesis.format import load_genesis
     from node.keyfile import read_key
@@ -352,8 +348,6 @@ def open_node(home: Home, require_producer: bool = False) -> Node:
                 f"{home.producer_key_file} is not the genesis producer key "
                 f"({genesis.producer.pub_key.hex()})")
         signer = Signer(key, home.signer_state_file)
-    elif require_producer:
-        raise NodeError(f"{home.producer_key_file} does not exist: this node cannot produce")
     try:
         return Node(home, cfg, genesis, signer)
     except StoreError as e:
