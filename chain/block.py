@@ -21,6 +21,7 @@ from chain.codec import (
     Str64,
     Str1024,
     Struct,
+    unpack_canonical,
 )
 from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import InvalidBlock, InvalidSignature
@@ -104,6 +105,14 @@ class Block(Struct):
     @classmethod
     def decode_block(cls, data: bytes) -> Block:
         return cls.decode(data, MAX_BLOCK_BYTES)
+
+    @staticmethod
+    def signed_header_of(data: bytes) -> SignedHeader:
+        """The signed header of canonical block bytes, without building every transaction."""
+        obj = unpack_canonical(data, MAX_BLOCK_BYTES)
+        if type(obj) is not dict or "header" not in obj or "sig" not in obj:
+            return Block.decode_block(data).signed_header  # raises the precise DecodeError
+        return SignedHeader.from_obj({"header": obj["header"], "sig": obj["sig"]})
 
 
 def sign_header(key: PrivateKey, header: Header) -> bytes:

@@ -279,6 +279,10 @@ def _compile(tp: Any) -> tuple[Enc, Dec]:
     raise TypeError(f"unsupported field type {tp!r}")
 
 
+Plan = tuple[tuple[str, ...], Callable[..., Any], Callable[..., Any]]
+_PLANS: dict[type, Plan] = {}
+
+
 class Struct:
     """Base of every wire type: a frozen dataclass that encodes as a canonical map.
 
@@ -291,20 +295,21 @@ class Struct:
     __slots__ = ()
 
     @classmethod
-    def _plan(cls) -> tuple[tuple[str, ...], Callable[..., Any], Callable[..., Any]]:
-        plan = cls.__dict__.get("_codec_plan")
+    def _plan(cls) -> Plan:
+        plan = _PLANS.get(cls)  # keyed by the exact class: a subclass has its own fields
         if plan is None:
-            plan = _build_plan(cls)
-            cls._codec_plan = plan  # type: ignore[attr-defined]
-        return plan  # type: ignore[no-any-return]
+            plan = _PLANS[cls] = _build_plan(cls)
+        return plan
 
     def to_obj(self) -> dict[str, Value]:
         """The canonical untyped form: a map with keys in sorted order."""
-        return self._plan()[1](self)  # type: ignore[no-any-return]
+        plan = _PLANS.get(type(self)) or self._plan()
+        return plan[1](self)  # type: ignore[no-any-return]
 
     def encode(self) -> bytes:
         """Canonical bytes of this value."""
-        return _packb(self._plan()[1](self))
+        plan = _PLANS.get(type(self)) or self._plan()
+        return _packb(plan[1](self))
 
     @classmethod
     def from_obj(cls: type[S], obj: Value, context: str | None = None) -> S:
@@ -340,7 +345,7 @@ def _diagnose(cls: type, names: tuple[str, ...], obj: Value, context: str | None
     raise DecodeError(f"{where} fields are not in canonical order", reason="non_canonical")
 
 
-def _build_plan(cls: type) -> tuple[tuple[str, ...], Callable[..., Any], Callable[..., Any]]:
+def _build_plan(cls: type) -> Plan:
     hints = get_type_hints(cls, include_extras=True)
     names = tuple(sorted((f.name for f in dataclasses.fields(cls)), key=_key_bytes))
     ns: dict[str, Any] = {}

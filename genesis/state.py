@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from genesis.format import Genesis
-from state.accounts import Account, put_account
-from state.commitment import EMPTY_ROOT, chained_root
-from state.params import ChainParams, store_params
+from state.accounts import Account
+from state.params import ChainParams
+from state.schema import TREE
 from state.store import Head, Store
+from state.tree import DictNodeStore, StateTree
 
 
 def chain_params(g: Genesis) -> ChainParams:
@@ -21,6 +22,21 @@ def chain_params(g: Genesis) -> ChainParams:
     )
 
 
+def genesis_writes(g: Genesis) -> list[tuple[bytes, bytes]]:
+    """The genesis state as sorted (key, value) pairs."""
+    from state.params import PARAM_CHAIN
+    from state.schema import account_key
+
+    writes = [(PARAM_CHAIN, chain_params(g).encode())]
+    writes += [(account_key(a.address), Account(a.balance, 0).encode()) for a in g.accounts]
+    return sorted(writes)
+
+
+def genesis_state_root(g: Genesis) -> bytes:
+    """The state root of the genesis state, computed without a store (for light clients)."""
+    return StateTree(DictNodeStore()).apply(genesis_writes(g))
+
+
 def init_store(store: Store, g: Genesis) -> Head:
     """Write the genesis state into an empty store and return the genesis head.
 
@@ -28,10 +44,10 @@ def init_store(store: Store, g: Genesis) -> Head:
     so the first block links to the genesis document itself.
     """
     overlay = store.overlay()
-    store_params(overlay, chain_params(g))
-    for a in g.accounts:
-        put_account(overlay, a.address, Account(a.balance, 0))
-    root = chained_root(EMPTY_ROOT, overlay.changes())
+    for k, v in genesis_writes(g):
+        overlay.put(k, v)
+    tree = store.overlay(TREE)
+    root = StateTree(tree).apply(overlay.changes())
     head = Head(g.initial_height - 1, g.hash, root, 0, g.genesis_time_ms)
-    store.init_genesis(g.hash, g.chain_id, overlay, head)
+    store.init_genesis(g.hash, g.chain_id, (overlay, tree), head)
     return head

@@ -74,8 +74,9 @@ async def wait_for_rpc(home: Path, proc: subprocess.Popen[bytes]) -> str:
     with trio.fail_after(START_TIMEOUT_S):  # a node that cannot start must not hang us
         while True:
             if proc.poll() is not None:
-                raise NodeUnreachable(f"the node exited with status {proc.returncode}; "
-                                      f"see {home / 'node.log'}")
+                raise NodeUnreachable(f"the node exited with status {proc.returncode}: "
+                                      f"{_last_error(home / 'node.log')} (log: "
+                                      f"{home / 'node.log'}; `--reset` starts a fresh devnet)")
             if addr_file.exists():
                 url = addr_file.read_text().strip()
                 try:
@@ -85,6 +86,16 @@ async def wait_for_rpc(home: Path, proc: subprocess.Popen[bytes]) -> str:
                 except NodeUnreachable:
                     pass
             await trio.sleep(0.05)
+
+
+def _last_error(log: Path) -> str:
+    """The node's last ``Error:`` line, which says why it would not start."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    return errors[-1] if errors else (lines[-1] if lines else "no output")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> int:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import trio
 
-from chain.block import Block, Header, TxResult
+from chain.block import Block, Header, SignedHeader, TxResult
 from chain.crypto import sha256
 from chain.errors import ChainError, InvalidBlock
+from chain.stateproof import StateProof
 from chain.tx import Transaction, decode_tx
 from genesis.format import Genesis
 from genesis.state import init_store
@@ -28,9 +29,10 @@ from node.metrics import NodeMetrics
 from node.signer import Signer
 from state.accounts import Account
 from state.params import ChainParams, load_params
-from state.schema import account_key
+from state.schema import STATE, TREE, account_key
 from state.store import Head, Store, StoreError
 from state.transition import apply_body, commit, import_block
+from state.tree import StateTree
 
 log = logging.getLogger("appchain.node")
 
@@ -331,6 +333,33 @@ class Node:
     def block(self, height: int) -> Block | None:
         raw = self.store.block_bytes(height)
         return None if raw is None else Block.decode_block(raw)
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """A state key's value at a height, with the proof and the signed header to check it."""
+
+    key: bytes
+    value: bytes | None
+    height: int
+    proof: StateProof | None
+    signed_header: SignedHeader | None
+    """None at the genesis height (its state root follows from the genesis file)."""
+
+
+def query_state(store: Store, key: bytes, height: int | None, prove: bool) -> QueryAnswer:
+    """Read ``key`` as of ``height`` (default: the head) from one consistent snapshot."""
+    with store.snapshot() as snap:
+        head = snap.head()
+        if head is None:
+            raise StoreError("store has no genesis")
+        h = head.height if height is None else height
+        view = snap.at_height(h)
+        value = view.get(STATE + key)
+        proof = StateTree(view.keyspace(TREE)).prove(key) if prove else None
+        raw = snap.block_bytes(h)
+        sh = Block.signed_header_of(raw) if raw is not None else None
+    return QueryAnswer(key, value, h, proof, sh)
 
 
 def open_node(home: Home) -> Node:

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from chain.block import TxResult
 from node import __version__
 from node.mempool import MempoolReject
-from node.node import Node
+from node.node import Node, query_state
 from node.views import (
     b64,
     block_json,
@@ -42,6 +42,7 @@ from node.views import (
 )
 from state.accounts import Account
 from state.schema import account_key
+from state.store import StoreError
 
 log = logging.getLogger("appchain.rpc")
 
@@ -56,6 +57,8 @@ MAX_BATCH = 100
 U64_MAX = 2**64 - 1
 
 HEX32 = re.compile(r"[0-9a-fA-F]{64}")
+HEXANY = re.compile(r"(?:[0-9a-fA-F]{2})+")
+MAX_KEY = 1024
 
 
 class RPCError(Exception):
@@ -241,6 +244,37 @@ async def rpc_account(node: Node, params: Params) -> Any:
     }
 
 
+async def rpc_query(node: Node, params: Params) -> Any:
+    _only(params, {"path", "data", "height", "prove"})
+    path = params.get("path", "/key")
+    if path != "/key":
+        raise RPCError(INVALID_PARAMS, 'path must be "/key" (data = hex of a state key)')
+    data = params.get("data")
+    if not isinstance(data, str) or not HEXANY.fullmatch(data) or len(data) > 2 * MAX_KEY:
+        raise RPCError(INVALID_PARAMS, f"data must be hex of a state key (at most {MAX_KEY} "
+                       "bytes)")
+    prove = params.get("prove", True)
+    if type(prove) is not bool:
+        raise RPCError(INVALID_PARAMS, "prove must be true or false")
+    height = _height(params, node) if "height" in params else None
+    try:
+        ans = query_state(node.store, bytes.fromhex(data), height, prove)
+    except StoreError as e:
+        raise RPCError(NOT_FOUND, str(e)) from e
+    return {
+        "response": {
+            "code": 0,
+            "key": ans.key.hex(),
+            "value": None if ans.value is None else b64(ans.value),
+            "exists": ans.value is not None,
+            "height": str(ans.height),
+            "proof": None if ans.proof is None else b64(ans.proof.encode()),
+        },
+        "signed_header": None if ans.signed_header is None
+        else signed_header_json(ans.signed_header),
+    }
+
+
 async def rpc_broadcast_tx_sync(node: Node, params: Params) -> Any:
     _only(params, {"tx"})
     raw = _tx_param(params)
@@ -287,6 +321,8 @@ METHODS: dict[str, Handler] = {
     "block_results": rpc_block_results,
     "tx": rpc_tx,
     "account": rpc_account,
+    "query": rpc_query,
+    "abci_query": rpc_query,
     "broadcast_tx_sync": rpc_broadcast_tx_sync,
     "broadcast_tx_commit": rpc_broadcast_tx_commit,
     "num_unconfirmed_txs": rpc_num_unconfirmed_txs,

@@ -13,6 +13,7 @@ store is created and checked on every open, so an old binary never misreads a ne
 | ``r``  | ``r`` + height(8)            | canonical list of the block's TxResult bytes    |
 | ``s``  | ``s`` + state key            | state value (see "State keys" below)            |
 | ``u``  | ``u`` + height(8)            | undo record: prior value of every key touched   |
+| ``n``  | ``n`` + tree node key        | state tree node (see ``state/tree.py``)         |
 
 State keys (after the ``s`` prefix) are themselves prefixed by what they hold:
 ``acct/`` + address(32) for accounts and ``param/`` + name for chain parameters.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 META = b"m"
 BLOCK = b"b"
@@ -31,6 +32,7 @@ TX_INDEX = b"t"
 RESULTS = b"r"
 STATE = b"s"
 UNDO = b"u"
+TREE = b"n"
 
 META_SCHEMA = META + b"schema"
 META_HEAD = META + b"head"

@@ -13,7 +13,7 @@ to the size of the state.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -55,10 +55,11 @@ class Overlay:
     is decoded once and encoded once. Values are immutable structs, so sharing them is safe.
     """
 
-    __slots__ = ("_db", "writes", "priors", "_journal", "_base_objs", "_changes")
+    __slots__ = ("_db", "keyspace", "writes", "priors", "_journal", "_base_objs", "_changes")
 
-    def __init__(self, db: plyvel.DB) -> None:
+    def __init__(self, db: plyvel.DB | plyvel.Snapshot, keyspace: bytes = schema.STATE) -> None:
         self._db = db
+        self.keyspace = keyspace
         self.writes: dict[bytes, bytes | Struct | None] = {}
         self.priors: dict[bytes, bytes | None] = {}
         self._journal: list[tuple[bytes, object]] = []
@@ -68,7 +69,7 @@ class Overlay:
     def _base(self, key: bytes) -> bytes | None:
         v = self.priors.get(key, _MISSING)
         if v is _MISSING:
-            v = self._db.get(schema.STATE + key)
+            v = self._db.get(self.keyspace + key)
             self.priors[key] = v  # type: ignore[assignment]
         return v  # type: ignore[return-value]
 
@@ -130,7 +131,7 @@ class Overlay:
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Live (key, value) pairs under ``prefix`` in key order, overlay applied."""
         merged: dict[bytes, bytes | None] = {}
-        full = schema.STATE + prefix
+        full = self.keyspace + prefix
         for k, v in self._db.iterator(prefix=full):
             merged[k[1:]] = v
         for k in self.writes:
@@ -174,6 +175,64 @@ class StoreSnapshot:
 
     def state_get(self, key: bytes) -> bytes | None:
         return self._snap.get(schema.STATE + key)  # type: ignore[no-any-return]
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self._snap.get(schema.block_key(height))  # type: ignore[no-any-return]
+
+    def at_height(self, height: int) -> HistoricalView:
+        """State and tree as they were right after block ``height`` (see HistoricalView)."""
+        return HistoricalView(self._snap, height)
+
+
+class HistoricalView:
+    """Reads of the database as it was after block ``height``: the current value of a key,
+    unless a block above ``height`` changed it, in which case the prior value its undo
+    record kept. Cost follows the blocks since ``height`` (their undo records are read once),
+    never the size of the state.
+    """
+
+    def __init__(self, snap: plyvel.Snapshot, height: int) -> None:
+        raw = snap.get(schema.META_HEAD)
+        if raw is None:
+            raise StoreError("store has no head")
+        head = Head.decode(raw)
+        if height > head.height:
+            raise StoreError(f"height {height} is above the head {head.height}")
+        self._snap = snap
+        self.height = height
+        self._prior: dict[bytes, bytes | None] = {}
+        for h in range(head.height, height, -1):  # lower heights last: their prior wins
+            undo = snap.get(schema.undo_key(h))
+            if undo is None:
+                raise StoreError(f"no undo record for height {h}: height {height} is no "
+                                 "longer held")
+            for k, v in decode(undo, 1 << 30)["prior"]:
+                self._prior[k] = v
+
+    def get(self, db_key: bytes) -> bytes | None:
+        v = self._prior.get(db_key, _MISSING)
+        return self._snap.get(db_key) if v is _MISSING else v  # type: ignore[return-value]
+
+    def keyspace(self, keyspace: bytes) -> KeyspaceReader:
+        """Read-only access to one keyspace (a tree ``NodeStore`` for proofs)."""
+        return KeyspaceReader(self, keyspace)
+
+
+class KeyspaceReader:
+    """One keyspace of a :class:`HistoricalView`; writes are refused."""
+
+    def __init__(self, view: HistoricalView, keyspace: bytes) -> None:
+        self._view = view
+        self._ks = keyspace
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._view.get(self._ks + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        raise StoreError("historical views are read-only")
+
+    def delete(self, key: bytes) -> None:
+        raise StoreError("historical views are read-only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +307,18 @@ class Store:
         raw = self.db.get(schema.results_key(height))
         return None if raw is None else list(decode(raw, 1 << 30))
 
-    def undo_record(self, height: int) -> list[tuple[bytes, bytes | None]] | None:
+    def undo_record(self, height: int, keyspace: bytes | None = schema.STATE
+                    ) -> list[tuple[bytes, bytes | None]] | None:
+        """Prior values of the keys block ``height`` changed: in one keyspace (prefix
+        stripped), or every database key (``keyspace=None``)."""
         raw = self.db.get(schema.undo_key(height))
         if raw is None:
             return None
         obj = decode(raw, 1 << 30)
-        return [(k, v) for k, v in obj["prior"]]
+        if keyspace is None:
+            return [(k, v) for k, v in obj["prior"]]
+        n = len(keyspace)
+        return [(k[n:], v) for k, v in obj["prior"] if k[:n] == keyspace]
 
     def iter_state(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Committed state (key, value) pairs under ``prefix``, in key order."""
@@ -264,8 +329,9 @@ class Store:
         """The full committed state, sorted: two stores agree iff their dumps are equal."""
         return list(self.iter_state())
 
-    def overlay(self) -> Overlay:
-        return Overlay(self.db)
+    def overlay(self, keyspace: bytes = schema.STATE) -> Overlay:
+        """Uncommitted writes over one keyspace: state values, or state tree nodes."""
+        return Overlay(self.db, keyspace)
 
     def snapshot(self) -> StoreSnapshot:
         """A consistent read view (head and state from the same instant) while blocks commit."""
@@ -273,28 +339,32 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def init_genesis(self, genesis_hash: bytes, chain_id: str, overlay: Overlay,
-                     head: Head) -> None:
-        """Write the genesis state and head in one batch. Refuses a non-empty store."""
+    def init_genesis(self, genesis_hash: bytes, chain_id: str,
+                     overlays: Sequence[Overlay], head: Head) -> None:
+        """Write the genesis state (and its tree) and head in one batch; refuses a used store."""
         if self.head() is not None:
             raise StoreError("store already initialised")
         with self.db.write_batch(transaction=True, sync=self.sync) as wb:
             wb.put(schema.META_SCHEMA, schema.height_bytes(schema.SCHEMA_VERSION))
             wb.put(schema.META_GENESIS_HASH, genesis_hash)
             wb.put(schema.META_CHAIN_ID, chain_id.encode())
-            for k, v in overlay.changes():
-                if v is not None:
-                    wb.put(schema.STATE + k, v)
+            for ov in overlays:
+                for k, v in ov.changes():
+                    if v is not None:
+                        wb.put(ov.keyspace + k, v)
             wb.put(schema.META_HEAD, head.encode())
 
-    def commit_block(self, overlay: Overlay, pending: PendingBlock) -> None:
-        """Atomically commit one block: block, indexes, results, state, undo record, head."""
+    def commit_block(self, overlays: Sequence[Overlay], pending: PendingBlock) -> None:
+        """Atomically commit one block: block, indexes, results, the writes of every overlay
+        (state values and state tree nodes), the undo record and the new head.
+
+        The undo record lists the prior value of every database key the overlays change,
+        keyspace prefix included, so one mechanism rolls back state and tree alike.
+        """
         prev = self.db.get(schema.META_HEAD)
-        changes = overlay.changes()
-        undo = encode({
-            "prev_head": prev,
-            "prior": [[k, overlay.priors.get(k)] for k, _ in changes],
-        })
+        writes = [(ov.keyspace + k, v, ov.priors.get(k)) for ov in overlays
+                  for k, v in ov.changes()]
+        undo = encode({"prev_head": prev, "prior": [[k, p] for k, _, p in writes]})
         h = pending.height
         loc = schema.tx_location
         with self.db.write_batch(transaction=True, sync=self.sync) as wb:
@@ -303,10 +373,10 @@ class Store:
             for i, th in enumerate(pending.tx_hashes):
                 wb.put(schema.TX_INDEX + th, loc(h, i))
             wb.put(schema.results_key(h), encode(pending.result_bytes))
-            for k, v in changes:
+            for k, v, _ in writes:
                 if v is None:
-                    wb.delete(schema.STATE + k)
+                    wb.delete(k)
                 else:
-                    wb.put(schema.STATE + k, v)
+                    wb.put(k, v)
             wb.put(schema.undo_key(h), undo)
             wb.put(schema.META_HEAD, pending.head.encode())

@@ -14,10 +14,11 @@ from chain.block import Block, Header, TxResult, results_root
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
-from state.commitment import chained_root
 from state.machine import TxContext, apply_tx
 from state.params import ChainParams, load_params
+from state.schema import TREE
 from state.store import Head, Overlay, PendingBlock, Store
+from state.tree import StateTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class BlockOutcome:
     """A block applied to an overlay but not yet committed."""
 
     overlay: Overlay
+    tree_overlay: Overlay
+    """The state tree's node writes for this block (committed with the state writes)."""
     results: list[TxResult]
     result_bytes: list[bytes]
     tx_root: bytes
@@ -64,13 +67,16 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
             raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
                                reason=e.reason, tx_index=i) from e
     result_bytes = [r.encode() for r in results]
+    tree_overlay = store.overlay(TREE)
+    state_root = StateTree(tree_overlay).apply(overlay.changes())
     return BlockOutcome(
         overlay=overlay,
+        tree_overlay=tree_overlay,
         results=results,
         result_bytes=result_bytes,
         tx_root=merkle_root([tx.raw for tx in txs]),
         results_root=results_root(results),
-        state_root=chained_root(head.state_root, overlay.changes()),
+        state_root=state_root,
     )
 
 
@@ -79,7 +85,7 @@ def commit(store: Store, block: Block, block_bytes: bytes, txs: Sequence[Transac
     """Write an applied block with its results and undo record in one batch."""
     h = block.header
     head = Head(h.height, block.hash, h.state_root, h.era, h.time)
-    store.commit_block(outcome.overlay, PendingBlock(
+    store.commit_block((outcome.overlay, outcome.tree_overlay), PendingBlock(
         height=h.height,
         block_hash=block.hash,
         block_bytes=block_bytes,

@@ -32,13 +32,14 @@ from chain.block import (
 from chain.codec import encode
 from chain.crypto import TAG_HEADER, TAG_TX, PrivateKey, signing_bytes, verify
 from chain.merkle import EMPTY_ROOT, inclusion_proof, merkle_root, verify_inclusion
+from chain.stateproof import StateProof, check_proof, decode_proof
 from chain.tx import Transfer, decode_tx, make_tx
 from genesis.format import parse_genesis
-from genesis.state import chain_params, init_store
+from genesis.state import chain_params, genesis_state_root, genesis_writes, init_store
 from state.accounts import Account
-from state.commitment import chained_root
 from state.store import Store
 from state.transition import apply_body, commit, import_block
+from state.tree import DictNodeStore, StateTree
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
@@ -136,7 +137,7 @@ PARAMS_HEX = (
     "a25df60f5b8fc9b394"
 )
 ACCOUNT_HEX = "82a762616c616e6365ce000f4240a56e6f6e636500"
-GENESIS_STATE_ROOT_HEX = "5801f21dccccc7621827ac1d3e4397cda2c50efd4fff0e9f5074a09f2cd8748e"
+GENESIS_STATE_ROOT_HEX = "18ad7e41f4d38adbb4167bde66e63f4b2285435be5d73b947f666ce7cf41521f"
 
 # --- §6.9 first block -------------------------------------------------------------------------
 
@@ -166,37 +167,92 @@ CHANGES_HEX = (
     "62616c616e6365cd03e8a56e6f6e63650092c425616363742f03a107bff3ce10be1d70dd18e74bc09967e4d630"
     "9ba50d5f1ddc8664125531b8c41582a762616c616e6365ce000f3e58a56e6f6e636501"
 )
-STATE_ROOT_HEX = "885ee029291bbde364f216c94fa84c523290bf18551d74f5ff656e53a0d8e933"
+STATE_ROOT_HEX = "ec13fb8bbb63c54736df29a4c6771d039bbfac1462a29369a89ec41dca17cf50"
 HEADER_HEX = (
     "89a8636861696e5f6964a96578616d706c652d31a365726100a668656967687401a9707265765f68617368c420"
     "4d27540f13a3f198e0a20268e6d672cca7e9fcd0abeffc1a34effd631771e106a870726f6475636572c4208139"
     "770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394ac726573756c74735f726f6f74c420"
     "5187bdb52b24265f0fcc9d17d52b7f5e63aea5455eeb2dd389430d039b8a0d07aa73746174655f726f6f74c420"
-    "885ee029291bbde364f216c94fa84c523290bf18551d74f5ff656e53a0d8e933a474696d65cf0000019b76daab"
+    "ec13fb8bbb63c54736df29a4c6771d039bbfac1462a29369a89ec41dca17cf50a474696d65cf0000019b76daab"
     "e8a774785f726f6f74c420bb0f3bcf9c8084e800140b831d0cec4ab8703fb5e1873517dfb8a3182cf5536a"
 )
-BLOCK_HASH_HEX = "aab178e32715eb09da48ec2b57de23814d9e686edede310677a66b2036d55ab5"
+BLOCK_HASH_HEX = "4f9fe3d76e99437b0b201026a2cae5ad6e72d1ef5f8188f001f7d745912c1a4f"
 HEADER_SIG_HEX = (
-    "ff0c15037340e0e97841ba0f4131651b550896334628e330b7c681219b444a87"
-    "fb536148ba02fa2483f883e1f6336a9bbe0f2c255f715c1476a78a0ff4e25106"
+    "150e971130c64e9b121deb0d87ec3260036ed57158138849c52ba68a3e423b9c"
+    "1f4b78938f97134616821f13bc847de7e93f2866640fe337ef49a711588c360c"
 )
 BLOCK_BYTES_LEN = 561
-BLOCK_BYTES_SHA256_HEX = "c18baa0d1e65085215296c0af7da27c8f584235b89c15be4ddefb86381928baa"
+BLOCK_BYTES_SHA256_HEX = "f93ad9bd255284375441040468402295defe39cf26dbd815d528bf7782776fd0"
 
 # --- §9.5 RPC examples (captured from a node; its block 4 must be a valid block) -------------
 
 RPC_BLOCK_HEIGHT = 4  # after three empty blocks
-RPC_BLOCK_HASH_HEX = "0ba23cceb172220432014c8dc33dc2f569867b89c9e964943372cd369ad7add3"
-RPC_PREV_HASH_HEX = "8c1b11ef7c2279be0306c4639ce0f691bb928ec5eac56451e45b4253f046a2a2"
-RPC_BLOCK_TIME = 1795550813252
-RPC_STATE_ROOT_HEX = "33400bd7287a9e9e5481ecad581d2a22f7bc4bb70a1c5af30c0fa0abc8641feb"
+RPC_BLOCK_HASH_HEX = "7cfca1c347c211e070c73f026ae2ca232736c425e45ede283658e93897fed8df"
+RPC_PREV_HASH_HEX = "58aa7f4695f13d40e7b890ebbb044792c980515b4073c48cbb03f4a9628bcf17"
+RPC_BLOCK_TIME = 1795552377926
+# Empty blocks change no key, so block 4's state root is §6.9's.
+RPC_STATE_ROOT_HEX = "ec13fb8bbb63c54736df29a4c6771d039bbfac1462a29369a89ec41dca17cf50"
 RPC_SIG_HEX = (
-    "81441747e0dc5747a0cf9eae520f96bb3083423d96ae271dc92f96f01197e4eb"
-    "355ca71536a0ded1e5289c606d4f26cfbb17f75165ddbbe36d930a62cb878e0c"
+    "51874c9d72c0184b4f023a3c62ca11abe550a2a18f0744e858ed1402748023d1"
+    "a6b182b9dbd62d9ba617e25a433fcee3b8becd3c0e3a92c18bf68b95b06b2a02"
 )
 RPC_CANONICAL_B64_PREFIX = "gqZoZWFkZXKJqGNoYWluX2lk"
 # status after block 6 (block 5 empty; block 6 holds the sender's failed nonce-1 transfer)
-RPC_STATUS_APP_HASH_HEX = "0064b3c7c70422fab4e206ae4f87c49440dd68363b12acd4bf7df1e96799deca"
+RPC_STATUS_APP_HASH_HEX = "058d468e6e5b9ad858601f0a39a51729a3f60c05e5dee04d4b0888db913080ea"
+# `query` captures: the sender's account at height 4 and at height 0 (the genesis state),
+# and the absent key acct/10…10 at height 0.
+RPC_QUERY_VALUE_B64 = "gqdiYWxhbmNlzgAPPlilbm9uY2UB"
+RPC_QUERY_PROOF_B64 = (
+    "hKZiaXRtYXDEAQylZGVwdGgGpGxlYWbAqHNpYmxpbmdzksQggQ/mFt2+a4dkX4oSayufwiCdADUMpKSck5pS21/pZD3E"
+    "IJMp+l47RVt2wm/eECpTnCrxkZ7YRDEVbfq/sqSQE5q2"
+)
+RPC_QUERY_GENESIS_VALUE_B64 = "gqdiYWxhbmNlzgAPQkClbm9uY2UA"
+RPC_QUERY_GENESIS_PROOF_B64 = (
+    "hKZiaXRtYXDEAQSlZGVwdGgGpGxlYWbAqHNpYmxpbmdzkcQgkyn6XjtFW3bCb94QKlOcKvGRnthEMRVt+r+ypJATmrY="
+)
+RPC_QUERY_ABSENT_PROOF_B64 = (
+    "hKZiaXRtYXDEAQSlZGVwdGgGpGxlYWbEQKrdKphryZJqdiQhFtO2UmFSxxBt9gESuF10ZmMHp1d2IVbuL1yk5WaKUcSv"
+    "AZSeWtPR9JlvWhQMvTs2g/EeTCeoc2libGluZ3ORxCCTKfpeO0VbdsJv3hAqU5wq8ZGe2EQxFW36v7KkkBOatg=="
+)
+
+# --- §6.7 state proofs over the §7.5 genesis state -------------------------------------------
+
+SENDER_KEY_HEX = "616363742f03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+PARAM_KEY_HEX = "706172616d2f636861696e"
+SENDER_KH_HEX = "aadd2a986bc9926a76242116d3b6526152c7106df60112b85d74666307a75776"
+SENDER_VH_HEX = "2156ee2f5ca4e5668a51c4af01949e5ad3d1f4996f5a140cbd3b3683f11e4c27"
+SENDER_LEAF_HEX = "b05a316b25bd70cfff263088cdace5f2bae0fe8335d063f980d2e409f18727f7"
+PARAM_KH_HEX = "af7a4a5785e0d413530bcd335f9c0be0a8fa6353cc23fdc3824178743af7a7c9"
+PARAM_VH_HEX = "024dbd7ae646987acdfaa321cc9be4d38693e26b219b4cb2b72cb1dcbfd95c3a"
+PARAM_LEAF_HEX = "9329fa5e3b455b76c26fde102a539c2af1919ed84431156dfabfb2a490139ab6"
+# The inclusion proof's path, from depth 5 (inner node over both leaves) up to the root.
+SENDER_PATH_HEX = [
+    "39c047652d970af092dcb659e5f00ec222470d110c67b16797f71314d54fa611",
+    "ebd6847418add50ce63f279e0a226401cb36abf9002fa9c1925731ab58809fb8",
+    "14ce3c3220bcf14150a2227accf567235b9c6ee0a15c10868a8a95cd3cbfb20a",
+    "720ccb7e408d52ed7e159f2fbc86d0ebbeadfa9a082b992c29664271d8dbfec0",
+    "d80dd03c7e491ade97be6d9bcaf5052a56129b04dc59b93ecf03ab1d58f6cbd6",
+    GENESIS_STATE_ROOT_HEX,
+]
+INCLUSION_PROOF_HEX = (
+    "84a66269746d6170c40104a5646570746806a46c656166c0a87369626c696e677391c4209329fa5e3b455b76c2"
+    "6fde102a539c2af1919ed84431156dfabfb2a490139ab6"
+)
+# Absent key 1: the §4.5 recipient, acct/01…01; its path ends at an empty subtree.
+RECIPIENT_KEY_HEX = "616363742f0101010101010101010101010101010101010101010101010101010101010101"
+RECIPIENT_KH_HEX = "a46d7735a450ab54de222a1b8fa4b0cf2afa358230997f650acff690fbee75f6"
+ABSENCE_EMPTY_PROOF_HEX = (
+    "84a66269746d6170c40108a5646570746805a46c656166c0a87369626c696e677391c42039c047652d970af092"
+    "dcb659e5f00ec222470d110c67b16797f71314d54fa611"
+)
+# Absent key 2: acct/10…10; its path ends at the sender's leaf.
+OTHER_KEY_HEX = "616363742f1010101010101010101010101010101010101010101010101010101010101010"
+OTHER_KH_HEX = "aab559da44521714915cd5c038996352742cf8ebe731873e243f106c197bb3c1"
+ABSENCE_LEAF_PROOF_HEX = (
+    "84a66269746d6170c40104a5646570746806a46c656166c440aadd2a986bc9926a76242116d3b6526152c7106d"
+    "f60112b85d74666307a757762156ee2f5ca4e5668a51c4af01949e5ad3d1f4996f5a140cbd3b3683f11e4c27a8"
+    "7369626c696e677391c4209329fa5e3b455b76c26fde102a539c2af1919ed84431156dfabfb2a490139ab6"
+)
 
 # --- §6.6 / §6.7 Merkle and digest reference values -------------------------------------------
 
@@ -212,7 +268,6 @@ PATH_5_2_HEX = [
     "a20bf9a7cc2dc8a08f5f415a71b19f6ac427bab54d24eec868b5d3103449953a",
     "4f35212d12f9ad2036492c95f1fe79baf4ec7bd9bef3dffa7579f2293ff546a4",
 ]
-EMPTY_CHANGES_DIGEST_HEX = "9e076ceaf246b6003d9c2680a2b4cf0bffd069805902b0b5edeebf49039fe4bd"
 
 
 def sha(b: bytes) -> bytes:
@@ -228,6 +283,98 @@ def ms_str(s: str) -> bytes:
 def ms_bin(b: bytes) -> bytes:
     assert len(b) < 256
     return b"\xc4" + bytes([len(b)]) + b
+
+
+# --- §6.7 from scratch: the state tree's rules as the document states them -------------------
+
+ZERO32 = b"\x00" * 32
+
+
+def doc_bit(kh: bytes, i: int) -> int:
+    """Bit i of a key hash, bit 0 = most significant bit of byte 0."""
+    return (kh[i // 8] >> (7 - i % 8)) & 1
+
+
+def doc_leaf(key: bytes, value: bytes) -> tuple[bytes, bytes]:
+    return sha(key), sha(value)
+
+
+def doc_subtree(items: list[tuple[bytes, bytes]], depth: int) -> bytes:
+    """Hash of a set of (kh, vh) at ``depth``: empty, one leaf (collapsed), or a split."""
+    if not items:
+        return ZERO32
+    if len(items) == 1:
+        kh, vh = items[0]
+        return sha(b"\x00" + kh + vh)
+    left = [it for it in items if doc_bit(it[0], depth) == 0]
+    right = [it for it in items if doc_bit(it[0], depth) == 1]
+    return sha(b"\x01" + doc_subtree(left, depth + 1) + doc_subtree(right, depth + 1))
+
+
+def doc_root(state: dict[bytes, bytes]) -> bytes:
+    return doc_subtree([doc_leaf(k, v) for k, v in state.items()], 0)
+
+
+def doc_prove(state: dict[bytes, bytes], key: bytes) -> bytes:
+    """The canonical proof bytes for ``key``, assembled by hand (msgpack written out)."""
+    items = [doc_leaf(k, v) for k, v in state.items()]
+    kh = sha(key)
+    depth, siblings, bits, leaf = 0, [], [], None
+    here = items
+    while True:
+        if not here:
+            break  # empty subtree: absence
+        if len(here) == 1:
+            if here[0][0] != kh:
+                leaf = here[0][0] + here[0][1]  # another key's leaf: absence
+            break
+        b = doc_bit(kh, depth)
+        same = [it for it in here if doc_bit(it[0], depth) == b]
+        other = [it for it in here if doc_bit(it[0], depth) != b]
+        sib = doc_subtree(other, depth + 1)
+        bits.append(sib != ZERO32)
+        if sib != ZERO32:
+            siblings.append(sib)
+        here = same
+        depth += 1
+    bitmap = bytearray((depth + 7) // 8)
+    for i, set_ in enumerate(bits):
+        if set_:
+            bitmap[i // 8] |= 0x80 >> (i % 8)
+    assert len(bitmap) < 32 and len(siblings) < 16
+    return (b"\x84" + ms_str("bitmap") + ms_bin(bytes(bitmap)) + ms_str("depth") + bytes([depth])
+            + ms_str("leaf") + (b"\xc0" if leaf is None else ms_bin(leaf))
+            + ms_str("siblings") + bytes([0x90 | len(siblings)])
+            + b"".join(ms_bin(x) for x in siblings))
+
+
+def doc_verify(root: bytes, key: bytes, value: bytes | None, proof: StateProof) -> bool:
+    """The verification algorithm of §6.7, written from the text (not chain.stateproof)."""
+    d = proof.depth
+    if not 0 <= d <= 256 or len(proof.bitmap) != (d + 7) // 8:
+        return False
+    bits = [doc_bit(proof.bitmap, i) for i in range(len(proof.bitmap) * 8)]
+    if any(bits[d:]) or sum(bits[:d]) != len(proof.siblings):
+        return False
+    if any(len(x) != 32 or x == ZERO32 for x in proof.siblings):
+        return False
+    kh = sha(key)
+    if value is not None:
+        if proof.leaf is not None:
+            return False
+        node = sha(b"\x00" + kh + sha(value))
+    elif proof.leaf is None:
+        node = ZERO32
+    else:
+        other = proof.leaf[:32]
+        if other == kh or any(doc_bit(other, i) != doc_bit(kh, i) for i in range(d)):
+            return False
+        node = sha(b"\x00" + proof.leaf)
+    sibs = list(proof.siblings)
+    for i in range(d - 1, -1, -1):
+        sib = sibs.pop() if bits[i] else ZERO32
+        node = sha(b"\x01" + (sib + node if doc_bit(kh, i) else node + sib))
+    return node == root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,12 +453,12 @@ def test_genesis_example() -> None:
     assert chain_params(g).encode().hex() == PARAMS_HEX
     assert Account(1_000_000, 0).encode().hex() == ACCOUNT_HEX
 
-    # §7.4 by hand: chained from 32 zero bytes over the sorted genesis writes.
+    # §7.4: the state tree root over the genesis writes, by the §6.7 rules and by the node.
     changes = _genesis_changes()
-    digest = sha(b"appchain/state-digest/v1\x00" + b"\x00" * 32
-                 + sha(encode([[k, v] for k, v in changes])))
-    assert digest.hex() == GENESIS_STATE_ROOT_HEX
-    assert chained_root(b"\x00" * 32, changes).hex() == GENESIS_STATE_ROOT_HEX
+    assert genesis_writes(g) == changes
+    assert doc_root(dict(changes)).hex() == GENESIS_STATE_ROOT_HEX
+    assert genesis_state_root(g).hex() == GENESIS_STATE_ROOT_HEX
+    assert StateTree(DictNodeStore()).apply(changes).hex() == GENESIS_STATE_ROOT_HEX
 
 
 def test_first_block_example(tmp_path: Path) -> None:
@@ -342,8 +489,7 @@ def test_first_block_example(tmp_path: Path) -> None:
         (b"acct/" + bytes.fromhex(SENDER_HEX), Account(999_000, 1).encode()),
     ]
     assert encode([[k, v] for k, v in changes]).hex() == CHANGES_HEX
-    state_root = sha(b"appchain/state-digest/v1\x00" + bytes.fromhex(GENESIS_STATE_ROOT_HEX)
-                     + sha(bytes.fromhex(CHANGES_HEX)))
+    state_root = doc_root({**dict(_genesis_changes()), **dict(changes)})
     assert state_root.hex() == STATE_ROOT_HEX
 
     header = Header(
@@ -391,18 +537,19 @@ def test_first_block_example(tmp_path: Path) -> None:
 def test_rpc_example_block_is_valid() -> None:
     """§9.5: the captured block 4 is a well-formed, producer-signed block of this chain.
 
-    Its roots are deterministic: tx_root and results_root are §6.9's, and state_root chains
-    three empty blocks and then §6.9's changes onto the genesis state root.
+    Its roots are deterministic: tx_root and results_root are §6.9's, and state_root is the
+    tree root of the genesis state with §6.9's changes (empty blocks change no key).
     """
-    root = bytes.fromhex(GENESIS_STATE_ROOT_HEX)
+    tree = StateTree(DictNodeStore())
+    tree.apply(_genesis_changes())
     for _ in range(RPC_BLOCK_HEIGHT - 1):
-        root = chained_root(root, [])
+        assert tree.apply([]).hex() == GENESIS_STATE_ROOT_HEX
     changes = [
         (b"acct/" + TO, Account(1000, 0).encode()),
         (b"acct/" + bytes.fromhex(SENDER_HEX), Account(999_000, 1).encode()),
     ]
-    root = chained_root(root, changes)
-    assert root.hex() == RPC_STATE_ROOT_HEX
+    root = tree.apply(changes)
+    assert root.hex() == RPC_STATE_ROOT_HEX == STATE_ROOT_HEX
     header = Header(
         chain_id=CHAIN_ID, era=0, height=RPC_BLOCK_HEIGHT,
         prev_hash=bytes.fromhex(RPC_PREV_HASH_HEX), time=RPC_BLOCK_TIME,
@@ -415,10 +562,24 @@ def test_rpc_example_block_is_valid() -> None:
     assert canonical.decode().startswith(RPC_CANONICAL_B64_PREFIX)
     # The status example's app hash: block 5 empty, block 6 only bumps the sender's nonce
     # (its transfer failed with code 3).
-    root = chained_root(root, [])
-    root = chained_root(root, [(b"acct/" + bytes.fromhex(SENDER_HEX),
-                                Account(999_000, 2).encode())])
+    tree.apply([])
+    root = tree.apply([(b"acct/" + bytes.fromhex(SENDER_HEX), Account(999_000, 2).encode())])
     assert root.hex() == RPC_STATUS_APP_HASH_HEX
+    state = {**dict(_genesis_changes()), **dict(changes)}
+    state[b"acct/" + bytes.fromhex(SENDER_HEX)] = Account(999_000, 2).encode()
+    assert doc_root(state).hex() == RPC_STATUS_APP_HASH_HEX
+
+    # The `query` captures: values and proofs check against the roots they were served with.
+    sender_key = b"acct/" + bytes.fromhex(SENDER_HEX)
+    value = base64.b64decode(RPC_QUERY_VALUE_B64)
+    assert value == Account(999_000, 1).encode()
+    proof = decode_proof(base64.b64decode(RPC_QUERY_PROOF_B64))
+    check_proof(bytes.fromhex(RPC_STATE_ROOT_HEX), sender_key, value, proof)
+    assert doc_verify(bytes.fromhex(RPC_STATE_ROOT_HEX), sender_key, value, proof)
+    g_value = base64.b64decode(RPC_QUERY_GENESIS_VALUE_B64)
+    assert g_value.hex() == ACCOUNT_HEX
+    assert base64.b64decode(RPC_QUERY_GENESIS_PROOF_B64).hex() == INCLUSION_PROOF_HEX
+    assert base64.b64decode(RPC_QUERY_ABSENT_PROOF_B64).hex() == ABSENCE_LEAF_PROOF_HEX
 
 
 def test_merkle_reference_values() -> None:
@@ -433,7 +594,55 @@ def test_merkle_reference_values() -> None:
     path = inclusion_proof(items, 2)
     assert [p.hex() for p in path] == PATH_5_2_HEX
     assert verify_inclusion(items[2], 2, 5, path, bytes.fromhex(MERKLE_ROOTS_HEX[5]))
-    assert sha(encode([])).hex() == EMPTY_CHANGES_DIGEST_HEX
+
+
+def test_state_proof_example() -> None:
+    """§6.7: the genesis tree's hashes and three proofs, by hand and through the node's tree."""
+    state = dict(_genesis_changes())
+    root = bytes.fromhex(GENESIS_STATE_ROOT_HEX)
+    sender_key, param_key = bytes.fromhex(SENDER_KEY_HEX), bytes.fromhex(PARAM_KEY_HEX)
+    assert sender_key == b"acct/" + bytes.fromhex(SENDER_HEX)
+    assert param_key == b"param/chain"
+    assert sha(sender_key).hex() == SENDER_KH_HEX
+    assert sha(bytes.fromhex(ACCOUNT_HEX)).hex() == SENDER_VH_HEX
+    assert sha(b"\x00" + sha(sender_key) + sha(bytes.fromhex(ACCOUNT_HEX))).hex() == SENDER_LEAF_HEX
+    assert sha(param_key).hex() == PARAM_KH_HEX
+    assert sha(bytes.fromhex(PARAMS_HEX)).hex() == PARAM_VH_HEX
+    assert sha(b"\x00" + sha(param_key) + sha(bytes.fromhex(PARAMS_HEX))).hex() == PARAM_LEAF_HEX
+    # The two key hashes agree on their first 5 bits (10101) and part at bit 5.
+    kh_s, kh_p = bytes.fromhex(SENDER_KH_HEX), bytes.fromhex(PARAM_KH_HEX)
+    assert [doc_bit(kh_s, i) for i in range(6)] == [1, 0, 1, 0, 1, 0]
+    assert [doc_bit(kh_p, i) for i in range(6)] == [1, 0, 1, 0, 1, 1]
+    node = sha(b"\x01" + bytes.fromhex(SENDER_LEAF_HEX) + bytes.fromhex(PARAM_LEAF_HEX))
+    path = [node]
+    for i in range(4, -1, -1):
+        node = sha(b"\x01" + (ZERO32 + node if doc_bit(kh_s, i) else node + ZERO32))
+        path.append(node)
+    assert [p.hex() for p in path] == SENDER_PATH_HEX
+
+    tree = StateTree(DictNodeStore())
+    assert tree.apply(genesis_writes(parse_genesis(json.loads(json.dumps(GENESIS_DOC))))) == root
+    cases = [
+        (sender_key, bytes.fromhex(ACCOUNT_HEX), INCLUSION_PROOF_HEX),
+        (bytes.fromhex(RECIPIENT_KEY_HEX), None, ABSENCE_EMPTY_PROOF_HEX),
+        (bytes.fromhex(OTHER_KEY_HEX), None, ABSENCE_LEAF_PROOF_HEX),
+    ]
+    assert sha(bytes.fromhex(RECIPIENT_KEY_HEX)).hex() == RECIPIENT_KH_HEX
+    assert bytes.fromhex(RECIPIENT_KEY_HEX) == b"acct/" + TO
+    assert sha(bytes.fromhex(OTHER_KEY_HEX)).hex() == OTHER_KH_HEX
+    assert bytes.fromhex(OTHER_KEY_HEX) == b"acct/" + bytes([0x10] * 32)
+    for key, value, proof_hex in cases:
+        assert doc_prove(state, key).hex() == proof_hex
+        proof = tree.prove(key)
+        assert proof.encode().hex() == proof_hex
+        assert decode_proof(bytes.fromhex(proof_hex)) == proof
+        check_proof(root, key, value, proof)
+        assert doc_verify(root, key, value, proof)
+        # A proof shows one thing only: not the opposite, not under another root.
+        other_value = b"\x00" if value is None else None
+        assert not doc_verify(root, key, other_value, proof)
+        assert not doc_verify(bytes.fromhex(STATE_ROOT_HEX), key, value, proof)
+    assert tree.prove(bytes.fromhex(OTHER_KEY_HEX)).leaf == kh_s + bytes.fromhex(SENDER_VH_HEX)
 
 
 CONSTANTS_IN_DOC = [
@@ -446,9 +655,15 @@ CONSTANTS_IN_DOC = [
     CHANGES_HEX, STATE_ROOT_HEX,
     HEADER_HEX, BLOCK_HASH_HEX, HEADER_SIG_HEX, f"({BLOCK_BYTES_LEN} bytes",
     BLOCK_BYTES_SHA256_HEX, EMPTY_ROOT_HEX,
-    *MERKLE_ROOTS_HEX.values(), *PATH_5_2_HEX, EMPTY_CHANGES_DIGEST_HEX,
+    *MERKLE_ROOTS_HEX.values(), *PATH_5_2_HEX,
     RPC_BLOCK_HASH_HEX, RPC_PREV_HASH_HEX, str(RPC_BLOCK_TIME), RPC_STATE_ROOT_HEX, RPC_SIG_HEX,
     RPC_CANONICAL_B64_PREFIX, RPC_STATUS_APP_HASH_HEX,
+    RPC_QUERY_VALUE_B64, RPC_QUERY_PROOF_B64, RPC_QUERY_GENESIS_VALUE_B64,
+    RPC_QUERY_GENESIS_PROOF_B64, RPC_QUERY_ABSENT_PROOF_B64,
+    SENDER_KEY_HEX, PARAM_KEY_HEX, SENDER_KH_HEX, SENDER_VH_HEX, SENDER_LEAF_HEX, PARAM_KH_HEX,
+    PARAM_VH_HEX, PARAM_LEAF_HEX, *SENDER_PATH_HEX, INCLUSION_PROOF_HEX, RECIPIENT_KEY_HEX,
+    RECIPIENT_KH_HEX, ABSENCE_EMPTY_PROOF_HEX, OTHER_KEY_HEX, OTHER_KH_HEX,
+    ABSENCE_LEAF_PROOF_HEX,
     f'"genesis_hash": "{GENESIS_HASH_HEX}"', f'"results_root":"{RESULTS_ROOT_HEX}"',
 ]
 

@@ -33,7 +33,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     ov = s.overlay()
     ov.put(b"k/a", b"1")
     ov.put(b"k/b", b"2")
-    s.init_genesis(b"\x11" * 32, "c", ov, head(0))
+    s.init_genesis(b"\x11" * 32, "c", [ov], head(0))
     yield s
     s.close()
 
@@ -91,7 +91,7 @@ def test_commit_writes_state_block_indexes_undo_and_head(store: Store) -> None:
     ov.put(b"k/a", b"10")
     ov.delete(b"k/b")
     ov.put(b"k/c", b"30")
-    store.commit_block(ov, pending(1, [b"\x01" * 32, b"\x02" * 32]))
+    store.commit_block([ov], pending(1, [b"\x01" * 32, b"\x02" * 32]))
     assert store.state_get(b"k/a") == b"10"
     assert store.state_get(b"k/b") is None
     assert store.state_get(b"k/c") == b"30"
@@ -112,7 +112,7 @@ def test_failed_commit_writes_nothing(store: Store) -> None:
                        tx_hashes=[b"\x01" * 32, "not-bytes"],  # type: ignore[list-item]
                        result_bytes=[], head=head(1))
     with pytest.raises(TypeError):
-        store.commit_block(ov, bad)
+        store.commit_block([ov], bad)
     assert list(store.db.iterator()) == before
 
 
@@ -127,7 +127,7 @@ def test_undo_records_restore_every_earlier_state(store: Store) -> None:
         else:
             ov.put(b"k/b", b"b%d" % h)
         ov.put(b"k/h%d" % h, b"x")
-        store.commit_block(ov, pending(h))
+        store.commit_block([ov], pending(h))
         dumps[h] = store.dump_state()
     for h in range(5, 0, -1):
         with store.db.write_batch(transaction=True) as wb:
@@ -141,7 +141,7 @@ def test_undo_records_restore_every_earlier_state(store: Store) -> None:
 
 def test_init_genesis_refuses_a_non_empty_store(store: Store) -> None:
     with pytest.raises(StoreError):
-        store.init_genesis(b"\x11" * 32, "c", store.overlay(), head(0))
+        store.init_genesis(b"\x11" * 32, "c", [store.overlay()], head(0))
 
 
 def test_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ class OverlayVsModel(RuleBasedStateMachine):
 
         self._dir = tempfile.TemporaryDirectory()
         self.store = Store(Path(self._dir.name) / "db", sync=False)
-        self.store.init_genesis(ZERO, "c", self.store.overlay(), head(0))
+        self.store.init_genesis(ZERO, "c", [self.store.overlay()], head(0))
         self.committed: dict[bytes, bytes] = {}
         self.model: dict[bytes, bytes] = {}
         self.ov = self.store.overlay()
@@ -200,7 +200,7 @@ class OverlayVsModel(RuleBasedStateMachine):
     @rule()
     def commit(self) -> None:
         self.height += 1
-        self.store.commit_block(self.ov, pending(self.height))
+        self.store.commit_block([self.ov], pending(self.height))
         undo = dict(self.store.undo_record(self.height) or [])
         for k in set(self.committed) | set(self.model):
             if self.committed.get(k) != self.model.get(k):
@@ -234,7 +234,7 @@ def test_snapshot_reads_do_not_see_a_later_commit(store: Store) -> None:
     with store.snapshot() as snap:
         ov = store.overlay()
         ov.put(b"k/a", b"changed")
-        store.commit_block(ov, pending(1))
+        store.commit_block([ov], pending(1))
         assert snap.state_get(b"k/a") == b"1"
         assert snap.head() == head(0)
     with store.snapshot() as snap:
