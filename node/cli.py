@@ -235,6 +235,131 @@ def tx_info(tx_hash: str, node_url: str) -> None:
         _print_json(c.call("tx", hash=_hex32(tx_hash, "TX_HASH").hex()))
 
 
+# -- light client ---------------------------------------------------------------------------
+
+
+@main.group()
+def light() -> None:
+    """Read state through the light client: trusts only a genesis file, verifies the rest.
+
+    Headers are checked from the genesis up (producer signature, chain id, era, height,
+    hash linkage, time) and values against a Merkle proof under the verified state root.
+    A failed check ends with "Error: light client refused: CHECK: MESSAGE", exit status 1.
+    """
+
+
+light_options = [
+    click.option("--genesis", "genesis_file", required=True, type=click.Path(path_type=Path),
+                 help="Genesis file of the chain: the light client's only trust root."),
+    node_option,
+]
+
+
+def with_light_options(fn: F) -> F:
+    for opt in reversed(light_options):
+        fn = opt(fn)
+    return fn
+
+
+height_option = click.option("--height", type=click.IntRange(0, 2**64 - 1), default=None,
+                             help="Height to read at (default: the node's latest).")
+
+
+def _light_run(genesis_file: Path, node_url: str,
+               work: Callable[[Any], Any]) -> Any:
+    """Run ``await work(light_client)`` under trio; a refusal becomes a clean error."""
+    import trio
+
+    from genesis.format import load_genesis
+    from node.client import AsyncRPCClient
+    from node.light import LightClient, LightClientError
+
+    g = load_genesis(genesis_file)
+
+    async def go() -> Any:
+        async with AsyncRPCClient(node_url) as rpc:
+            return await work(LightClient(g, rpc))
+
+    try:
+        return trio.run(go)
+    except LightClientError as e:
+        raise click.ClickException(f"light client refused: {e.check}: {e.message}") from e
+
+
+def _verified_json(th: Any) -> dict[str, Any]:
+    return {"height": str(th.height), "block_hash": th.hash.hex(),
+            "state_root": th.state_root.hex(), "verified": True}
+
+
+@light.command("account")
+@click.argument("address")
+@with_light_options
+@height_option
+@friendly
+def light_account(address: str, genesis_file: Path, node_url: str,
+                   height: int | None) -> None:
+    """Verified balance and nonce of ADDRESS."""
+    from node.light import decode_account
+    from state.schema import account_key
+
+    addr = _hex32(address, "ADDRESS")
+
+    async def work(lc: Any) -> Any:
+        return await lc.get_verified(account_key(addr), height)
+
+    v = _light_run(genesis_file, node_url, work)
+    acct = decode_account(v.value)
+    _print_json({"address": addr.hex(), "balance": str(acct.balance),
+                 "nonce": str(acct.nonce), "exists": v.value is not None,
+                 **_verified_json(v.header)})
+
+
+@light.command("get")
+@click.argument("key_hex")
+@with_light_options
+@height_option
+@friendly
+def light_get(key_hex: str, genesis_file: Path, node_url: str, height: int | None) -> None:
+    """Verified value of any state key (KEY_HEX: hex of the key, e.g. of acct/<address>)."""
+    try:
+        key = bytes.fromhex(key_hex.removeprefix("0x"))
+    except ValueError:
+        key = b""
+    if not key or len(key) > 1024:
+        raise click.BadParameter("must be hex of a state key (1 to 1024 bytes)",
+                                 param_hint="KEY_HEX")
+
+    async def work(lc: Any) -> Any:
+        return await lc.get_verified(key, height)
+
+    v = _light_run(genesis_file, node_url, work)
+    _print_json({"key": key.hex(), "exists": v.value is not None,
+                 "value": None if v.value is None else b64(v.value),
+                 "value_hex": None if v.value is None else v.value.hex(),
+                 **_verified_json(v.header)})
+
+
+@light.command("header")
+@click.argument("height", required=False, type=click.IntRange(0, 2**64 - 1))
+@with_light_options
+@friendly
+def light_header(height: int | None, genesis_file: Path, node_url: str) -> None:
+    """Verified header at HEIGHT (default: the node's latest)."""
+    from node.views import header_json
+
+    async def work(lc: Any) -> Any:
+        return await lc.header(height)
+
+    th = _light_run(genesis_file, node_url, work)
+    out = _verified_json(th)
+    if th.signed is None:
+        out["genesis"] = True
+    else:
+        out["header"] = header_json(th.signed.header)
+        out["signature"] = th.signed.sig.hex()
+    _print_json(out)
+
+
 # -- keys -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,376 @@
+"""A light client: trusts only a genesis file, checks everything else a node says.
+
+Trust root (:class:`TrustRoot`): the genesis fixes the chain id, the producer key, the genesis
+hash (the ``prev_hash`` of block ``initial_height``) and the genesis state root, computed here
+with :func:`genesis.state.genesis_state_root`. Nothing the node says is believed until it is
+checked against that root:
+
+* headers are fetched in JSON-RPC batches of ``header`` calls (at most :data:`MAX_BATCH` per
+  request) and each is checked by :class:`HeaderVerifier` against the last trusted header:
+  canonical bytes match the JSON, chain id, era, producer, producer signature, height + 1,
+  ``prev_hash`` = previous hash, strictly increasing time;
+* a state read (``query`` with ``prove=true``) must carry the signed header already verified
+  at its height (or none at the genesis height, whose root is the genesis state root), and its
+  proof must show exactly the returned value (or absence) under that header's ``state_root``.
+
+Every refusal is a :class:`LightClientError` whose ``check`` names what failed (a stable short
+name, see :data:`CHECKS`), so callers and users can tell a forged signature from a broken link.
+
+Eras and fork certificates (the recovery work) slot in at one place: when a header's era
+differs from the previous one, :meth:`HeaderVerifier.verify` asks :meth:`HeaderVerifier.
+accept_era_change` with the certificate the client fetched for it (:meth:`LightClient.
+fork_certificate`; none exist yet), which today always refuses with the reason
+``era_change_without_certificate``. Trusted headers are kept per height, and the producer key
+per era, so a certificate that names a new producer or a fork height changes nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chain.block import SignedHeader
+from chain.errors import ChainError
+from chain.stateproof import InvalidProof, StateProof, check_proof, decode_proof
+from genesis.format import Genesis
+from genesis.state import genesis_state_root
+from node.client import RPCCallError
+from node.views import signed_header_json
+from state.accounts import Account
+from state.schema import account_key
+
+MAX_BATCH = 100
+"""Header calls per JSON-RPC batch (the server's batch limit)."""
+
+CHECKS = ("response", "header_mismatch", "chain_id", "era", "producer", "signature", "height",
+          "linkage", "time", "proof", "value")
+"""Every ``LightClientError.check``, in the order a header or an answer is checked."""
+
+ERA_CHANGE_WITHOUT_CERTIFICATE = "era_change_without_certificate"
+
+
+class LightClientError(Exception):
+    """The light client refused what the node said. ``check`` names the failed check (one of
+    :data:`CHECKS`); ``reason`` refines it where useful (e.g. a proof's reason, or
+    ``era_change_without_certificate``) and defaults to ``check``."""
+
+    def __init__(self, check: str, message: str, reason: str | None = None) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
+        self.message = message
+        self.reason = reason or check
+
+
+class AsyncRPC(Protocol):
+    """What the light client needs from a JSON-RPC client (``node.client.AsyncRPCClient``)."""
+
+    async def call(self, method: str, **params: Any) -> Any: ...
+
+    async def call_batch(self, calls: list[tuple[str, dict[str, Any]]]
+                         ) -> list[Any | RPCCallError]: ...
+
+
+@dataclass(frozen=True)
+class TrustedHeader:
+    """A verified point of the chain: everything later checks are made against.
+
+    The genesis anchor (height ``initial_height - 1``) has no signed header: its hash is the
+    genesis hash and its state root is computed from the genesis file.
+    """
+
+    height: int
+    hash: bytes
+    state_root: bytes
+    era: int
+    time: int
+    signed: SignedHeader | None = None
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """What the genesis file alone fixes."""
+
+    chain_id: str
+    genesis_hash: bytes
+    initial_height: int
+    genesis_time_ms: int
+    producer: bytes
+    state_root: bytes
+
+    @classmethod
+    def from_genesis(cls, g: Genesis) -> TrustRoot:
+        return cls(g.chain_id, g.hash, g.initial_height, g.genesis_time_ms,
+                   g.producer.pub_key, genesis_state_root(g))
+
+    @property
+    def genesis_height(self) -> int:
+        return self.initial_height - 1
+
+    def anchor(self) -> TrustedHeader:
+        return TrustedHeader(self.genesis_height, self.genesis_hash, self.state_root, 0,
+                             self.genesis_time_ms)
+
+
+def decode_header_answer(ans: Any, what: str) -> SignedHeader:
+    """The signed header of a ``header`` answer (or a ``signed_header`` field), after checking
+    that its canonical bytes decode and say exactly what its JSON fields say."""
+    if not isinstance(ans, dict) or not isinstance(ans.get("canonical"), str):
+        raise LightClientError("response", f"{what}: not a signed header with canonical bytes")
+    try:
+        sh = SignedHeader.decode(base64.b64decode(ans["canonical"], validate=True))
+    except (binascii.Error, ValueError, ChainError) as e:
+        raise LightClientError("response", f"{what}: canonical bytes do not decode to a "
+                               f"signed header ({e})") from e
+    shown = signed_header_json(sh)
+    if ans != shown:
+        fields = sorted(k for k in set(ans) | set(shown) if ans.get(k) != shown.get(k))
+        if "header" in fields and isinstance(ans.get("header"), dict):
+            fields.remove("header")
+            fields += sorted(f"header.{k}" for k in set(ans["header"]) | set(shown["header"])
+                             if ans["header"].get(k) != shown["header"].get(k))
+        raise LightClientError("header_mismatch", f"{what}: JSON fields differ from the "
+                               f"canonical bytes: {', '.join(fields)}")
+    return sh
+
+
+@dataclass
+class HeaderVerifier:
+    """Checks one signed header against the trusted header before it.
+
+    ``producers`` maps each era to the key that signs its blocks; era 0's is the genesis
+    producer. An era change is the one place where a fork certificate will be needed.
+    """
+
+    trust: TrustRoot
+    producers: dict[int, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.producers.setdefault(0, self.trust.producer)
+
+    def verify(self, prev: TrustedHeader, sh: SignedHeader,
+               certificate: object | None = None) -> TrustedHeader:
+        """Return ``sh`` as a trusted header, or raise ``LightClientError``."""
+        h = sh.header
+        where = f"header at height {h.height}"
+        if h.chain_id != self.trust.chain_id:
+            raise LightClientError("chain_id", f"{where} is for chain {h.chain_id!r}, the "
+                                   f"genesis is for {self.trust.chain_id!r}")
+        if h.era != prev.era:
+            self.accept_era_change(prev, sh, certificate)
+        producer = self.producers.get(h.era)
+        if producer is None:
+            raise LightClientError("era", f"{where}: no producer known for era {h.era}")
+        if h.producer != producer:
+            raise LightClientError("producer", f"{where} names producer {h.producer.hex()}, "
+                                   f"era {h.era}'s producer is {producer.hex()}")
+        try:
+            sh.verify(producer)
+        except ChainError as e:
+            raise LightClientError("signature", f"{where}: the signature of era {h.era}'s "
+                                   f"producer {producer.hex()} does not verify") from e
+        self.check_successor(prev, sh)
+        return TrustedHeader(h.height, h.hash, h.state_root, h.era, h.time, sh)
+
+    def check_successor(self, prev: TrustedHeader, sh: SignedHeader) -> None:
+        """Height, hash linkage and time: ``sh`` directly follows ``prev`` in one era."""
+        h = sh.header
+        if h.height != prev.height + 1:
+            raise LightClientError("height", f"expected height {prev.height + 1}, the header "
+                                   f"says {h.height}")
+        if h.prev_hash != prev.hash:
+            raise LightClientError("linkage", f"header at height {h.height} has prev_hash "
+                                   f"{h.prev_hash.hex()}, the trusted header at height "
+                                   f"{prev.height} has hash {prev.hash.hex()}")
+        if h.time <= prev.time:
+            raise LightClientError("time", f"header at height {h.height} has time {h.time}, "
+                                   f"not after {prev.time} at height {prev.height}")
+
+    def accept_era_change(self, prev: TrustedHeader, sh: SignedHeader,
+                          certificate: object | None) -> None:
+        """Accept ``sh`` opening a new era, or raise.
+
+        The recovery work adds fork certificates (operator-signed, naming the fork point, the
+        new era and its producer): this is where one will be checked and ``producers`` and the
+        expected predecessor updated. Until then every era change is refused.
+        """
+        raise LightClientError(
+            "era", f"header at height {sh.header.height} moves from era {prev.era} to era "
+            f"{sh.header.era} without a fork certificate (not supported yet)",
+            reason=ERA_CHANGE_WITHOUT_CERTIFICATE)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A state read whose value (``None``: the key is absent) was proven under ``header``."""
+
+    key: bytes
+    value: bytes | None
+    header: TrustedHeader
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+
+class LightClient:
+    """Verifies what one node says against a genesis file (see the module doc)."""
+
+    def __init__(self, genesis: Genesis, rpc: AsyncRPC, *,
+                 verifier: HeaderVerifier | None = None) -> None:
+        self.trust = TrustRoot.from_genesis(genesis)
+        self.rpc = rpc
+        self.verifier = verifier or HeaderVerifier(self.trust)
+        anchor = self.trust.anchor()
+        self.trusted: dict[int, TrustedHeader] = {anchor.height: anchor}
+        self.latest = anchor
+
+    # -- headers -----------------------------------------------------------------------------
+
+    async def node_height(self) -> int:
+        """The node's latest height (from ``status``; a target only, not trusted)."""
+        st = await self.rpc.call("status")
+        try:
+            network = st["node_info"]["network"]
+            height = int(st["sync_info"]["latest_block_height"])
+        except (TypeError, KeyError, ValueError) as e:
+            raise LightClientError("response", "status answer is malformed") from e
+        if network != self.trust.chain_id:
+            raise LightClientError("chain_id", f"the node serves chain {network!r}, the "
+                                   f"genesis is for {self.trust.chain_id!r}")
+        return height
+
+    async def fork_certificate(self, prev: TrustedHeader, sh: SignedHeader) -> object | None:
+        """The fork certificate for an era change at ``sh`` (the recovery work will fetch it
+        from the node; until then there are none)."""
+        return None
+
+    async def sync(self, target: int) -> TrustedHeader:
+        """Verify headers from the latest trusted one up to ``target``; return ``target``'s."""
+        if target < self.trust.genesis_height:
+            raise LightClientError("height", f"height {target} is before the genesis height "
+                                   f"{self.trust.genesis_height}")
+        while self.latest.height < target:
+            start = self.latest.height + 1
+            heights = list(range(start, min(target, start + MAX_BATCH - 1) + 1))
+            answers = await self.rpc.call_batch(
+                [("header", {"height": str(h)}) for h in heights])
+            if len(answers) != len(heights):
+                raise LightClientError("response", "the header batch answer has "
+                                       f"{len(answers)} entries for {len(heights)} calls")
+            for h, ans in zip(heights, answers, strict=True):
+                if isinstance(ans, RPCCallError):
+                    raise LightClientError("response", f"the node did not serve header {h}: "
+                                           f"{ans.message} (code {ans.code})")
+                sh = decode_header_answer(ans, f"header {h}")
+                cert = None
+                if sh.header.era != self.latest.era:
+                    cert = await self.fork_certificate(self.latest, sh)
+                th = self.verifier.verify(self.latest, sh, cert)
+                self.trusted[th.height] = th
+                self.latest = th
+        return self.trusted[target]
+
+    async def header(self, height: int | None = None) -> TrustedHeader:
+        """The verified header at ``height`` (default: the node's latest)."""
+        if height is not None and height in self.trusted:
+            return self.trusted[height]
+        latest = await self.node_height()
+        target = latest if height is None else height
+        if target > latest:
+            raise LightClientError("response", f"the node's latest height is {latest}, below "
+                                   f"the requested height {target}")
+        return await self.sync(target)
+
+    # -- state -------------------------------------------------------------------------------
+
+    async def get_verified(self, key: bytes, height: int | None = None) -> Verified:
+        """Read ``key`` at ``height`` (default: the node's latest) and prove it."""
+        trusted = await self.header(height)
+        h = trusted.height
+        ans = await self.rpc.call("query", path="/key", data=key.hex(), height=str(h),
+                                  prove=True)
+        if not isinstance(ans, dict) or not isinstance(ans.get("response"), dict):
+            raise LightClientError("response", "query answer has no response object")
+        resp = ans["response"]
+        if resp.get("key") != key.hex():
+            raise LightClientError("response", f"asked for key {key.hex()}, the answer is for "
+                                   f"{resp.get('key')!r}")
+        if resp.get("height") != str(h):
+            raise LightClientError("response", f"asked for height {h}, the answer is for "
+                                   f"{resp.get('height')!r}")
+        self._check_answer_header(ans.get("signed_header"), trusted)
+        value = self._value_of(resp)
+        proof = self._proof_of(resp)
+        try:
+            check_proof(trusted.state_root, key, value, proof)
+        except InvalidProof as e:
+            shown = "absence" if value is None else "the returned value"
+            raise LightClientError("proof", f"the proof does not show {shown} under the "
+                                   f"state root of height {h} ({e.reason}: {e})",
+                                   reason=e.reason) from e
+        return Verified(key, value, trusted)
+
+    async def get(self, key: bytes, height: int | None = None) -> tuple[bytes | None, int]:
+        """The verified value of state key ``key`` (``None`` if absent) and its height."""
+        v = await self.get_verified(key, height)
+        return v.value, v.height
+
+    async def account(self, address: bytes, height: int | None = None
+                      ) -> tuple[Account, int]:
+        """The verified account (all zero when absent) and its height."""
+        v = await self.get_verified(account_key(address), height)
+        return decode_account(v.value), v.height
+
+    def _check_answer_header(self, sh_json: Any, trusted: TrustedHeader) -> None:
+        if trusted.signed is None:  # the genesis height: no block, its root is the genesis'
+            if sh_json is not None:
+                raise LightClientError("header_mismatch", f"the answer carries a signed "
+                                       f"header for the genesis height {trusted.height}")
+            return
+        if sh_json is None:
+            raise LightClientError("header_mismatch", "the answer carries no signed header "
+                                   f"for height {trusted.height}")
+        sh = decode_header_answer(sh_json, "the answer's signed header")
+        if sh != trusted.signed:
+            raise LightClientError("header_mismatch", "the answer's signed header differs "
+                                   f"from the verified header at height {trusted.height}")
+
+    @staticmethod
+    def _value_of(resp: dict[str, Any]) -> bytes | None:
+        raw, exists = resp.get("value"), resp.get("exists")
+        if type(exists) is not bool:
+            raise LightClientError("value", "the answer's exists flag is not true or false")
+        if exists != (raw is not None):
+            raise LightClientError("value", f"the answer says exists={str(exists).lower()} "
+                                   f"but its value is {'null' if raw is None else 'present'}")
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise LightClientError("value", "the answer's value is not base64")
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise LightClientError("value", "the answer's value is not base64") from e
+
+    @staticmethod
+    def _proof_of(resp: dict[str, Any]) -> StateProof:
+        raw = resp.get("proof")
+        if not isinstance(raw, str):
+            raise LightClientError("proof", "the answer carries no proof")
+        try:
+            return decode_proof(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError, ChainError) as e:
+            raise LightClientError("proof", f"the proof does not decode ({e})",
+                                   reason="malformed_proof") from e
+
+
+def decode_account(value: bytes | None) -> Account:
+    """An account from its (verified) state value; absent means all zero."""
+    if value is None:
+        return Account(0, 0)
+    try:
+        return Account.decode(value)
+    except ChainError as e:
+        raise LightClientError("value", f"the proven value is not an account ({e})") from e
