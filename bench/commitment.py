@@ -7,6 +7,9 @@ overwrites of existing keys, 10% new keys, 10% deletes). Measured per block: the
 writes). Proofs: the canonical encoded size of proofs for existing and absent keys, and the
 time of ``chain.stateproof.check_proof`` per proof (plus strict decoding).
 
+The tree stores 4 binary levels per store entry (see ``state/tree.py``); "stored groups" is
+the number of store entries, "reads/block" the LevelDB gets one block's ``apply`` makes.
+
 Node stores: an in-memory dict, and (``--leveldb``) LevelDB via plyvel in a temporary folder,
 with the block's node writes buffered and flushed in one ``WriteBatch(transaction=True)`` as
 the node's block overlay will do (``sync=False`` here: in the node the fsync is shared with
@@ -51,10 +54,14 @@ class LevelDBNodeStore:
     def __init__(self, db: plyvel.DB) -> None:
         self.db = db
         self.pending: dict[bytes, bytes | None] = {}
+        self.reads = 0  # LevelDB gets since the last flush
+        self.reads_per_block: list[int] = []
+        self.bytes_per_block: list[int] = []
 
     def get(self, node_key: bytes) -> bytes | None:
         v = self.pending.get(node_key, _MISSING)
         if v is _MISSING:
+            self.reads += 1
             return self.db.get(node_key)  # type: ignore[no-any-return]
         return v  # type: ignore[return-value]
 
@@ -65,12 +72,15 @@ class LevelDBNodeStore:
         self.pending[node_key] = None
 
     def flush(self) -> None:
+        self.reads_per_block.append(self.reads)
+        self.reads = 0
         with self.db.write_batch(transaction=True) as wb:
             for k, v in self.pending.items():
                 if v is None:
                     wb.delete(k)
                 else:
                     wb.put(k, v)
+        self.bytes_per_block.append(sum(len(v) for v in self.pending.values() if v is not None))
         self.pending.clear()
 
 
@@ -172,7 +182,9 @@ def bench_size(n_keys: int, args: argparse.Namespace) -> None:
     tree = StateTree(store)
     tree.apply(initial)
     build_s = time.perf_counter() - t0
-    print(f"bulk build: {build_s:.1f} s, {len(store.data):,} nodes")
+    records = sum((len(v) - 2) // 65 for v in store.data.values())
+    print(f"bulk build: {build_s:.1f} s, {len(store.data):,} stored groups"
+          f" ({records:,} binary nodes)")
     known = dict(initial[: args.samples])
     del initial
 
@@ -233,6 +245,10 @@ def bench_size(n_keys: int, args: argparse.Namespace) -> None:
             apply_ms, flush_ms = run_blocks(ltree, ldb_blocks, ltree_store.flush)
             report_blocks(f"LevelDB, {mb} MiB block cache{warm}", n_keys, args.changes,
                           apply_ms, flush_ms)
+            reads = statistics.median(ltree_store.reads_per_block)
+            kib = statistics.median(ltree_store.bytes_per_block) / 1024
+            print(f"  LevelDB reads/block: median {reads:,.0f};"
+                  f" bytes written/block: median {kib:,.0f} KiB")
             db.close()
         leveldb_dir.cleanup()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 META = b"m"
 BLOCK = b"b"

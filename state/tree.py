@@ -3,40 +3,47 @@
 The hashing rules and the proof format are specified in ``chain/stateproof.py`` (shared with
 light clients); this module stores the tree and keeps its root current block by block.
 
-Why a binary sparse Merkle tree with leaf collapsing, not a Jellyfish (radix-16) tree: both
-give the same root and the same proofs (Jellyfish hashes binary inside each node), so the
-choice is about update cost in Python. With 1,000 changed keys out of 1,000,000 a binary tree
-rehashes only the ~11,000 nodes on the dirty paths (one hash each); a radix-16 node must
-rebuild its internal binary hashes (up to 15) whenever any child changes, about 4x more
-hashing, unless it stores all 30 internal hashes, which makes every node write ~1 KiB.
-Leaf collapsing keeps the depth at ~log2(n) (~21 at a million keys) instead of 256. The price
-is node *reads*: ~12,500 per 1,000-change block at a million keys where radix-16 storage would
-need ~4x fewer; on LevelDB those reads dominate (see bench/RESULTS.md). Grouping 4 binary
-levels per stored node would change only this module, not the root, proofs or verifier.
+The tree is binary (one hash per dirty node, ~12,500 per 1,000-change block at a million
+keys); leaf collapsing keeps the depth at ~log2(n) (~21 at a million keys) instead of 256.
+Storage groups 4 binary levels per stored entry (a radix-16 layout, as in Jellyfish), so a
+path costs ~4x fewer node-store reads (~3,100 instead of ~12,500 per such block) while the
+hashing, the root and the proofs stay exactly binary. Only this module knows the layout.
 
-Storage: one node per non-empty, non-collapsed position, keyed by its path:
+Storage: one *group* per group root, a non-empty, non-collapsed binary position whose depth
+is a multiple of 4 (:data:`GROUP_LEVELS`); the group holds the binary nodes at that depth
+and the 3 depths below it that lie under it:
 
-* node key: ``depth`` (2 bytes, big-endian) ``||`` the first ``depth`` bits of the key hash,
-  packed MSB first into ``ceil(depth / 8)`` bytes with the unused low bits zero. Keys sort by
-  depth, then left to right, so siblings are adjacent and the root (``b"\\x00\\x00"``) is
-  first;
-* node value (fixed 65-byte layout): ``0x00 || kh || vh`` for a leaf, ``0x01 || left ||
-  right`` for an inner node. That is exactly the node's hash preimage, so a node's hash is
-  SHA-256 of its stored value.
+* group key: ``node_key(depth, path)`` of the group root: ``depth`` (2 bytes, big-endian)
+  ``||`` the first ``depth`` bits of the key hash, packed MSB first into ``ceil(depth / 8)``
+  bytes with the unused low bits zero. Keys sort by depth, then left to right; the group of
+  the root (``b"\\x00\\x00"``) is first;
+* group value: a 2-byte big-endian bitmap of the present *slots*, then one 65-byte record per
+  present slot in ascending slot order. The binary node ``r`` levels below the group root
+  (``r`` in 0..3) at relative path ``q`` (``r`` bits) is slot ``(1 << r) | q`` (1..15; bit 0
+  of the bitmap is always 0 and bit 1, the group root, always 1);
+* record: ``0x00 || kh || vh`` for a leaf, ``0x01 || left || right`` for an inner node,
+  exactly the node's hash preimage (a node's hash is SHA-256 of its record).
 
-Nodes are overwritten in place (one version: the current state). Old versions are not kept
-as garbage: through the block overlay, every node write lands in the block's undo record, so
-rolling the state back rolls the tree back with it. Deleting every key leaves the node store
-empty.
+A binary node is stored (has a record) iff it is non-empty and not collapsed, as before; a
+group exists iff its root is stored, and its bytes depend only on the tree's contents
+(history-independent). Groups are overwritten in place (one version: the current state), so
+through the block overlay every group write lands in the block's undo record and rolling the
+state back rolls the tree back with it. Deleting every key leaves the node store empty. The
+price of grouping is write size: a group is up to 2 + 15 * 65 = 977 bytes, so a block
+writes ~3,100 groups of ~0.7 KiB on average instead of ~12,500 nodes of 65 bytes.
 
 The tree keeps only its root node in memory; after the store is rolled back underneath it,
-:meth:`StateTree.reload` picks up the rolled-back root. (A hash-keyed cache of the top levels
-was tried: it cut LevelDB reads by a quarter once warm but made no measurable difference in
-time on this machine, so it was left out.)
+:meth:`StateTree.reload` picks up the rolled-back root. Groups read or written are cached only
+for the duration of one :meth:`StateTree.apply` (or one proof lookup) and written back at its
+end, one store write per changed group; nothing is cached across calls. (A hash-validated
+cross-block cache of the groups down to depth 12 was tried again with this layout: it cut
+reads from ~3,100 to ~2,050 per block but made no measurable difference in time, so it was
+left out.)
 
 Per block, :meth:`StateTree.apply` takes the block's net changes, sorts them by key hash and
 walks the tree once, splitting the batch at each level, so every dirty node is read, hashed
-and written once per block however many of its keys changed.
+and written once per block however many of its keys changed; below the level where the
+changes part ways, each change is one iterative walk down its path and back up.
 """
 
 from __future__ import annotations
@@ -87,9 +94,31 @@ class DictNodeStore:
 
 
 def node_key(depth: int, path: int) -> bytes:
-    """Store key of the node at ``depth`` whose position is the ``depth``-bit integer ``path``."""
+    """Store key of the node at ``depth`` whose position is the ``depth``-bit integer ``path``.
+
+    Only group roots (``depth`` a multiple of :data:`GROUP_LEVELS`) are stored.
+    """
     n = (depth + 7) >> 3
     return depth.to_bytes(2, "big") + (path << ((n << 3) - depth)).to_bytes(n, "big")
+
+
+GROUP_LEVELS = 4
+"""Binary levels per stored group (radix-16 layout). Part of the storage format: the code
+assumes 4 (15 slots, a 2-byte bitmap)."""
+
+_GMASK = GROUP_LEVELS - 1
+_REC = 65  # one binary node record: kind || a || b
+_HDR = 2  # group header: bitmap of the present slots 1..15
+
+
+_SLOTS: dict[int, tuple[int, ...]] = {}  # bitmap -> its set bits, ascending (pure memo)
+
+
+def _slots(bm: int) -> tuple[int, ...]:
+    s = _SLOTS.get(bm)
+    if s is None:
+        s = _SLOTS[bm] = tuple(i for i in range(bm.bit_length()) if (bm >> i) & 1)
+    return s
 
 
 def _encode(node: Node) -> bytes:
@@ -116,22 +145,120 @@ def _boundary(depth: int, path: int) -> bytes:
 
 
 class StateTree:
-    """A sparse Merkle tree over state keys, persisted node by node in a :class:`NodeStore`."""
+    """A sparse Merkle tree over state keys, persisted group by group in a :class:`NodeStore`."""
 
     def __init__(self, store: NodeStore) -> None:
         self.store = store
         self._root: Node | None = None
+        # Groups read or written during one apply (or one proof walk); empty between calls.
+        # gkey -> [bitmap, stored bytes, {slot: record or None} or None, store key]
+        self._groups: dict[int, list] = {}
         self.reload()
 
     def reload(self) -> None:
         """Re-read the root from the store (after the store was rolled back underneath)."""
-        raw = self.store.get(node_key(0, 0))
+        self._groups = {}
+        raw = self._raw(0, 0)
+        self._groups = {}
         self._root = None if raw is None else _decode(raw, _sha256(raw).digest())
 
     @property
     def root(self) -> bytes:
         """The current state root (``EMPTY`` for no keys)."""
         return EMPTY if self._root is None else self._root[1]
+
+    # -- group storage ------------------------------------------------------------------------
+
+    def _group(self, gkey: int) -> list:
+        """The group ``gkey`` (``1 << depth | prefix``), read from the store on first use.
+
+        An entry is ``[bitmap, buffer, mods, store key, stored bytes]``: records of slots that
+        exist in ``bitmap`` are overwritten in place in ``buffer`` (a bytearray once written);
+        slots added or removed go to ``mods`` (slot -> record, None for removed).
+        """
+        ent = self._groups.get(gkey)
+        if ent is None:
+            g = gkey.bit_length() - 1
+            n = (g + 7) >> 3
+            skey = g.to_bytes(2, "big") + ((gkey ^ (1 << g)) << ((n << 3) - g)).to_bytes(n, "big")
+            raw = self.store.get(skey)
+            if raw is None:
+                ent = [0, b"", None, skey, b""]
+            else:
+                bm = (raw[0] << 8) | raw[1] if len(raw) > _HDR else 0
+                if len(raw) != _HDR + _REC * bm.bit_count() or bm & 1 or not bm & 2:
+                    raise ValueError("corrupt state tree node group")
+                ent = [bm, raw, None, skey, raw]
+            self._groups[gkey] = ent
+        return ent
+
+    def _raw(self, depth: int, path: int) -> bytes | None:
+        """The current record of the binary node at (depth, path), or None."""
+        r = depth & _GMASK
+        gp = path >> r
+        gkey = (1 << (depth - r)) | gp
+        ent = self._groups.get(gkey)
+        if ent is None:
+            ent = self._group(gkey)
+        idx = (1 << r) | (path ^ (gp << r))
+        mods = ent[2]
+        if mods is not None and idx in mods:
+            return mods[idx]  # type: ignore[no-any-return]
+        bm = ent[0]
+        if not (bm >> idx) & 1:
+            return None
+        off = _HDR + _REC * (bm & ((1 << idx) - 1)).bit_count()
+        return bytes(ent[1][off:off + _REC])
+
+    def _set(self, depth: int, path: int, rec: bytes | None) -> None:
+        """Record a node write (``None``: delete) in its group; flushed at the end of apply."""
+        r = depth & _GMASK
+        gp = path >> r
+        gkey = (1 << (depth - r)) | gp
+        ent = self._groups.get(gkey)
+        if ent is None:
+            ent = self._group(gkey)
+        idx = (1 << r) | (path ^ (gp << r))
+        mods = ent[2]
+        bm = ent[0]
+        if rec is not None and (bm >> idx) & 1 and (mods is None or idx not in mods):
+            buf = ent[1]
+            if type(buf) is bytes:
+                buf = ent[1] = bytearray(buf)
+            off = _HDR + _REC * (bm & ((1 << idx) - 1)).bit_count()
+            buf[off:off + _REC] = rec
+            return
+        if mods is None:
+            mods = ent[2] = {}
+        mods[idx] = rec
+
+    def _flush(self) -> None:
+        """Write every group changed during this apply (or delete it once it is empty)."""
+        store = self.store
+        for bm, buf, mods, skey, raw in self._groups.values():
+            if mods is None:
+                if type(buf) is bytearray:
+                    new = bytes(buf)
+                    if new != raw:
+                        store.put(skey, new)
+                continue
+            nbm = bm
+            for idx, rec in mods.items():
+                if rec is None:
+                    nbm &= ~(1 << idx)
+                else:
+                    nbm |= 1 << idx
+            if not nbm:
+                if raw:
+                    store.delete(skey)
+                continue
+            buf = bytes(buf)
+            recs = [buf[o:o + _REC] for o in range(_HDR, len(buf), _REC)]
+            records = dict(zip(_slots(bm), recs, strict=True))
+            records.update(mods)
+            new = nbm.to_bytes(_HDR, "big") + b"".join([records[i] for i in _slots(nbm)])
+            if new != raw:
+                store.put(skey, new)
 
     # -- updates ------------------------------------------------------------------------------
 
@@ -150,13 +277,17 @@ class StateTree:
         for i in range(1, len(khs)):
             if khs[i] == khs[i - 1]:
                 raise ValueError("a key appears twice in one block's changes")
-        new = self._update(0, 0, self._root, items, khs, 0, len(items))
-        rk = node_key(0, 0)
-        if new is None:
-            if self._root is not None:
-                self.store.delete(rk)
-        elif new is not self._root:
-            self.store.put(rk, _encode(new))
+        self._groups = {}
+        try:
+            new = self._update(0, 0, self._root, items, khs, 0, len(items))
+            if new is None:
+                if self._root is not None:
+                    self._set(0, 0, None)
+            elif new is not self._root:
+                self._set(0, 0, _encode(new))
+            self._flush()
+        finally:
+            self._groups = {}
         self._root = new
         return self.root
 
@@ -164,7 +295,7 @@ class StateTree:
         """The node at (depth, path), whose hash the parent says is ``h``."""
         if h == EMPTY:
             return None
-        raw = self.store.get(node_key(depth, path))
+        raw = self._raw(depth, path)
         if raw is None:
             raise ValueError(f"state tree node missing at depth {depth}")
         return _decode(raw, h)
@@ -177,6 +308,11 @@ class StateTree:
         The caller writes (or deletes) the returned node itself, because a single remaining
         leaf may still collapse further up.
         """
+        if hi - lo == 1:
+            if node is None:
+                return self._update_one(depth, path, EMPTY, None, khs[lo], items[lo][1])
+            return self._update_one(depth, path, node[1], _encode(node), khs[lo], items[lo][1],
+                                    node)
         if node is None or node[0] == _LEAF:
             # At most one key lives here: merge it with the changes and build afresh.
             final: list[tuple[bytes, bytes]] = []
@@ -199,15 +335,23 @@ class StateTree:
         d1 = depth + 1
         lpath = path << 1
         rpath = lpath | 1
-        store = self.store
+        put = self._set
         lnew: Node | None = None
         rnew: Node | None = None
         nlh, nrh = lh, rh
         if mid > lo:
-            lnew = self._update(d1, lpath, self._load(d1, lpath, lh), items, khs, lo, mid)
+            if mid - lo == 1:  # straight to the single-change walk, record undecoded
+                lnew = self._update_one(d1, lpath, lh, self._rec(d1, lpath, lh), khs[lo],
+                                        items[lo][1])
+            else:
+                lnew = self._update(d1, lpath, self._load(d1, lpath, lh), items, khs, lo, mid)
             nlh = EMPTY if lnew is None else lnew[1]
         if hi > mid:
-            rnew = self._update(d1, rpath, self._load(d1, rpath, rh), items, khs, mid, hi)
+            if hi - mid == 1:
+                rnew = self._update_one(d1, rpath, rh, self._rec(d1, rpath, rh), khs[mid],
+                                        items[mid][1])
+            else:
+                rnew = self._update(d1, rpath, self._load(d1, rpath, rh), items, khs, mid, hi)
             nrh = EMPTY if rnew is None else rnew[1]
         if nlh == lh and nrh == rh:
             return node
@@ -222,21 +366,171 @@ class StateTree:
             if result is None or result[0] == _LEAF:
                 # Nothing stays stored below this position.
                 if lh != EMPTY:
-                    store.delete(node_key(d1, lpath))
+                    put(d1, lpath, None)
                 if rh != EMPTY:
-                    store.delete(node_key(d1, rpath))
+                    put(d1, rpath, None)
                 return result
         if mid > lo and nlh != lh:
             if lnew is None:
-                store.delete(node_key(d1, lpath))
+                put(d1, lpath, None)
             else:
-                store.put(node_key(d1, lpath), _encode(lnew))
+                put(d1, lpath, _encode(lnew))
         if hi > mid and nrh != rh:
             if rnew is None:
-                store.delete(node_key(d1, rpath))
+                put(d1, rpath, None)
             else:
-                store.put(node_key(d1, rpath), _encode(rnew))
+                put(d1, rpath, _encode(rnew))
         return _inner(nlh, nrh)
+
+    def _rec(self, depth: int, path: int, h: bytes) -> bytes | None:
+        """The record of the node at (depth, path) whose hash is ``h`` (None if empty)."""
+        if h == EMPTY:
+            return None
+        raw = self._raw(depth, path)
+        if raw is None or len(raw) != _REC or raw[0] > 1:
+            raise ValueError(f"state tree node missing or corrupt at depth {depth}")
+        return raw
+
+    def _update_one(self, depth: int, path: int, h: bytes, rec: bytes | None, kh: bytes,
+                    vh: bytes | None, node: Node | None = None) -> Node | None:
+        """:meth:`_update` for a single change: one walk down the key's path and back up.
+
+        The node at (depth, path) is given by its hash ``h`` and record ``rec`` (None:
+        empty); ``node``, if given, is the same node decoded (returned as is if unchanged).
+
+        Most dirty nodes lie below the level where the block's changes part ways, so this is
+        the hot loop; it reads and writes group slots directly instead of via _raw/_set.
+        """
+        k = int.from_bytes(kh, "big")
+        groups = self._groups
+        sha = _sha256
+        stack: list[bytes] = []  # record of each inner node passed
+        # Group and record offset of each child position passed (None: not in the buffer).
+        # Two flat lists rather than tuples: no container allocations in the hot loop.
+        lents: list[list | None] = []
+        loffs: list[int] = []
+        d, p = depth, path
+        top = rec
+        if rec is None:
+            kind = -1
+            rec = b""
+        else:
+            kind = rec[0]
+        ent = None
+        idx = 0
+        while kind == _NODE:
+            bit = (k >> (KEY_BITS - 1 - d)) & 1
+            stack.append(rec)
+            ch = rec[33:] if bit else rec[1:33]
+            d += 1
+            p = (p << 1) | bit
+            if ch == EMPTY:
+                kind = -1
+                lents.append(None)
+                loffs.append(0)
+                break
+            r = d & _GMASK
+            if r == 0 or ent is None:
+                gp = p >> r
+                gkey = (1 << (d - r)) | gp
+                ent = groups.get(gkey)
+                if ent is None:
+                    ent = self._group(gkey)
+                idx = (1 << r) | (p ^ (gp << r))
+            else:
+                idx = (idx << 1) | bit
+            mods = ent[2]
+            if mods is not None and idx in mods:
+                rec = mods[idx]
+                lents.append(None)
+                loffs.append(0)
+            else:
+                bm = ent[0]
+                if (bm >> idx) & 1:
+                    off = _HDR + _REC * (bm & ((1 << idx) - 1)).bit_count()
+                    rec = ent[1][off:off + _REC]
+                    if type(rec) is not bytes:
+                        rec = bytes(rec)
+                    lents.append(ent)
+                    loffs.append(off)
+                else:
+                    rec = None
+            if rec is None:
+                raise ValueError(f"state tree node missing at depth {d}")
+            kind = rec[0]
+        # (d, p) is now empty (kind -1) or a leaf (kh', vh') = (a, b).
+        if kind > _NODE:
+            raise ValueError(f"corrupt state tree node at depth {d}")
+        a = rec[1:33]
+        b = rec[33:]
+        nrec: bytes | None
+        if kind == -1:
+            if vh is None:
+                return node if node is not None or top is None else _decode(top, h)
+            nrec = b"\x00" + kh + vh
+            nh = sha(nrec).digest()
+            nleaf = True
+        elif a == kh:
+            if vh == b:
+                return node if node is not None or top is None else _decode(top, h)
+            if vh is None:
+                nrec = None
+                nh = EMPTY
+                nleaf = False
+            else:
+                nrec = b"\x00" + kh + vh
+                nh = sha(nrec).digest()
+                nleaf = True
+        else:
+            if vh is None:
+                return node if node is not None or top is None else _decode(top, h)
+            pair = sorted(((a, b), (kh, vh)))
+            built = self._build(d, p, (pair[0][0], pair[1][0]), pair, 0, 2)
+            assert built is not None
+            nrec = _encode(built)
+            nh = built[1]
+            nleaf = False
+        while d > depth:
+            prec = stack.pop()
+            lent = lents.pop()
+            off = loffs.pop()
+            bit = p & 1
+            sib = prec[1:33] if bit else prec[33:]
+            if nrec is None or (nleaf and sib == EMPTY):
+                # Delete (d, p): the subtree emptied, or its lone leaf moves up.
+                self._set(d, p, None)
+                if nrec is None and sib != EMPTY:
+                    sp = p ^ 1
+                    srec = self._raw(d, sp)
+                    if srec is None:
+                        raise ValueError(f"state tree node missing at depth {d}")
+                    if srec[0] == _LEAF:
+                        # The sibling leaf is alone under the parent now: it moves up.
+                        self._set(d, sp, None)
+                        nrec = srec
+                        nh = sib
+                        nleaf = True
+                    else:
+                        nrec = b"\x01" + sib + EMPTY if bit else b"\x01" + EMPTY + sib
+                        nh = sha(nrec).digest()
+                        nleaf = False
+            else:
+                if lent is None:
+                    self._set(d, p, nrec)
+                else:
+                    # The slot was just read from the group's buffer: overwrite it in place.
+                    buf = lent[1]
+                    if type(buf) is bytes:
+                        buf = lent[1] = bytearray(buf)
+                    buf[off:off + _REC] = nrec
+                nrec = b"\x01" + sib + nh if bit else b"\x01" + nh + sib
+                nh = sha(nrec).digest()
+                nleaf = False
+            d -= 1
+            p >>= 1
+        if nrec is None:
+            return None
+        return (nrec[0], nh, nrec[1:33], nrec[33:])
 
     def _build(self, depth: int, path: int, khs: Sequence[bytes],
                items: Sequence[tuple[bytes, bytes]], lo: int, hi: int) -> Node | None:
@@ -250,25 +544,32 @@ class StateTree:
         mid = bisect_left(khs, _boundary(depth, path), lo, hi)
         d1 = depth + 1
         lpath = path << 1
-        put = self.store.put
+        put = self._set
         left = self._build(d1, lpath, khs, items, lo, mid)
         right = self._build(d1, lpath | 1, khs, items, mid, hi)
         if left is None:
             lh = EMPTY
         else:
             lh = left[1]
-            put(node_key(d1, lpath), _encode(left))
+            put(d1, lpath, _encode(left))
         if right is None:
             rh = EMPTY
         else:
             rh = right[1]
-            put(node_key(d1, lpath | 1), _encode(right))
+            put(d1, lpath | 1, _encode(right))
         return _inner(lh, rh)
 
     # -- proofs -------------------------------------------------------------------------------
 
     def prove(self, key: bytes) -> StateProof:
         """Proof of ``key``'s current value, or of its absence, against :attr:`root`."""
+        self._groups = {}
+        try:
+            return self._prove(key)
+        finally:
+            self._groups = {}
+
+    def _prove(self, key: bytes) -> StateProof:
         kh = key_hash(key)
         k = int.from_bytes(kh, "big")
         node = self._root
@@ -295,6 +596,13 @@ class StateTree:
 
     def value_hash_of(self, key: bytes) -> bytes | None:
         """The committed value hash of ``key`` (None if absent): a cheap consistency check."""
+        self._groups = {}
+        try:
+            return self._value_hash_of(key)
+        finally:
+            self._groups = {}
+
+    def _value_hash_of(self, key: bytes) -> bytes | None:
         kh = key_hash(key)
         k = int.from_bytes(kh, "big")
         node = self._root

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chain.merkle import EMPTY_ROOT, inclusion_proof, leaf_hash, merkle_root, node_hash, \
-    verify_inclusion
+from chain.merkle import (
+    EMPTY_ROOT,
+    inclusion_proof,
+    leaf_hash,
+    merkle_root,
+    node_hash,
+    verify_inclusion,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Reference implementation, transcribed from RFC 6962 section 2.1:

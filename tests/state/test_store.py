@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from state import schema
 from state.accounts import Account
-from state.store import Head, Overlay, PendingBlock, Store, StoreError
+from state.store import Head, PendingBlock, Store, StoreError
 
 ZERO = b"\x00" * 32
 

@@ -254,7 +254,9 @@ def test_duplicate_key_in_one_block_is_refused() -> None:
 def test_delete_all_leaves_nothing() -> None:
     state = {f"k{i}".encode(): b"v" for i in range(300)}
     tree, store = fresh(state)
-    assert len(store.data) > 300
+    # 300 leaves and 299 inner nodes, stored 4 binary levels per group (65 bytes a node).
+    assert sum((len(v) - 2) // 65 for v in store.data.values()) >= 599
+    assert len(store.data) > 60
     tree.apply([(k, None) for k in sorted(state)[:150]])
     tree.apply([(k, None) for k in sorted(state)[150:]])
     assert tree.root == EMPTY
@@ -467,3 +469,21 @@ def test_store_rolled_back_underneath() -> None:
             saved_state[k] = v
     assert tree.root == ref_root(saved_state)
     assert store.data == fresh(saved_state)[1].data
+
+
+def test_group_layout() -> None:
+    """Each store entry is a group: a slot bitmap, then the 65-byte records of its slots,
+    the first being the group root whose hash its parent (or the root) names."""
+    state = {f"g{i}".encode(): bytes([i % 7]) for i in range(500)}
+    tree, store = fresh(state)
+    single, _ = fresh({b"k": b"v"})
+    assert single.store.data == {  # type: ignore[attr-defined]
+        node_key(0, 0): b"\x00\x02" + b"\x00" + _h(b"k") + _h(b"v")}
+    hashes = set()
+    for k, v in store.data.items():
+        depth = int.from_bytes(k[:2], "big")
+        bm = int.from_bytes(v[:2], "big")
+        assert depth % 4 == 0 and bm & 2 and not bm & 1
+        assert len(v) == 2 + 65 * bin(bm).count("1")
+        hashes.add(_h(v[2:67]))
+    assert tree.root in hashes
