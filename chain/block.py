@@ -21,6 +21,7 @@ from chain.codec import (
     Str64,
     Str1024,
     Struct,
+    pack_canonical,
     unpack_canonical,
 )
 from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes, verify
@@ -173,4 +174,17 @@ class ResultCommitment(Struct):
 
 def results_root(results: Sequence[TxResult]) -> bytes:
     """``results_root`` for a block's results: RFC 6962 over each ``ResultCommitment``."""
-    return merkle_root([ResultCommitment(r.code, r.events).encode() for r in results])
+    return encode_results(results)[1]
+
+
+def encode_results(results: Sequence[TxResult]) -> tuple[list[bytes], bytes]:
+    """Each result's canonical bytes, and ``results_root``: the events are rendered once
+    for both (a result is a ``ResultCommitment`` plus its log)."""
+    stored: list[bytes] = []
+    leaves: list[bytes] = []
+    for r in results:
+        events = [e.to_obj() for e in r.events]
+        # Keys written in canonical (sorted) order; values come from to_obj().
+        leaves.append(pack_canonical({"code": r.code, "events": events}))
+        stored.append(pack_canonical({"code": r.code, "events": events, "log": r.log}))
+    return stored, merkle_root(leaves)

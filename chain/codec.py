@@ -80,6 +80,12 @@ def _packb(obj: Value) -> bytes:
     return packer.pack(obj)  # type: ignore[no-any-return]
 
 
+def pack_canonical(obj: Value) -> bytes:
+    """Pack a value that is already in canonical form (maps built in sorted key order from
+    valid fields, e.g. ``Struct.to_obj()`` output), skipping the checks of :func:`encode`."""
+    return _packb(obj)
+
+
 def canonicalize(obj: Value) -> Value:
     """Return ``obj`` with every map's keys in canonical (sorted) order."""
     t = type(obj)

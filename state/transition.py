@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain.block import Block, Header, TxResult, results_root
+from chain.block import Block, Header, TxResult, encode_results
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
@@ -66,7 +66,7 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
         except ChainError as e:
             raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
                                reason=e.reason, tx_index=i) from e
-    result_bytes = [r.encode() for r in results]
+    result_bytes, res_root = encode_results(results)
     tree_overlay = store.overlay(TREE)
     state_root = StateTree(tree_overlay).apply(overlay.changes())
     return BlockOutcome(
@@ -75,7 +75,7 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
         results=results,
         result_bytes=result_bytes,
         tx_root=merkle_root([tx.raw for tx in txs]),
-        results_root=results_root(results),
+        results_root=res_root,
         state_root=state_root,
     )
 
