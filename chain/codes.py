@@ -24,3 +24,10 @@ class ResultCode(IntEnum):
     """The sender's balance does not cover the amount."""
     OVERFLOW = 4
     """The result would exceed an integer bound (a balance above 2**64-1)."""
+    UNKNOWN_MARKET = 5
+    """No market with that symbol exists."""
+    STALE_PRICE = 6
+    """An oracle observation not later than the last accepted one, or older than the
+    market's ``oracle_max_age_ms`` at block time."""
+    FUTURE_PRICE = 7
+    """An oracle observation time after the block time."""

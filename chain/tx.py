@@ -70,6 +70,28 @@ class Deposit(Payload):
             raise InvalidTransaction("deposit amount must be positive", reason="zero_amount")
 
 
+MarketSymbol = Annotated[str, Length(1, 32)]
+
+
+@dataclass(frozen=True, slots=True)
+class OraclePrice(Payload):
+    """An oracle's price observation for one market; only genesis oracle keys may send it."""
+
+    TYPE: ClassVar[str] = "oracle_price"
+    market: MarketSymbol
+    """Market symbol, e.g. ``BTC-USD-PERP``."""
+    price: U64
+    """Price in micro-USDC per whole base unit; must be positive."""
+    time: U64
+    """When the oracle observed the price (ms since the epoch); must be later than the
+    market's last accepted observation, not after the block time, and no older than the
+    market's ``oracle_max_age_ms``."""
+
+    def check(self, sender: bytes) -> None:
+        if self.price == 0:
+            raise InvalidTransaction("oracle price must be positive", reason="zero_price")
+
+
 PAYLOAD_TYPES: dict[str, type[Payload]] = {}
 
 
@@ -83,6 +105,7 @@ def register_payload(cls: type[Payload]) -> type[Payload]:
 
 register_payload(Transfer)
 register_payload(Deposit)
+register_payload(OraclePrice)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chain.crypto import PrivateKey
-from genesis.format import Genesis, GenesisAccount, NamedKey
+from genesis.format import Genesis, GenesisAccount, GenesisMarket, NamedKey
+from state.markets import Market
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,31 @@ class DevnetKeys:
         return out
 
 
+def devnet_markets() -> tuple[GenesisMarket, ...]:
+    """Two markets for local trading: BTC at 60,000 USD and ETH at 3,000 USD.
+
+    Short funding intervals (one minute) so a devnet shows funding payments quickly.
+    """
+
+    def market(symbol: str, price_usd: int, tick: int, step: int) -> GenesisMarket:
+        return GenesisMarket(Market(
+            symbol=symbol, tick_size=tick, step_size=step,
+            initial_margin_ppm=50_000, maintenance_margin_ppm=30_000,
+            funding_interval_ms=60_000, max_funding_rate_ppb=1_000_000,
+            liquidation_penalty_ppm=15_000, maker_fee_ppm=200, taker_fee_ppm=500,
+            oracle_max_age_ms=60_000,
+        ), price_usd * 10**6)
+
+    return (
+        market("BTC-USD-PERP", 60_000, tick=100_000, step=10_000),  # $0.10, 0.0001 BTC
+        market("ETH-USD-PERP", 3_000, tick=10_000, step=100_000),  # $0.01, 0.001 ETH
+    )
+
+
 def build_devnet(chain_id: str, genesis_time: str, genesis_time_ms: int, *, accounts: int = 10,
                  balance: int = 10**12, operators: int = 1, threshold: int = 1,
-                 oracles: int = 1) -> tuple[Genesis, DevnetKeys]:
+                 oracles: int = 1, markets: tuple[GenesisMarket, ...] = ()
+                 ) -> tuple[Genesis, DevnetKeys]:
     """A genesis with fresh keys: producer, faucet, operators, oracles and funded accounts."""
     if not 1 <= threshold <= operators:
         raise ValueError("threshold must be between 1 and the number of operators")
@@ -52,6 +75,6 @@ def build_devnet(chain_id: str, genesis_time: str, genesis_time_ms: int, *, acco
         operator_threshold=threshold,
         oracles=tuple(NamedKey(f"oracle-{i}", k.public_key) for i, k in enumerate(keys.oracles)),
         accounts=tuple(GenesisAccount(k.public_key, balance) for k in keys.accounts),
-        markets=(),
+        markets=markets,
     )
     return g, keys

@@ -21,6 +21,7 @@ from chain.codec import encode
 from chain.crypto import sha256
 from chain.errors import InvalidGenesis
 from chain.tx import CHAIN_ID_MAX
+from state.markets import SYMBOL_RE, Market, check_market
 
 U64_MAX = 2**64 - 1
 CHAIN_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
@@ -47,6 +48,51 @@ class GenesisAccount:
 
 
 @dataclass(frozen=True)
+class GenesisMarket:
+    """A market's fixed parameters and its oracle price at genesis."""
+
+    market: Market
+    oracle_price: int
+
+
+MARKET_U64 = ("tick_size", "step_size", "funding_interval_ms", "max_funding_rate_ppb",
+              "oracle_max_age_ms")
+MARKET_PPM = ("initial_margin_ppm", "maintenance_margin_ppm", "liquidation_penalty_ppm",
+              "maker_fee_ppm", "taker_fee_ppm")
+MARKET_FIELDS = {"symbol", "oracle_price", *MARKET_U64, *MARKET_PPM}
+
+
+def market_json(gm: GenesisMarket) -> dict[str, Any]:
+    m = gm.market
+    doc: dict[str, Any] = {"symbol": m.symbol, "oracle_price": str(gm.oracle_price)}
+    doc.update({f: str(getattr(m, f)) for f in MARKET_U64})
+    doc.update({f: getattr(m, f) for f in MARKET_PPM})
+    return doc
+
+
+def _market(v: Any, field: str) -> GenesisMarket:
+    if not isinstance(v, dict):
+        raise InvalidGenesis(field, "must be an object (see docs/PROTOCOL.md, genesis markets)")
+    extra = set(v) - MARKET_FIELDS
+    if extra:
+        raise InvalidGenesis(f"{field}.{sorted(extra)[0]}", "is not a known field")
+    for name in sorted(MARKET_FIELDS):
+        _need(v, name, field + ".")
+    symbol = v["symbol"]
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+        raise InvalidGenesis(f"{field}.symbol",
+                             "must be 1-32 of A-Z 0-9 . _ - starting with a letter or digit")
+    kwargs: dict[str, Any] = {f: _int(v[f], f"{field}.{f}") for f in MARKET_U64}
+    kwargs.update({f: _int(v[f], f"{field}.{f}", 0, 2**32 - 1) for f in MARKET_PPM})
+    market = Market(symbol=symbol, **kwargs)
+    problem = check_market(market)
+    if problem:
+        raise InvalidGenesis(field, problem)
+    price = _int(v["oracle_price"], f"{field}.oracle_price", 1)
+    return GenesisMarket(market, price)
+
+
+@dataclass(frozen=True)
 class Genesis:
     """A validated genesis document."""
 
@@ -60,7 +106,7 @@ class Genesis:
     operator_threshold: int
     oracles: tuple[NamedKey, ...]
     accounts: tuple[GenesisAccount, ...]
-    markets: tuple[dict[str, Any], ...]
+    markets: tuple[GenesisMarket, ...] = ()
 
     def to_json_obj(self) -> dict[str, Any]:
         """The normalised JSON document (what ``genesis new`` writes)."""
@@ -84,7 +130,7 @@ class Genesis:
                     {"address": a.address.hex(), "balance": str(a.balance)}
                     for a in self.accounts
                 ],
-                "markets": list(self.markets),
+                "markets": [market_json(m) for m in self.markets],
             },
         }
 
@@ -247,11 +293,15 @@ def parse_genesis(doc: Any) -> Genesis:
             raise InvalidGenesis(f"{f}.address", "is listed twice")
         seen.add(addr)
         accounts.append(GenesisAccount(addr, _int(_need(a, "balance", f + "."), f"{f}.balance")))
-    markets = app.get("markets", [])
-    if not isinstance(markets, list):
+    markets_doc = app.get("markets", [])
+    if not isinstance(markets_doc, list):
         raise InvalidGenesis("app_state.markets", "must be a list")
-    if markets:
-        raise InvalidGenesis("app_state.markets", "markets are not supported by this version yet")
+    markets = tuple(_market(m, f"app_state.markets[{i}]") for i, m in enumerate(markets_doc))
+    symbols: set[str] = set()
+    for i, gm in enumerate(markets):
+        if gm.market.symbol in symbols:
+            raise InvalidGenesis(f"app_state.markets[{i}].symbol", "is listed twice")
+        symbols.add(gm.market.symbol)
     return Genesis(
         chain_id=chain_id,
         genesis_time=gtime,
@@ -263,7 +313,7 @@ def parse_genesis(doc: Any) -> Genesis:
         operator_threshold=threshold,
         oracles=oracles,
         accounts=tuple(accounts),
-        markets=(),
+        markets=markets,
     )
 
 

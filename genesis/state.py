@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from genesis.format import Genesis
 from state.accounts import Account
+from state.markets import initial_state, market_key, market_state_key
 from state.params import ChainParams
 from state.schema import TREE
 from state.store import Head, Store
@@ -29,6 +30,10 @@ def genesis_writes(g: Genesis) -> list[tuple[bytes, bytes]]:
 
     writes = [(PARAM_CHAIN, chain_params(g).encode())]
     writes += [(account_key(a.address), Account(a.balance, 0).encode()) for a in g.accounts]
+    for gm in g.markets:
+        writes.append((market_key(gm.market.symbol), gm.market.encode()))
+        writes.append((market_state_key(gm.market.symbol),
+                       initial_state(gm.oracle_price, g.genesis_time_ms).encode()))
     return sorted(writes)
 
 

@@ -109,11 +109,13 @@ def genesis() -> None:
               help="Operator signatures an admin command needs.")
 @click.option("--oracles", default=1, show_default=True, type=click.IntRange(0, 64))
 @click.option("--genesis-time", default=None, help="RFC 3339 time (default: now).")
+@click.option("--markets/--no-markets", default=True, show_default=True,
+              help="Include the devnet markets BTC-USD-PERP and ETH-USD-PERP.")
 @friendly
 def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, operators: int,
-                threshold: int, oracles: int, genesis_time: str | None) -> None:
+                threshold: int, oracles: int, genesis_time: str | None, markets: bool) -> None:
     """Build a devnet genesis with fresh keys for every role."""
-    from genesis.devnet import build_devnet
+    from genesis.devnet import build_devnet, devnet_markets
     from genesis.format import parse_genesis, parse_time
 
     if threshold > operators:
@@ -122,7 +124,8 @@ def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, opera
         raise click.ClickException(f"{out_dir / 'genesis.json'} already exists")
     gtime, gms = parse_time(genesis_time or _now_rfc3339())
     g, keys = build_devnet(chain_id, gtime, gms, accounts=accounts, balance=balance,
-                           operators=operators, threshold=threshold, oracles=oracles)
+                           operators=operators, threshold=threshold, oracles=oracles,
+                           markets=devnet_markets() if markets else ())
     parse_genesis(g.to_json_obj())  # what we write must pass our own validation
     keys_dir = out_dir / "keys"
     keys_dir.mkdir(parents=True, exist_ok=True)
@@ -453,6 +456,35 @@ def tx_deposit(to: str, amount: int, key_file: Path, nonce: int | None, wait: bo
                node_url: str) -> None:
     """Deposit new units (the key must be the genesis faucet)."""
     _send(key_file, Deposit(_hex32(to, "--to"), amount), node_url, nonce, wait)
+
+
+@tx.command("oracle")
+@click.option("--market", required=True, help="Market symbol, e.g. BTC-USD-PERP.")
+@click.option("--price", required=True, type=click.IntRange(1, 2**64 - 1),
+              help="Micro-USDC per whole base unit (60000 USD = 60000000000).")
+@click.option("--time", "obs_time", type=click.IntRange(0), default=None,
+              help="Observation time in ms since the epoch (default: now).")
+@with_tx_options
+@friendly
+def tx_oracle(market: str, price: int, obs_time: int | None, key_file: Path, nonce: int | None,
+              wait: bool, node_url: str) -> None:
+    """Post an oracle price (the key must be a genesis oracle)."""
+    import time as _time
+
+    from chain.tx import OraclePrice
+
+    when = obs_time if obs_time is not None else _time.time_ns() // 1_000_000
+    _send(key_file, OraclePrice(market, price, when), node_url, nonce, wait)
+
+
+@main.command()
+@click.argument("symbol", required=False)
+@node_option
+@friendly
+def market(symbol: str | None, node_url: str) -> None:
+    """Show one market (parameters, oracle price, funding index, open interest) or all."""
+    with RPCClient(node_url) as c:
+        _print_json(c.call("market", symbol=symbol) if symbol else c.call("markets"))
 
 
 # -- devnet ---------------------------------------------------------------------------------

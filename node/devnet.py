@@ -22,7 +22,7 @@ from rich.console import Console
 from chain.crypto import PrivateKey
 from node.client import AsyncRPCClient, NodeUnreachable
 from node.keyfile import read_key
-from node.loadgen import TransferLoad
+from node.loadgen import OracleFeed, TransferLoad
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -122,8 +122,11 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
         console.print(f"try: appchain status --node {url}   |   curl -s {url}/metrics   "
                       f"|   keys in {opts.root / 'genesis' / 'keys'}", highlight=False)
         load = TransferLoad(client, chain_id, account_keys(opts.root), opts.tps)
+        feed = oracle_feed(opts.root, client, chain_id)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run)
+            if feed is not None:
+                nursery.start_soon(feed.run)
             last = -1
             while True:
                 await trio.sleep(0.25)
@@ -149,6 +152,18 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
                     nursery.cancel_scope.cancel()
                     return 0
     return 0
+
+
+def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str) -> OracleFeed | None:
+    """An oracle random walk over the genesis markets, if there are markets and a key."""
+    from genesis.format import load_genesis
+
+    g = load_genesis(root / "genesis" / "genesis.json")
+    key_file = root / "genesis" / "keys" / "oracle-0.json"
+    if not g.markets or not key_file.exists():
+        return None
+    markets = [(m.market.symbol, m.oracle_price, m.market.tick_size) for m in g.markets]
+    return OracleFeed(client, chain_id, read_key(key_file), markets)
 
 
 def _metric(text: str, name: str) -> float:

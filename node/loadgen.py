@@ -8,6 +8,7 @@ the node for that sender's next nonce before using it again.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -110,3 +111,50 @@ class TransferLoad:
                 await self.send(due)
                 budget_sent += due
             await trio.sleep(TICK_S)
+
+
+class OracleFeed:
+    """Posts a price per market every ``period_s``: a random walk of about ±0.2% per step,
+    with an occasional sharp move (±5%, one step in 50), so a devnet sees real price action."""
+
+    def __init__(self, client: AsyncRPCClient, chain_id: str, key: PrivateKey,
+                 markets: list[tuple[str, int, int]], period_s: float = 1.0,
+                 seed: int = 7) -> None:
+        self.client = client
+        self.chain_id = chain_id
+        self.key = key
+        self.prices = {sym: price for sym, price, _ in markets}
+        self.ticks = {sym: tick for sym, _, tick in markets}
+        self.period_s = period_s
+        self.posted = 0
+        self._rng = random.Random(seed)
+
+    def _step(self, symbol: str) -> int:
+        price = self.prices[symbol]
+        sharp = self._rng.randrange(50) == 0
+        bp = self._rng.randint(-500, 500) if sharp else self._rng.randint(-20, 20)
+        tick = self.ticks[symbol]
+        new = max(tick, (price + price * bp // 10_000) // tick * tick)
+        self.prices[symbol] = new
+        return new
+
+    async def run(self) -> None:
+        from chain.tx import OraclePrice
+
+        acct = await self.client.call("account", address=self.key.public_key.hex())
+        nonce = int(acct["next_nonce"])
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            calls = []
+            for symbol in sorted(self.prices):
+                t = make_tx(self.key, self.chain_id, nonce,
+                            OraclePrice(symbol, self._step(symbol), now_ms))
+                nonce += 1
+                calls.append(("broadcast_tx_sync", {"tx": b64(t.raw)}))
+            answers = await self.client.call_batch(calls)
+            if any(isinstance(a, RPCCallError) for a in answers):
+                acct = await self.client.call("account", address=self.key.public_key.hex())
+                nonce = int(acct["next_nonce"])
+            else:
+                self.posted += len(calls)
+            await trio.sleep(self.period_s)

@@ -37,10 +37,19 @@ from node.views import (
     b64,
     block_json,
     decoded_or_error,
+    jsonify,
     result_json,
     signed_header_json,
 )
 from state.accounts import Account
+from state.markets import (
+    MARKET,
+    SYMBOL_RE,
+    Market,
+    MarketState,
+    market_key,
+    market_state_key,
+)
 from state.schema import account_key
 from state.store import StoreError
 
@@ -244,6 +253,37 @@ async def rpc_account(node: Node, params: Params) -> Any:
     }
 
 
+def _market_json(symbol: str, raw_m: bytes | None, raw_s: bytes | None) -> dict[str, Any]:
+    if raw_m is None or raw_s is None:
+        raise RPCError(NOT_FOUND, f"no market {symbol!r}")
+    return {"symbol": symbol,
+            "params": jsonify(Market.decode(raw_m).to_obj()),
+            "state": jsonify(MarketState.decode(raw_s).to_obj())}
+
+
+async def rpc_market(node: Node, params: Params) -> Any:
+    _only(params, {"symbol"})
+    symbol = params.get("symbol")
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+        raise RPCError(INVALID_PARAMS, "symbol is required, e.g. BTC-USD-PERP")
+    with node.store.snapshot() as snap:
+        head = snap.head()
+        out = _market_json(symbol, snap.state_get(market_key(symbol)),
+                           snap.state_get(market_state_key(symbol)))
+    out["height"] = str(head.height if head else node.head.height)
+    return out
+
+
+async def rpc_markets(node: Node, params: Params) -> Any:
+    _only(params, set())
+    with node.store.snapshot() as snap:
+        head = snap.head()
+        symbols = [k[len(MARKET):].decode() for k, _ in node.store.iter_state(MARKET)]
+        markets = [_market_json(s, snap.state_get(market_key(s)),
+                                snap.state_get(market_state_key(s))) for s in symbols]
+    return {"markets": markets, "height": str(head.height if head else node.head.height)}
+
+
 async def rpc_query(node: Node, params: Params) -> Any:
     _only(params, {"path", "data", "height", "prove"})
     path = params.get("path", "/key")
@@ -322,6 +362,8 @@ METHODS: dict[str, Handler] = {
     "tx": rpc_tx,
     "account": rpc_account,
     "query": rpc_query,
+    "market": rpc_market,
+    "markets": rpc_markets,
     "abci_query": rpc_query,
     "broadcast_tx_sync": rpc_broadcast_tx_sync,
     "broadcast_tx_commit": rpc_broadcast_tx_commit,

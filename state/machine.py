@@ -8,14 +8,15 @@ produce a failed ``TxResult`` whose writes are reverted but whose nonce is consu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from chain.block import Attr, Event, TxResult
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction, NonceMismatch
-from chain.tx import Deposit, Transaction, Transfer
+from chain.tx import Deposit, OraclePrice, Transaction, Transfer
 from state.accounts import Account, get_account, put_account
+from state.markets import get_market, get_market_state, put_market_state
 from state.params import ChainParams
 from state.store import Overlay
 
@@ -73,11 +74,35 @@ def _deposit(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
     return [Event("deposit", (Attr("amount", str(p.amount)), Attr("recipient", p.to.hex())))]
 
 
+def _oracle_price(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
+    p = cast(OraclePrice, tx.payload)
+    if tx.sender not in ctx.params.oracles:
+        raise ExecutionFailure(ResultCode.UNAUTHORIZED, "only genesis oracle keys may post prices")
+    market = get_market(view, p.market)
+    st = get_market_state(view, p.market)
+    if market is None or st is None:
+        raise ExecutionFailure(ResultCode.UNKNOWN_MARKET, f"no market {p.market!r}")
+    if p.time <= st.oracle_time:
+        raise ExecutionFailure(ResultCode.STALE_PRICE,
+                               f"observed at {p.time}, not after the last price ({st.oracle_time})")
+    if p.time > ctx.time:
+        raise ExecutionFailure(ResultCode.FUTURE_PRICE,
+                               f"observed at {p.time}, after the block time {ctx.time}")
+    if ctx.time - p.time > market.oracle_max_age_ms:
+        raise ExecutionFailure(ResultCode.STALE_PRICE,
+                               f"observed at {p.time}, older than {market.oracle_max_age_ms} ms "
+                               f"at block time {ctx.time}")
+    put_market_state(view, p.market, replace(st, oracle_price=p.price, oracle_time=p.time))
+    return [Event("oracle_price", (Attr("market", p.market), Attr("price", str(p.price)),
+                                   Attr("time", str(p.time))))]
+
+
 Handler = Callable[[Overlay, TxContext, Transaction], list[Event]]
 
 HANDLERS: dict[str, Handler] = {
     Transfer.TYPE: _transfer,
     Deposit.TYPE: _deposit,
+    OraclePrice.TYPE: _oracle_price,
 }
 
 

@@ -24,10 +24,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make_genesis(accounts: int = 4, balance: int = 10**9, operators: int = 1,
-                 threshold: int = 1, chain_id: str = "test-chain") -> tuple[Genesis, DevnetKeys]:
+                 threshold: int = 1, chain_id: str = "test-chain",
+                 markets: bool = False) -> tuple[Genesis, DevnetKeys]:
+    """A test genesis; ``markets`` adds the devnet's BTC-USD-PERP and ETH-USD-PERP."""
+    from genesis.devnet import devnet_markets
+
     t, ms = parse_time(GENESIS_TIME)
     return build_devnet(chain_id, t, ms, accounts=accounts, balance=balance,
-                        operators=operators, threshold=threshold)
+                        operators=operators, threshold=threshold,
+                        markets=devnet_markets() if markets else ())
 
 
 def make_home(root: Path, genesis: Genesis, producer: PrivateKey | None, *,

@@ -409,11 +409,57 @@ def test_unknown_app_state_field(doc: dict) -> None:
     assert field_of(doc) == "app_state.validators"
 
 
-def test_non_empty_markets(doc: dict) -> None:
-    doc["app_state"]["markets"] = [{"symbol": "BTC-PERP"}]
-    assert field_of(doc) == "app_state.markets"
+def _btc() -> dict:
+    from genesis.devnet import devnet_markets
+    from genesis.format import market_json
+
+    return market_json(devnet_markets()[0])
+
+
+def test_markets_round_trip_and_enter_the_hash(doc: dict) -> None:
+    doc["app_state"]["markets"] = [_btc()]
+    g = parse_genesis(doc)
+    assert g.markets[0].market.symbol == "BTC-USD-PERP"
+    assert g.markets[0].oracle_price == 60_000 * 10**6
+    assert parse_genesis(json.loads(g.to_json())) == g
+    other = _btc()
+    other["taker_fee_ppm"] = 600
+    doc["app_state"]["markets"] = [other]
+    assert parse_genesis(doc).hash != g.hash
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"symbol": "btc-usd"}, "app_state.markets[0].symbol"),
+    ({"symbol": ""}, "app_state.markets[0].symbol"),
+    ({"tick_size": "0"}, "app_state.markets[0]"),
+    ({"step_size": -1}, "app_state.markets[0].step_size"),
+    ({"maintenance_margin_ppm": 60_000}, "app_state.markets[0]"),  # above initial
+    ({"initial_margin_ppm": 2_000_000}, "app_state.markets[0]"),
+    ({"liquidation_penalty_ppm": 40_000}, "app_state.markets[0]"),  # above maintenance
+    ({"funding_interval_ms": "10"}, "app_state.markets[0]"),
+    ({"taker_fee_ppm": 200_000}, "app_state.markets[0]"),
+    ({"oracle_price": "0"}, "app_state.markets[0].oracle_price"),
+    ({"oracle_price": 1.5}, "app_state.markets[0].oracle_price"),
+    ({"leverage": 10}, "app_state.markets[0].leverage"),
+])
+def test_bad_market_names_the_field(doc: dict, change: dict, field: str) -> None:
+    m = _btc()
+    m.update(change)
+    doc["app_state"]["markets"] = [m]
+    assert field_of(doc) == field
+
+
+def test_market_missing_field_and_duplicates(doc: dict) -> None:
+    m = _btc()
+    del m["tick_size"]
+    doc["app_state"]["markets"] = [m]
+    assert field_of(doc) == "app_state.markets[0].tick_size"
+    doc["app_state"]["markets"] = [_btc(), _btc()]
+    assert field_of(doc) == "app_state.markets[1].symbol"
     doc["app_state"]["markets"] = {}
     assert field_of(doc) == "app_state.markets"
+    doc["app_state"]["markets"] = ["BTC"]
+    assert field_of(doc) == "app_state.markets[0]"
 
 
 def test_optional_app_sections_default_empty(doc: dict) -> None:

@@ -1,0 +1,137 @@
+"""Markets: the parameters genesis fixes for each perpetual, and the state that moves.
+
+Scales (docs/PROTOCOL.md §1.1): prices are micro-USDC per one whole base unit, sizes are
+10^-8 base units, margin and fee fractions are parts per million (ppm), funding rates are
+parts per billion (ppb) per funding interval, times are milliseconds.
+
+State keys: ``mkt/<symbol>`` holds the :class:`Market` parameters (fixed at genesis),
+``mks/<symbol>`` the :class:`MarketState` (oracle price, funding index, open interest, mode).
+Two keys so that the per-block writes (oracle, funding) never rewrite the parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from chain.codec import I64, U32, U64, Length, Struct
+from state.view import StateView
+
+SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
+Symbol = Annotated[str, Length(1, 32)]
+PPM = 10**6
+RATE_SCALE = 10**9
+MODES = ("active", "post-only", "cancel-only", "paused")
+
+MARKET = b"mkt/"
+MARKET_STATE = b"mks/"
+
+
+@dataclass(frozen=True, slots=True)
+class Market(Struct):
+    """A perpetual market's rules, fixed at genesis."""
+
+    symbol: Symbol
+    """Name, e.g. ``BTC-USD-PERP``: 1-32 of ``A-Z 0-9 . _ -``, first alphanumeric."""
+    tick_size: U64
+    """Prices are multiples of this (micro-USDC per whole base unit)."""
+    step_size: U64
+    """Sizes are multiples of this (10^-8 base units)."""
+    initial_margin_ppm: U32
+    """Initial margin fraction: opening needs this share of the notional as equity."""
+    maintenance_margin_ppm: U32
+    """Maintenance margin fraction: below this share of notional, an account is liquidated."""
+    funding_interval_ms: U64
+    """Funding is paid once per interval of block time."""
+    max_funding_rate_ppb: U64
+    """Clamp on the funding rate per interval (ppb of the oracle price)."""
+    liquidation_penalty_ppm: U32
+    """Share of a liquidated notional paid to the insurance fund."""
+    maker_fee_ppm: U32
+    """Fee on the resting side of a fill."""
+    taker_fee_ppm: U32
+    """Fee on the aggressing side of a fill."""
+    oracle_max_age_ms: U64
+    """An oracle price observed longer ago than this (against block time) is refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState(Struct):
+    """What changes block by block."""
+
+    oracle_price: U64
+    """Last accepted oracle price (micro-USDC per whole base unit)."""
+    oracle_time: U64
+    """Observation time of that price (ms); updates must be strictly later."""
+    funding_index: I64
+    """Cumulative funding index (pico-USDC per whole base unit); only ever moves by the
+    clamped rate times the elapsed intervals."""
+    funding_time: U64
+    """Block time of the last funding interval boundary applied (ms)."""
+    premium_sum_ppb: I64
+    """Sum of the premium samples since the last funding payment."""
+    premium_samples: U32
+    """How many samples ``premium_sum_ppb`` holds."""
+    open_interest_long: U64
+    """Total size of long positions (10^-8 base units)."""
+    open_interest_short: U64
+    """Total size of short positions; always equal to the long side."""
+    mode: Annotated[str, Length(1, 16)]
+    """``active``, ``post-only``, ``cancel-only`` or ``paused``."""
+
+
+def market_key(symbol: str) -> bytes:
+    return MARKET + symbol.encode()
+
+
+def market_state_key(symbol: str) -> bytes:
+    return MARKET_STATE + symbol.encode()
+
+
+def get_market(view: StateView, symbol: str) -> Market | None:
+    return view.get_obj(market_key(symbol), Market)
+
+
+def get_market_state(view: StateView, symbol: str) -> MarketState | None:
+    return view.get_obj(market_state_key(symbol), MarketState)
+
+
+def put_market_state(view: StateView, symbol: str, state: MarketState) -> None:
+    view.put_obj(market_state_key(symbol), state)
+
+
+def check_market(m: Market) -> str | None:
+    """What is wrong with a market's parameters, or None (used by genesis validation)."""
+    if not SYMBOL_RE.fullmatch(m.symbol):
+        return "symbol must be 1-32 of A-Z 0-9 . _ - starting with a letter or digit"
+    if m.tick_size < 1 or m.step_size < 1:
+        return "tick_size and step_size must be at least 1"
+    if not 0 < m.maintenance_margin_ppm < m.initial_margin_ppm <= PPM:
+        return "need 0 < maintenance_margin_ppm < initial_margin_ppm <= 1000000"
+    if m.liquidation_penalty_ppm > m.maintenance_margin_ppm:
+        return "liquidation_penalty_ppm may not exceed maintenance_margin_ppm"
+    if m.funding_interval_ms < 1000:
+        return "funding_interval_ms must be at least 1000"
+    if m.max_funding_rate_ppb > RATE_SCALE:
+        return "max_funding_rate_ppb may not exceed 1000000000 (100% per interval)"
+    if m.maker_fee_ppm > PPM // 10 or m.taker_fee_ppm > PPM // 10:
+        return "fees may not exceed 100000 ppm (10%)"
+    if m.oracle_max_age_ms < 1000:
+        return "oracle_max_age_ms must be at least 1000"
+    return None
+
+
+def initial_state(oracle_price: int, genesis_time_ms: int) -> MarketState:
+    """A market's state at genesis: the genesis oracle price, index 0, no open interest."""
+    return MarketState(
+        oracle_price=oracle_price,
+        oracle_time=genesis_time_ms,
+        funding_index=0,
+        funding_time=genesis_time_ms,
+        premium_sum_ppb=0,
+        premium_samples=0,
+        open_interest_long=0,
+        open_interest_short=0,
+        mode="active",
+    )
