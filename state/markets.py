@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from chain.codec import I64, U32, U64, Length, Struct
+from state.scales import PPM, RATE_SCALE
 from state.view import StateView
 
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
 Symbol = Annotated[str, Length(1, 32)]
-PPM = 10**6
-RATE_SCALE = 10**9
 MODES = ("active", "post-only", "cancel-only", "paused")
 
 MARKET = b"mkt/"

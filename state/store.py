@@ -13,6 +13,7 @@ to the size of the state.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,6 +25,19 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
+ORDERED_PREFIXES = (b"book/", b"trig/")
+"""State key prefixes walked in key order while a block runs (see Overlay.first_key_after)."""
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return b"\xff" * (len(prefix) + 1)
+    p[-1] += 1
+    return bytes(p)
 T = TypeVar("T", bound=Struct)
 
 
@@ -55,7 +69,8 @@ class Overlay:
     is decoded once and encoded once. Values are immutable structs, so sharing them is safe.
     """
 
-    __slots__ = ("_db", "keyspace", "writes", "priors", "_journal", "_base_objs", "_changes")
+    __slots__ = ("_db", "keyspace", "writes", "priors", "_journal", "_base_objs", "_changes",
+                 "_ordered")
 
     def __init__(self, db: plyvel.DB | plyvel.Snapshot, keyspace: bytes = schema.STATE) -> None:
         self._db = db
@@ -65,6 +80,7 @@ class Overlay:
         self._journal: list[tuple[bytes, object]] = []
         self._base_objs: dict[bytes, Struct | None] = {}
         self._changes: list[tuple[bytes, bytes | None]] | None = None
+        self._ordered: list[bytes] = []  # written keys under ORDERED_PREFIXES, sorted
 
     def _base(self, key: bytes) -> bytes | None:
         v = self.priors.get(key, _MISSING)
@@ -98,6 +114,10 @@ class Overlay:
         return v  # type: ignore[return-value]
 
     def _write(self, key: bytes, value: bytes | Struct | None) -> None:
+        if key not in self.writes and key.startswith(ORDERED_PREFIXES):
+            i = bisect_left(self._ordered, key)
+            if i == len(self._ordered) or self._ordered[i] != key:
+                self._ordered.insert(i, key)
         self._base(key)
         self._journal.append((key, self.writes.get(key, _MISSING)))
         self.writes[key] = value
@@ -141,6 +161,40 @@ class Overlay:
             v = merged[k]
             if v is not None:
                 yield k, v
+
+    def first_key_after(self, prefix: bytes, after: bytes = b"") -> bytes | None:
+        """The smallest live key under ``prefix`` greater than ``after`` (overlay applied).
+
+        Cost does not grow with the size of the range: one database seek plus a bisection
+        of this block's writes under ``prefix``, which must be one of ``ORDERED_PREFIXES``
+        (the order book walks its sides with this, one step per fill).
+        """
+        if not prefix.startswith(ORDERED_PREFIXES):
+            raise ValueError(f"{prefix!r} is not an ordered keyspace")
+        lo = max(prefix, after)
+        inclusive = after < prefix
+        writes = self.writes
+        cand: bytes | None = None
+        ordered = self._ordered
+        i = bisect_left(ordered, lo) if inclusive else bisect_right(ordered, lo)
+        while i < len(ordered) and ordered[i].startswith(prefix):
+            v = writes.get(ordered[i], _MISSING)
+            if v is not _MISSING and v is not None:
+                cand = ordered[i]
+                break
+            i += 1
+        ks = self.keyspace
+        n = len(ks)
+        with self._db.iterator(start=ks + lo, include_start=inclusive,
+                               stop=ks + _prefix_end(prefix), include_value=False) as it:
+            for full in it:
+                k = full[n:]
+                if cand is not None and k >= cand:
+                    break
+                if k in writes and writes[k] is None:
+                    continue  # deleted in this block
+                return k
+        return cand
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         """Net writes that differ from the committed value, sorted by key (memoised)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import plyvel
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -240,3 +240,47 @@ def test_snapshot_reads_do_not_see_a_later_commit(store: Store) -> None:
     with store.snapshot() as snap:
         assert snap.state_get(b"k/a") == b"changed"
         assert snap.head() == head(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(committed=st.sets(st.integers(0, 40), max_size=15),
+       ops=st.lists(st.tuples(st.sampled_from(["put", "del", "mark", "revert"]),
+                              st.integers(0, 40)), max_size=30),
+       afters=st.lists(st.integers(-1, 41), min_size=1, max_size=5))
+def test_first_key_after_matches_a_sorted_model(tmp_path_factory, committed, ops, afters  # type: ignore[no-untyped-def]
+                                                ) -> None:
+    """The order book's ordered walk over the overlay agrees with sorting the live keys."""
+    path = tmp_path_factory.mktemp("fka") / "db"
+    s = Store(path, sync=False)
+    try:
+        def key(i: int) -> bytes:
+            return b"book/X/a" + i.to_bytes(2, "big")
+
+        ov = s.overlay()
+        for i in committed:
+            ov.put(key(i), b"v")
+        ov.put(b"book/Y/a\x00\x01", b"other side")  # must never leak into book/X/a
+        s.init_genesis(ZERO, "c", [ov], head(0))
+        ov = s.overlay()
+        model = {key(i) for i in committed}
+        marks: list[tuple[int, set[bytes]]] = []
+        for op, i in ops:
+            if op == "put":
+                ov.put(key(i), b"w")
+                model.add(key(i))
+            elif op == "del":
+                ov.delete(key(i))
+                model.discard(key(i))
+            elif op == "mark":
+                marks.append((ov.checkpoint(), set(model)))
+            elif marks:
+                m, snap = marks.pop()
+                ov.revert(m)
+                model = snap
+        prefix = b"book/X/a"
+        for a in afters:
+            after = b"" if a < 0 else key(a)
+            want = min((k for k in model if k > after), default=None)
+            assert ov.first_key_after(prefix, after) == want
+    finally:
+        s.close()

@@ -1,0 +1,123 @@
+"""Positions: a signed size with an integer cost basis, and what a fill does to them.
+
+Pure integer functions (scales in state/scales.py); nothing here reads or writes state.
+
+Why a cost basis instead of an entry price: an entry price would have to be rounded at every
+fill, so PnL would drift and money could appear or vanish. The cost is a sum of the exact
+integer amounts that changed hands, so for every fill between two accounts at one price,
+``sum(collateral) - sum(cost)`` over all accounts is conserved exactly (fees aside, which
+move to the fee collector), and a flat position always has cost exactly 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from chain.codec import I64, Struct
+from state.funding import Settlement, settle
+from state.scales import PPM, SIZE_SCALE, div_ceil, div_trunc, sign
+
+
+@dataclass(frozen=True, slots=True)
+class Position(Struct):
+    """One account's position in one market."""
+
+    size: I64
+    """Signed size in 10^-8 base units: long > 0, short < 0."""
+    cost: I64
+    """Cost basis in micro-USDC, same sign as ``size`` (0 when flat): what opening the
+    position's remaining part cost, net of the proportional parts already closed."""
+    funding_index: I64
+    """Funding index the position last settled at (pico-USDC per whole base unit)."""
+    realized_pnl: I64
+    """Cumulative realized trading PnL in micro-USDC (excluding fees and funding)."""
+
+    def entry_price(self) -> int | None:
+        """Average entry price for display, ``cost * 10^8 / size`` truncated; None when flat."""
+        if self.size == 0:
+            return None
+        return div_trunc(self.cost * SIZE_SCALE, self.size)
+
+
+FLAT = Position(0, 0, 0, 0)
+
+
+def trade_notional(quantity: int, price: int) -> int:
+    """Micro-USDC exchanged for ``abs(quantity)`` at ``price``: ``abs(q) * price // 10^8``.
+
+    Floors. Both sides of a fill use this same value, so the rounding direction cannot create
+    or destroy money; flooring means a buyer never pays more than the exact price.
+    """
+    if price <= 0:
+        raise ValueError(f"price must be positive, got {price}")
+    return abs(quantity) * price // SIZE_SCALE
+
+
+def fee_for(notional: int, fee_ppm: int) -> int:
+    """Fee in micro-USDC on ``notional``: ``notional * fee_ppm / 10^6`` rounded UP."""
+    if fee_ppm < 0:
+        raise ValueError(f"fee must be >= 0 ppm, got {fee_ppm}")
+    return div_ceil(notional * fee_ppm, PPM)
+
+
+@dataclass(frozen=True, slots=True)
+class FillOutcome:
+    """What a fill does to one side: the new position and the collateral change.
+
+    ``collateral_delta == realized_pnl_delta - fee``. Per account,
+    ``collateral_delta - (new.cost - old.cost) == -sign(delta) * notional - fee``.
+    """
+
+    new_position: Position
+    realized_pnl_delta: int
+    """PnL realized by the closed part (0 when only increasing)."""
+    collateral_delta: int
+    """Add to the account's collateral."""
+    notional: int
+    """``trade_notional(delta, price)``: the same number for both sides of the fill."""
+    fee: int
+    """Fee paid (already subtracted in ``collateral_delta``)."""
+
+
+def apply_fill(pos: Position, side_size_delta: int, price: int, fee_ppm: int = 0) -> FillOutcome:
+    """Apply a fill of signed ``side_size_delta`` (buy > 0, sell < 0) at ``price``.
+
+    Funding is not touched: settle it first (:func:`settle_funding`) so ``funding_index`` is
+    current, which also makes it right for a position opened from flat.
+
+    * Increasing (or opening): ``cost += sign(delta) * q`` where ``q = trade_notional``.
+    * Reducing by ``closed``: ``portion = cost * closed / abs(size)`` rounded toward zero
+      leaves the cost; ``realized = sign(size) * q_close - portion`` with
+      ``q_close = trade_notional(closed, price)``. Closing everything removes exactly ``cost``.
+    * Flipping: close all of it (``q_close`` as above), then open the rest for
+      ``q - q_close``, so the two parts add up to exactly the fill's ``q``: the counterparty,
+      who may not flip, uses the same total.
+    """
+    if side_size_delta == 0:
+        raise ValueError("fill size must be non-zero")
+    q = trade_notional(side_size_delta, price)
+    fee = fee_for(q, fee_ppm)
+    size, cost = pos.size, pos.cost
+    d = sign(side_size_delta)
+    if size == 0 or sign(size) == d:
+        new_size, new_cost, realized = size + side_size_delta, cost + d * q, 0
+    else:
+        closed = min(abs(side_size_delta), abs(size))
+        portion = div_trunc(cost * closed, abs(size))
+        q_close = trade_notional(closed, price)
+        realized = sign(size) * q_close - portion
+        new_size, new_cost = size + side_size_delta, cost - portion
+        if abs(side_size_delta) > abs(size):  # flipped: new_cost is 0 here (portion == cost)
+            new_cost = d * (q - q_close)
+    new = replace(
+        pos, size=new_size, cost=new_cost, realized_pnl=pos.realized_pnl + realized
+    )
+    return FillOutcome(new, realized, realized - fee, q, fee)
+
+
+def settle_funding(pos: Position, index_now: int) -> tuple[Position, Settlement]:
+    """Settle ``pos``'s funding up to ``index_now``: the position re-stamped, and the payment.
+
+    The caller adds ``collateral_delta`` to collateral and ``dust_scaled`` to the dust counter.
+    """
+    return replace(pos, funding_index=index_now), settle(pos.size, pos.funding_index, index_now)
