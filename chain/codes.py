@@ -31,3 +31,17 @@ class ResultCode(IntEnum):
     market's ``oracle_max_age_ms`` at block time."""
     FUTURE_PRICE = 7
     """An oracle observation time after the block time."""
+    INVALID_PRICE = 8
+    """An order price that is not a multiple of the market's tick size."""
+    INVALID_SIZE = 9
+    """An order size that is not a multiple of the market's step size."""
+    POST_ONLY_WOULD_CROSS = 10
+    """A post-only order that would have traded."""
+    REDUCE_ONLY_WOULD_INCREASE = 11
+    """A reduce-only order with no opposite position to reduce."""
+    INSUFFICIENT_MARGIN = 12
+    """The account's equity would fall below the initial margin its positions need."""
+    ORDER_NOT_FOUND = 13
+    """No open order with that id belongs to the sender in that market."""
+    MARKET_CLOSED = 14
+    """The market's mode refuses this action (paused, cancel-only, post-only)."""

@@ -92,6 +92,68 @@ class OraclePrice(Payload):
             raise InvalidTransaction("oracle price must be positive", reason="zero_price")
 
 
+ORDER_SIDES = ("buy", "sell")
+ORDER_KINDS = ("limit", "market", "take_profit", "stop_loss")
+ORDER_TIFS = ("gtc", "post_only", "ioc")
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder(Payload):
+    """Place an order on a market's book; matching happens in the state machine."""
+
+    TYPE: ClassVar[str] = "order"
+    market: MarketSymbol
+    side: Annotated[str, Length(3, 4)]
+    """``buy`` or ``sell``."""
+    kind: Annotated[str, Length(1, 16)]
+    """``limit`` or ``market`` (``take_profit`` / ``stop_loss`` are reserved)."""
+    tif: Annotated[str, Length(1, 16)]
+    """Time in force: ``gtc`` (rest the remainder), ``post_only`` (refused if it would
+    trade), ``ioc`` (cancel the remainder). Market orders must be ``ioc``."""
+    price: U64
+    """Limit price; for a market order the worst price it may trade at (> 0)."""
+    size: U64
+    """Size in 10^-8 base units (> 0, a multiple of the market's step)."""
+    reduce_only: bool
+    """Only ever shrink the sender's position (the size is capped at the position)."""
+    trigger_price: U64
+    """For take-profit / stop-loss: the oracle price that triggers it; 0 otherwise."""
+
+    def check(self, sender: bytes) -> None:
+        if self.side not in ORDER_SIDES:
+            raise InvalidTransaction(f"side must be one of {ORDER_SIDES}", reason="bad_side")
+        if self.kind not in ORDER_KINDS:
+            raise InvalidTransaction(f"kind must be one of {ORDER_KINDS}", reason="bad_kind")
+        if self.tif not in ORDER_TIFS:
+            raise InvalidTransaction(f"tif must be one of {ORDER_TIFS}", reason="bad_tif")
+        if self.size == 0:
+            raise InvalidTransaction("order size must be positive", reason="zero_size")
+        if self.price == 0:
+            raise InvalidTransaction("order price must be positive", reason="zero_price")
+        if self.kind == "market" and self.tif != "ioc":
+            raise InvalidTransaction("a market order must be ioc", reason="bad_tif")
+        if (self.kind in ("take_profit", "stop_loss")) != (self.trigger_price > 0):
+            raise InvalidTransaction("trigger_price is for take-profit/stop-loss orders only",
+                                     reason="bad_trigger")
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder(Payload):
+    """Cancel one of the sender's open orders."""
+
+    TYPE: ClassVar[str] = "cancel"
+    market: MarketSymbol
+    order_id: U64
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAll(Payload):
+    """Cancel every open order of the sender (in one market, or everywhere if empty)."""
+
+    TYPE: ClassVar[str] = "cancel_all"
+    market: Annotated[str, Length(0, 32)]
+
+
 PAYLOAD_TYPES: dict[str, type[Payload]] = {}
 
 
@@ -106,6 +168,9 @@ def register_payload(cls: type[Payload]) -> type[Payload]:
 register_payload(Transfer)
 register_payload(Deposit)
 register_payload(OraclePrice)
+register_payload(PlaceOrder)
+register_payload(CancelOrder)
+register_payload(CancelAll)
 
 
 @dataclass(frozen=True, slots=True)

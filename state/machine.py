@@ -14,8 +14,18 @@ from typing import cast
 from chain.block import Attr, Event, TxResult
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction, NonceMismatch
-from chain.tx import Deposit, OraclePrice, Transaction, Transfer
+from chain.tx import (
+    CancelAll,
+    CancelOrder,
+    Deposit,
+    OraclePrice,
+    PlaceOrder,
+    Transaction,
+    Transfer,
+)
 from state.accounts import Account, get_account, put_account
+from state.exchange import cancel_all, cancel_order, place_order
+from state.failure import ExecutionFailure
 from state.markets import get_market, get_market_state, put_market_state
 from state.params import ChainParams
 from state.store import Overlay
@@ -23,22 +33,15 @@ from state.store import Overlay
 U64_MAX = 2**64 - 1
 
 
-class ExecutionFailure(Exception):
-    """Raised inside a handler: the transaction fails with ``code`` and ``log``."""
-
-    def __init__(self, code: ResultCode, log: str) -> None:
-        super().__init__(log)
-        self.code = code
-        self.log = log
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TxContext:
-    """What a handler may know besides state: the chain's params and the block's clock."""
+    """What a handler may know besides state: the chain's params, the block's height and
+    clock, and the transaction's position in the block (set per transaction)."""
 
     params: ChainParams
     height: int
     time: int
+    tx_index: int = 0
 
 
 def _credit(view: Overlay, address: bytes, amount: int) -> None:
@@ -103,6 +106,9 @@ HANDLERS: dict[str, Handler] = {
     Transfer.TYPE: _transfer,
     Deposit.TYPE: _deposit,
     OraclePrice.TYPE: _oracle_price,
+    PlaceOrder.TYPE: lambda view, ctx, tx: place_order(view, ctx.height, ctx.tx_index, tx),
+    CancelOrder.TYPE: lambda view, ctx, tx: cancel_order(view, tx),
+    CancelAll.TYPE: lambda view, ctx, tx: cancel_all(view, tx),
 }
 
 

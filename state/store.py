@@ -307,6 +307,8 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
                  sync: bool = True) -> None:
         self.path = os.fspath(path)
+        if create:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
             self.db = plyvel.DB(self.path, create_if_missing=create)
         except plyvel.IOError as e:

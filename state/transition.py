@@ -61,6 +61,7 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
     ctx = TxContext(params, height, time)
     results: list[TxResult] = []
     for i, tx in enumerate(txs):
+        ctx.tx_index = i
         try:
             results.append(apply_tx(overlay, ctx, tx))
         except ChainError as e:

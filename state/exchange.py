@@ -1,0 +1,311 @@
+"""The exchange's transactions: place an order (matching it against the book), cancel one,
+cancel all of an account's orders.
+
+Collateral is the account's settlement balance (``Account.balance``). Every fill settles
+both positions' funding first, then applies the fill (state/positions.py) at the maker's
+price; fees go to the fee pool. Open interest is kept per market (long side == short side).
+
+Margin rules (a first, simple version, documented in docs/PROTOCOL.md):
+* after a taker's fills, an account whose exposure grew must still meet its initial margin
+  at oracle prices, else the whole transaction fails (``insufficient_margin``);
+* a maker whose fill would leave it below initial margin (with grown exposure) does not
+  trade: its resting order is cancelled and matching continues;
+* a resting order is accepted only if the account would meet initial margin with the order
+  fully filled at its limit price (other open orders are not counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import cast
+
+from chain.block import Attr, Event
+from chain.codec import U64, Struct
+from chain.codes import ResultCode
+from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction
+from state.accounts import Account, get_account, put_account
+from state.failure import ExecutionFailure
+from state.funding import Settlement
+from state.margin import equity, initial_requirement
+from state.markets import Market, MarketState, get_market, get_market_state, put_market_state
+from state.orderbook import (
+    Order,
+    account_orders,
+    best_orders,
+    get_order,
+    order_id,
+    remove,
+    rest,
+)
+from state.positions import FLAT, Position, apply_fill, settle_funding
+from state.store import Overlay
+
+POSITION = b"pos/"
+POOL = b"pool/"
+FEE_POOL = POOL + b"fees"
+FUNDING_DUST = POOL + b"funding_dust"
+U64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pool(Struct):
+    """A balance held by the exchange itself (fees, funding dust)."""
+
+    amount: U64
+
+
+def position_key(owner: bytes, market: str) -> bytes:
+    return POSITION + owner + b"/" + market.encode()
+
+
+def get_position(view: Overlay, owner: bytes, market: str) -> Position | None:
+    return view.get_obj(position_key(owner, market), Position)
+
+
+def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Position]]:
+    prefix = POSITION + owner + b"/"
+    for k, raw in view.iter_prefix(prefix):
+        yield k[len(prefix):].decode(), Position.decode(raw)
+
+
+def _pool_add(view: Overlay, key: bytes, amount: int) -> None:
+    if amount == 0:
+        return
+    cur = view.get_obj(key, Pool)
+    new = (cur.amount if cur else 0) + amount
+    if not 0 <= new <= U64_MAX:
+        raise ExecutionFailure(ResultCode.OVERFLOW, "pool balance out of range")
+    view.put_obj(key, Pool(new))
+
+
+def _credit(view: Overlay, owner: bytes, delta: int) -> None:
+    acct = get_account(view, owner)
+    new = acct.balance + delta
+    if new < 0:
+        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                           f"collateral {acct.balance} cannot cover {-delta}")
+    if new > U64_MAX:
+        raise ExecutionFailure(ResultCode.OVERFLOW, "balance would exceed 2**64-1")
+    put_account(view, owner, Account(new, acct.nonce))
+
+
+def _settle(view: Overlay, owner: bytes, market: str, st: MarketState) -> Position:
+    """The owner's position in ``market`` with funding settled up to the current index."""
+    pos = get_position(view, owner, market)
+    if pos is None:
+        return replace(FLAT, funding_index=st.funding_index)
+    pos, paid = settle_funding(pos, st.funding_index)
+    _apply_settlement(view, owner, paid)
+    return pos
+
+
+def _apply_settlement(view: Overlay, owner: bytes, s: Settlement) -> None:
+    if s.collateral_delta:
+        _credit(view, owner, s.collateral_delta)
+    if s.dust_scaled:
+        _pool_add(view, FUNDING_DUST, s.dust_scaled)
+
+
+def _store_position(view: Overlay, owner: bytes, market: str, old: Position,
+                    new: Position, st: MarketState) -> MarketState:
+    if new.size == 0 and new.realized_pnl == 0:
+        view.delete(position_key(owner, market))
+    else:
+        view.put_obj(position_key(owner, market), new)
+    long_d = max(new.size, 0) - max(old.size, 0)
+    short_d = max(-new.size, 0) - max(-old.size, 0)
+    return replace(st, open_interest_long=st.open_interest_long + long_d,
+                   open_interest_short=st.open_interest_short + short_d)
+
+
+def margin_status(view: Overlay, owner: bytes) -> tuple[int, int]:
+    """(equity, initial requirement) of an account at oracle prices."""
+    collateral = get_account(view, owner).balance
+    held: list[tuple[Position, int]] = []
+    required = 0
+    for symbol, pos in account_positions(view, owner):
+        m = get_market(view, symbol)
+        st = get_market_state(view, symbol)
+        if m is None or st is None or pos.size == 0:
+            continue
+        held.append((pos, st.oracle_price))
+        required += initial_requirement(pos.size, st.oracle_price, m.initial_margin_ppm)
+    return equity(collateral, held, 0), required
+
+
+class MakerCannotTrade(Exception):
+    """The maker side of a fill cannot be paid or margined: its order is cancelled."""
+
+
+def _fill(view: Overlay, market: Market, st: MarketState, taker: bytes, maker: Order,
+          qty: int, taker_side: str) -> tuple[MarketState, Event]:
+    """Trade ``qty`` between the taker and a resting maker order at the maker's price.
+
+    Raises ``ExecutionFailure`` if the taker cannot pay, ``MakerCannotTrade`` if the maker
+    cannot pay or would end below initial margin with grown exposure.
+    """
+    price = maker.price
+    sign = 1 if taker_side == "buy" else -1
+    for owner, delta, fee_ppm in ((taker, sign * qty, market.taker_fee_ppm),
+                                  (maker.owner, -sign * qty, market.maker_fee_ppm)):
+        old = _settle(view, owner, market.symbol, st)
+        out = apply_fill(old, delta, price, fee_ppm)
+        try:
+            _credit(view, owner, out.collateral_delta)
+        except ExecutionFailure:
+            if owner == taker:
+                raise
+            raise MakerCannotTrade() from None
+        _pool_add(view, FEE_POOL, out.fee)
+        st = _store_position(view, owner, market.symbol, old, out.new_position, st)
+        if owner == maker.owner and abs(out.new_position.size) > abs(old.size):
+            put_market_state(view, market.symbol, st)  # margin reads the oracle price
+            eq, req = margin_status(view, owner)
+            if eq < req:
+                raise MakerCannotTrade()
+    ev = Event("fill", (Attr("maker", maker.owner.hex()), Attr("maker_order", str(maker.id)),
+                        Attr("market", market.symbol), Attr("price", str(price)),
+                        Attr("size", str(qty)), Attr("taker", taker.hex()),
+                        Attr("taker_side", taker_side)))
+    return st, ev
+
+
+def _exposure(view: Overlay, owner: bytes, market: str) -> int:
+    pos = get_position(view, owner, market)
+    return abs(pos.size) if pos else 0
+
+
+def _crosses(side: str, limit: int, resting_price: int) -> bool:
+    return resting_price <= limit if side == "buy" else resting_price >= limit
+
+
+def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
+                ) -> list[Event]:
+    """Validate, match and (for GTC / post-only) rest one order."""
+    p = cast(PlaceOrder, tx.payload)
+    market = get_market(view, p.market)
+    st = get_market_state(view, p.market)
+    if market is None or st is None:
+        raise ExecutionFailure(ResultCode.UNKNOWN_MARKET, f"no market {p.market!r}")
+    if st.mode in ("paused", "cancel-only"):
+        raise ExecutionFailure(ResultCode.MARKET_CLOSED, f"market {p.market} is {st.mode}")
+    if st.mode == "post-only" and p.tif != "post_only":
+        raise ExecutionFailure(ResultCode.MARKET_CLOSED,
+                               f"market {p.market} accepts post-only orders only")
+    if p.price % market.tick_size:
+        raise ExecutionFailure(ResultCode.INVALID_PRICE,
+                           f"price {p.price} is not a multiple of the tick {market.tick_size}")
+    if p.size % market.step_size:
+        raise ExecutionFailure(ResultCode.INVALID_SIZE,
+                           f"size {p.size} is not a multiple of the step {market.step_size}")
+    if p.kind in ("take_profit", "stop_loss"):
+        raise ExecutionFailure(ResultCode.INVALID_PAYLOAD,
+                           "take-profit and stop-loss orders are not accepted yet")
+    owner = tx.sender
+    size = p.size
+    if p.reduce_only:
+        pos = get_position(view, owner, p.market)
+        cur = pos.size if pos else 0
+        if cur == 0 or (cur > 0) == (p.side == "buy"):
+            raise ExecutionFailure(ResultCode.REDUCE_ONLY_WOULD_INCREASE,
+                               "a reduce-only order must be opposite an open position")
+        size = min(size, abs(cur))
+    oid = order_id(height, tx_index)
+    events: list[Event] = []
+    opposite = "sell" if p.side == "buy" else "buy"
+    before = _exposure(view, owner, p.market)
+    for maker in best_orders(view, p.market, opposite):
+        if size == 0 or not _crosses(p.side, p.price, maker.price):
+            break
+        if p.tif == "post_only":
+            raise ExecutionFailure(ResultCode.POST_ONLY_WOULD_CROSS,
+                               f"post-only order would trade at {maker.price}")
+        if maker.owner == owner:  # self-trade prevention: the resting order goes
+            remove(view, maker)
+            events.append(_cancel_event(maker, "self_trade"))
+            continue
+        qty = min(size, maker.size)
+        mark = view.checkpoint()
+        try:
+            st, ev = _fill(view, market, st, owner, maker, qty, p.side)
+        except MakerCannotTrade:
+            view.revert(mark)
+            remove(view, maker)
+            events.append(_cancel_event(maker, "maker_undercollateralized"))
+            continue
+        put_market_state(view, p.market, st)
+        events.append(ev)
+        size -= qty
+        if qty == maker.size:
+            remove(view, maker)
+        else:
+            rest(view, replace(maker, size=maker.size - qty))
+    if _exposure(view, owner, p.market) > before:
+        eq, req = margin_status(view, owner)
+        if eq < req:
+            raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                               f"equity {eq} is below the initial margin {req}")
+    if size and p.kind == "limit" and p.tif in ("gtc", "post_only"):
+        order = Order(id=oid, owner=owner, market=p.market, side=p.side, kind="limit",
+                      tif=p.tif, price=p.price, size=size, orig_size=p.size,
+                      reduce_only=p.reduce_only, trigger_price=0)
+        _check_resting_margin(view, market, order)
+        rest(view, order)
+        events.append(Event("order_rested", (Attr("market", p.market),
+                                             Attr("order", str(oid)),
+                                             Attr("price", str(p.price)),
+                                             Attr("side", p.side), Attr("size", str(size)))))
+    elif size:
+        events.append(Event("order_unfilled", (Attr("order", str(oid)),
+                                               Attr("size", str(size)))))
+    return events
+
+
+def _check_resting_margin(view: Overlay, market: Market, o: Order) -> None:
+    if o.reduce_only:
+        return
+    eq, req = margin_status(view, o.owner)
+    pos = get_position(view, o.owner, o.market)
+    cur = pos.size if pos else 0
+    after = cur + (o.size if o.side == "buy" else -o.size)
+    if abs(after) <= abs(cur):
+        return
+    st = get_market_state(view, o.market)
+    price = max(o.price, st.oracle_price if st else o.price)
+    extra = initial_requirement(after, price, market.initial_margin_ppm) - (
+        initial_requirement(cur, st.oracle_price, market.initial_margin_ppm) if (st and cur)
+        else 0)
+    if eq < req + extra:
+        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                           f"equity {eq} cannot back the order (needs {req + extra})")
+
+
+def _cancel_event(o: Order, reason: str) -> Event:
+    return Event("order_cancelled", (Attr("market", o.market), Attr("order", str(o.id)),
+                                     Attr("reason", reason), Attr("size", str(o.size))))
+
+
+def cancel_order(view: Overlay, tx: Transaction) -> list[Event]:
+    p = cast(CancelOrder, tx.payload)
+    o = get_order(view, p.order_id)
+    if o is None or o.owner != tx.sender or o.market != p.market:
+        raise ExecutionFailure(ResultCode.ORDER_NOT_FOUND,
+                           f"no open order {p.order_id} of this account in {p.market}")
+    st = get_market_state(view, o.market)
+    if st is not None and st.mode == "paused":
+        raise ExecutionFailure(ResultCode.MARKET_CLOSED, f"market {o.market} is paused")
+    remove(view, o)
+    return [_cancel_event(o, "cancelled")]
+
+
+def cancel_all(view: Overlay, tx: Transaction) -> list[Event]:
+    p = cast(CancelAll, tx.payload)
+    events = []
+    for o in account_orders(view, tx.sender):
+        if p.market and o.market != p.market:
+            continue
+        remove(view, o)
+        events.append(_cancel_event(o, "cancelled"))
+    return events
+

@@ -1,0 +1,142 @@
+"""Orders and the per-market order book: price-time priority, matching inside the state machine.
+
+Storage (all under the state keyspace, so every write is in the block's batch, undo record
+and state root):
+
+* ``ord/`` + id(8)                         -> :class:`Order` (resting or conditional)
+* ``book/`` + symbol + ``/`` + side(1) + pricekey(8) + id(8) -> b"" : the book index.
+  Side ``b`` (bids) uses ``pricekey = 2^64-1-price`` and side ``a`` (asks) ``price``, both
+  big-endian, so iterating either side in key order visits the best price first and, at one
+  price, the oldest order first (ids grow with height and position in the block).
+* ``aord/`` + owner(32) + id(8)            -> b"" : an account's open orders (cancel-all).
+
+An order's id is ``height * 2^20 + index of its transaction in the block``: unique, ordered
+by arrival, and derived from the block alone (no counter key every order would contend on).
+
+Matching: a taker walks the opposite side from the best price while it crosses its limit
+(for a market order: its worst acceptable price). Each fill trades at the maker's price. An
+order never fills against its own account: the resting order is cancelled instead
+(cancel-resting self-trade prevention).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from chain.codec import U64, Bytes32, Length, Struct
+from state.view import StateView
+
+ORDER = b"ord/"
+BOOK = b"book/"
+ACCOUNT_ORDERS = b"aord/"
+U64_MAX = 2**64 - 1
+ID_TX_BITS = 20
+
+_U64 = struct.Struct(">Q")
+
+SIDES = ("buy", "sell")
+KINDS = ("limit", "market", "take_profit", "stop_loss")
+TIFS = ("gtc", "post_only", "ioc")
+
+
+def order_id(height: int, tx_index: int) -> int:
+    """The id of the order placed by transaction ``tx_index`` of block ``height``."""
+    return (height << ID_TX_BITS) | tx_index
+
+
+@dataclass(frozen=True, slots=True)
+class Order(Struct):
+    """An open order (resting limit order, or a take-profit/stop-loss waiting to trigger)."""
+
+    id: U64
+    owner: Bytes32
+    market: Annotated[str, Length(1, 32)]
+    side: Annotated[str, Length(3, 4)]
+    """``buy`` or ``sell``."""
+    kind: Annotated[str, Length(1, 16)]
+    """``limit``, ``take_profit`` or ``stop_loss`` (market orders never rest)."""
+    tif: Annotated[str, Length(1, 16)]
+    price: U64
+    """Limit price (for TP/SL: the worst price accepted once triggered)."""
+    size: U64
+    """Remaining size (10^-8 base units)."""
+    orig_size: U64
+    reduce_only: bool
+    trigger_price: U64
+    """For TP/SL: the oracle price that triggers it; 0 otherwise."""
+
+
+def order_key(oid: int) -> bytes:
+    return ORDER + _U64.pack(oid)
+
+
+def book_prefix(market: str, side: str) -> bytes:
+    """Key prefix of the side of the book a resting ``side`` order sits on."""
+    return BOOK + market.encode() + (b"/b" if side == "buy" else b"/a")
+
+
+def book_key(o: Order) -> bytes:
+    pricekey = U64_MAX - o.price if o.side == "buy" else o.price
+    return book_prefix(o.market, o.side) + _U64.pack(pricekey) + _U64.pack(o.id)
+
+
+def price_from_book_key(key: bytes, side: str) -> int:
+    pk = _U64.unpack(key[-16:-8])[0]
+    return int(U64_MAX - pk if side == "buy" else pk)
+
+
+def id_from_book_key(key: bytes) -> int:
+    return int(_U64.unpack(key[-8:])[0])
+
+
+def account_order_key(owner: bytes, oid: int) -> bytes:
+    return ACCOUNT_ORDERS + owner + _U64.pack(oid)
+
+
+def get_order(view: StateView, oid: int) -> Order | None:
+    return view.get_obj(order_key(oid), Order)
+
+
+def rest(view: StateView, o: Order) -> None:
+    """Put an order on the book (or update its remaining size in place)."""
+    view.put_obj(order_key(o.id), o)
+    view.put(book_key(o), b"")
+    view.put(account_order_key(o.owner, o.id), b"")
+
+
+def remove(view: StateView, o: Order) -> None:
+    """Take an order off the book entirely (filled or cancelled)."""
+    view.delete(order_key(o.id))
+    view.delete(book_key(o))
+    view.delete(account_order_key(o.owner, o.id))
+
+
+def best_orders(view: StateView, market: str, side: str) -> Iterator[Order]:
+    """Resting orders on ``side`` of ``market``, best price first, oldest first at a price.
+
+    Reads the book afresh each step, so the caller may fill or remove the order it was given
+    before asking for the next one.
+    """
+    prefix = book_prefix(market, side)
+    after = b""
+    while True:
+        key = view.first_key_after(prefix, after)
+        if key is None:
+            return
+        after = key
+        o = get_order(view, id_from_book_key(key))
+        if o is not None:
+            yield o
+
+
+def account_orders(view: StateView, owner: bytes) -> list[Order]:
+    """Every open order of ``owner`` in id order."""
+    out = []
+    for k, _ in view.iter_prefix(ACCOUNT_ORDERS + owner):
+        o = get_order(view, int(_U64.unpack(k[-8:])[0]))
+        if o is not None:
+            out.append(o)
+    return out
