@@ -477,6 +477,100 @@ def tx_oracle(market: str, price: int, obs_time: int | None, key_file: Path, non
     _send(key_file, OraclePrice(market, price, when), node_url, nonce, wait)
 
 
+def parse_fixed(text: str, decimals: int, what: str) -> int:
+    """A decimal string (e.g. "60000.5") as an integer with ``decimals`` places, exactly."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not a number", param_hint=what) from None
+    scaled = d.scaleb(decimals)
+    if not d.is_finite() or scaled != scaled.to_integral_value() or scaled <= 0:
+        raise click.BadParameter(
+            f"{text!r} must be positive with at most {decimals} decimals", param_hint=what)
+    return int(scaled)
+
+
+@tx.command("order")
+@click.option("--market", "market_", required=True, help="Market symbol, e.g. BTC-USD-PERP.")
+@click.option("--side", required=True, type=click.Choice(["buy", "sell"]))
+@click.option("--type", "kind", default="limit", show_default=True,
+              type=click.Choice(["limit", "market"]))
+@click.option("--price", required=True,
+              help="Limit price in USD (for a market order: the worst price accepted).")
+@click.option("--size", required=True, help="Size in base units, e.g. 0.25 (BTC).")
+@click.option("--tif", default=None, type=click.Choice(["gtc", "post_only", "ioc"]),
+              help="Time in force (default: gtc for limit, ioc for market).")
+@click.option("--reduce-only", is_flag=True)
+@with_tx_options
+@friendly
+def tx_order(market_: str, side: str, kind: str, price: str, size: str, tif: str | None,
+             reduce_only: bool, key_file: Path, nonce: int | None, wait: bool,
+             node_url: str) -> None:
+    """Place an order (prices in USD and sizes in base units, converted exactly)."""
+    from chain.tx import PlaceOrder
+
+    order = PlaceOrder(market_, side, kind, tif or ("ioc" if kind == "market" else "gtc"),
+                       parse_fixed(price, 6, "--price"), parse_fixed(size, 8, "--size"),
+                       reduce_only, 0)
+    try:
+        order.check(b"")
+    except ChainError as e:
+        raise click.ClickException(e.message) from e
+    _send(key_file, order, node_url, nonce, wait)
+
+
+@tx.command("cancel")
+@click.option("--market", "market_", required=True)
+@click.option("--order-id", required=True, type=click.IntRange(0, 2**64 - 1))
+@with_tx_options
+@friendly
+def tx_cancel(market_: str, order_id: int, key_file: Path, nonce: int | None, wait: bool,
+              node_url: str) -> None:
+    """Cancel one of your open orders."""
+    from chain.tx import CancelOrder
+
+    _send(key_file, CancelOrder(market_, order_id), node_url, nonce, wait)
+
+
+@tx.command("cancel-all")
+@click.option("--market", "market_", default="", help="Only this market (default: all).")
+@with_tx_options
+@friendly
+def tx_cancel_all(market_: str, key_file: Path, nonce: int | None, wait: bool,
+                  node_url: str) -> None:
+    """Cancel every open order of yours (in one market, or everywhere)."""
+    from chain.tx import CancelAll
+
+    _send(key_file, CancelAll(market_), node_url, nonce, wait)
+
+
+@main.command()
+@click.argument("symbol")
+@click.option("--depth", default=10, show_default=True, type=click.IntRange(1, 500))
+@node_option
+@friendly
+def orderbook(symbol: str, depth: int, node_url: str) -> None:
+    """Show a market's book: [price, size, orders] per level, best first."""
+    with RPCClient(node_url) as c:
+        _print_json(c.call("orderbook", symbol=symbol, depth=depth))
+
+
+@main.command()
+@click.argument("address")
+@click.option("--market", "market_", default=None)
+@node_option
+@friendly
+def orders(address: str, market_: str | None, node_url: str) -> None:
+    """Show an account's open orders."""
+    params: dict[str, Any] = {"address": _hex32(address, "ADDRESS").hex()}
+    if market_:
+        params["symbol"] = market_
+    with RPCClient(node_url) as c:
+        _print_json(c.call("orders", **params))
+
+
 @main.command()
 @click.argument("symbol", required=False)
 @node_option

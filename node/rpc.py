@@ -31,6 +31,12 @@ from starlette.routing import Route
 
 from chain.block import TxResult
 from node import __version__
+from node.exchange_views import (
+    account_exchange_json,
+    orderbook_json,
+    orders_json,
+    position_of,
+)
 from node.mempool import MempoolReject
 from node.node import Node, query_state
 from node.views import (
@@ -241,6 +247,7 @@ async def rpc_account(node: Node, params: Params) -> Any:
     with node.store.snapshot() as snap:  # state and height from the same commit
         raw = snap.state_get(account_key(addr))
         head = snap.head()
+        exchange = account_exchange_json(snap.overlay(), addr)
     acct = Account(0, 0) if raw is None else Account.decode(raw)
     pending = node.mempool.pending_nonce(addr)
     return {
@@ -250,7 +257,54 @@ async def rpc_account(node: Node, params: Params) -> Any:
         "next_nonce": str(acct.nonce if pending is None else pending),
         "height": str(head.height if head else node.head.height),
         "exists": raw is not None,
+        **exchange,
     }
+
+
+def _symbol(params: Params) -> str:
+    symbol = params.get("symbol")
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+        raise RPCError(INVALID_PARAMS, "symbol is required, e.g. BTC-USD-PERP")
+    return symbol
+
+
+async def rpc_orderbook(node: Node, params: Params) -> Any:
+    _only(params, {"symbol", "depth"})
+    symbol = _symbol(params)
+    depth = params.get("depth", 20)
+    if isinstance(depth, str) and depth.isascii() and depth.isdigit():
+        depth = int(depth)
+    if type(depth) is not int or not 1 <= depth <= 500:
+        raise RPCError(INVALID_PARAMS, "depth must be an integer in 1..500")
+    with node.store.snapshot() as snap:
+        if snap.state_get(market_key(symbol)) is None:
+            raise RPCError(NOT_FOUND, f"no market {symbol!r}")
+        head = snap.head()
+        out = orderbook_json(snap.overlay(), symbol, depth)
+    out["height"] = str(head.height if head else node.head.height)
+    return out
+
+
+async def rpc_position(node: Node, params: Params) -> Any:
+    _only(params, {"address", "symbol"})
+    addr = _hex32(params, "address")
+    symbol = _symbol(params)
+    with node.store.snapshot() as snap:
+        head = snap.head()
+        pos = position_of(snap.overlay(), addr, symbol)
+    return {"address": addr.hex(), "position": pos,
+            "height": str(head.height if head else node.head.height)}
+
+
+async def rpc_orders(node: Node, params: Params) -> Any:
+    _only(params, {"address", "symbol"})
+    addr = _hex32(params, "address")
+    symbol = _symbol(params) if "symbol" in params else None
+    with node.store.snapshot() as snap:
+        head = snap.head()
+        orders = orders_json(snap.overlay(), addr, symbol)
+    return {"address": addr.hex(), "orders": orders,
+            "height": str(head.height if head else node.head.height)}
 
 
 def _market_json(symbol: str, raw_m: bytes | None, raw_s: bytes | None) -> dict[str, Any]:
@@ -263,9 +317,7 @@ def _market_json(symbol: str, raw_m: bytes | None, raw_s: bytes | None) -> dict[
 
 async def rpc_market(node: Node, params: Params) -> Any:
     _only(params, {"symbol"})
-    symbol = params.get("symbol")
-    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
-        raise RPCError(INVALID_PARAMS, "symbol is required, e.g. BTC-USD-PERP")
+    symbol = _symbol(params)
     with node.store.snapshot() as snap:
         head = snap.head()
         out = _market_json(symbol, snap.state_get(market_key(symbol)),
@@ -363,6 +415,9 @@ METHODS: dict[str, Handler] = {
     "account": rpc_account,
     "query": rpc_query,
     "market": rpc_market,
+    "orderbook": rpc_orderbook,
+    "position": rpc_position,
+    "orders": rpc_orders,
     "markets": rpc_markets,
     "abci_query": rpc_query,
     "broadcast_tx_sync": rpc_broadcast_tx_sync,

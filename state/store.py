@@ -233,6 +233,10 @@ class StoreSnapshot:
     def block_bytes(self, height: int) -> bytes | None:
         return self._snap.get(schema.block_key(height))  # type: ignore[no-any-return]
 
+    def overlay(self) -> Overlay:
+        """State reads (typed, prefix walks) from this snapshot; never committed."""
+        return Overlay(self._snap)
+
     def at_height(self, height: int) -> HistoricalView:
         """State and tree as they were right after block ``height`` (see HistoricalView)."""
         return HistoricalView(self._snap, height)

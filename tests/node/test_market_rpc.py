@@ -83,3 +83,87 @@ def test_cli_oracle_and_market(tmp_path: Path) -> None:
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert "only genesis oracle keys" in r.stderr
         n.terminate()
+
+
+async def test_trading_over_rpc_book_positions_and_account_margin(tmp_path: Path) -> None:
+    from chain.tx import PlaceOrder
+
+    g, keys = make_genesis(accounts=3, balance=10_000 * 10**6, markets=True)
+    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=30,
+                               sync=False))
+    alice, bob, _ = keys.accounts
+    try:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(run_node, node)
+            async with AsyncRPCClient(url) as c:
+                async def send(key, nonce, payload):  # type: ignore[no-untyped-def]
+                    t = make_tx(key, g.chain_id, nonce, payload)
+                    return await c.call("broadcast_tx_commit", tx=b64(t.raw))
+
+                px = 60_000 * 10**6
+                for i, (p, s) in enumerate([(px, 10_000_000), (px + 100_000, 20_000_000),
+                                            (px + 100_000, 5_000_000)]):
+                    res = await send(alice, i, PlaceOrder(BTC, "sell", "limit", "gtc", p, s,
+                                                          False, 0))
+                    assert res["tx_result"]["code"] == 0
+                book = await c.call("orderbook", symbol=BTC, depth=5)
+                assert book["asks"] == [[str(px), "10000000", 1],
+                                        [str(px + 100_000), "25000000", 2]]
+                assert book["bids"] == []
+                res = await send(bob, 0, PlaceOrder(BTC, "buy", "market", "ioc",
+                                                    61_000 * 10**6, 15_000_000, False, 0))
+                assert [e["type"] for e in res["tx_result"]["events"]] == ["fill", "fill"]
+                pos = await c.call("position", address=bob.public_key.hex(), symbol=BTC)
+                p = pos["position"]
+                assert p["size"] == "15000000"
+                # 0.1 at 60,000 + 0.05 at 60,000.10 = 6,000 + 3,000.005 USDC of cost.
+                assert p["cost"] == str(9_000_005_000)
+                # 10,000 USDC behind a 9,000 USDC long: no price can liquidate it.
+                assert p["liquidation_price"] is None
+                assert p["entry_price"] == str(60_000_033_333)
+                acct = await c.call("account", address=bob.public_key.hex())
+                assert acct["positions"][0]["market"] == BTC
+                assert int(acct["initial_margin"]) == 450_000_000  # 5% of 0.15 * 60,000
+                assert int(acct["equity"]) < 10_000 * 10**6  # fees paid, marked at oracle
+                orders = await c.call("orders", address=alice.public_key.hex())
+                assert [o["size"] for o in orders["orders"]] == ["15000000", "5000000"]
+                with pytest.raises(RPCCallError) as e:
+                    await c.call("orderbook", symbol="NOPE-PERP")
+                assert e.value.code == 1030
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+def test_cli_order_cancel_and_book(tmp_path: Path) -> None:
+    g, keys = make_genesis(accounts=2, balance=10_000 * 10**6, markets=True)
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50)
+    from node.keyfile import write_key
+
+    write_key(tmp_path / "a.json", keys.accounts[0], "account-0")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
+    with running_node(home) as n:
+        r = cli("tx", "order", "--key", str(tmp_path / "a.json"), "--market", BTC, "--side",
+                "buy", "--price", "59000.5", "--size", "0.25", "--node", n.url)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["tx_result"]["events"][0]["type"] == "order_rested"
+        r = cli("orderbook", BTC, "--node", n.url)
+        assert json.loads(r.stdout)["bids"] == [["59000500000", "25000000", 1]]
+        oid = res["tx_result"]["events"][0]["attributes"][1]["value"]
+        r = cli("tx", "cancel", "--key", str(tmp_path / "a.json"), "--market", BTC,
+                "--order-id", oid, "--node", n.url)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(cli("orderbook", BTC, "--node", n.url).stdout)["bids"] == []
+        # Sub-tick precision is refused by the chain with its code, cleanly.
+        r = cli("tx", "order", "--key", str(tmp_path / "a.json"), "--market", BTC, "--side",
+                "buy", "--price", "59000.55", "--size", "0.25", "--node", n.url)
+        assert r.returncode == 1 and "tick" in r.stderr and "Traceback" not in r.stderr
+        r = cli("tx", "order", "--key", str(tmp_path / "a.json"), "--market", BTC, "--side",
+                "buy", "--price", "abc", "--size", "0.25", "--node", n.url)
+        assert r.returncode == 2 and "not a number" in r.stderr
+        n.terminate()
