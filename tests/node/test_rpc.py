@@ -258,7 +258,9 @@ async def test_transfer_commit_then_tx_results_and_balances(tmp_path: Path) -> N
         fresh = PrivateKey.generate().public_key.hex()
         acct = await c.call("account", address=fresh)
         assert acct == {"address": fresh, "balance": "0", "nonce": "0", "next_nonce": "0",
-                        "height": acct["height"], "exists": False}
+                        "height": acct["height"], "exists": False, "collateral": "0",
+                        "equity": "0", "initial_margin": "0", "maintenance_margin": "0",
+                        "free_collateral": "0", "positions": [], "open_orders": 0}
         # The faucet's deposit creates it.
         d = make_tx(live.keys.faucet, live.g.chain_id, 0, Deposit(bytes.fromhex(fresh), 77))
         with trio.fail_after(WAIT_S):
