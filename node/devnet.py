@@ -22,7 +22,7 @@ from rich.console import Console
 from chain.crypto import PrivateKey
 from node.client import AsyncRPCClient, NodeUnreachable
 from node.keyfile import read_key
-from node.loadgen import OracleFeed, TransferLoad
+from node.loadgen import OracleFeed, TransferLoad, market_payloads
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -121,8 +121,10 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
                                                  if opts.blocks else ""))
         console.print(f"try: appchain status --node {url}   |   curl -s {url}/metrics   "
                       f"|   keys in {opts.root / 'genesis' / 'keys'}", highlight=False)
-        load = TransferLoad(client, chain_id, account_keys(opts.root), opts.tps)
         feed = oracle_feed(opts.root, client, chain_id)
+        # With markets, the load trades (quotes, takes, cancels); without, it transfers.
+        load = TransferLoad(client, chain_id, account_keys(opts.root), opts.tps,
+                            payloads=market_payloads(feed) if feed is not None else None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run)
             if feed is not None:
@@ -162,7 +164,8 @@ def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str) -> OracleFeed
     key_file = root / "genesis" / "keys" / "oracle-0.json"
     if not g.markets or not key_file.exists():
         return None
-    markets = [(m.market.symbol, m.oracle_price, m.market.tick_size) for m in g.markets]
+    markets = [(m.market.symbol, m.oracle_price, m.market.tick_size, m.market.step_size)
+               for m in g.markets]
     return OracleFeed(client, chain_id, read_key(key_file), markets)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from chain.crypto import PrivateKey
-from chain.tx import Transfer, make_tx
+from chain.tx import CancelAll, Payload, PlaceOrder, Transfer, make_tx
 from node.client import AsyncRPCClient, RPCCallError
 from node.views import b64
 
@@ -34,7 +35,9 @@ class TransferLoad:
     """Drives ``tps`` transfers per second among ``keys`` until cancelled."""
 
     def __init__(self, client: AsyncRPCClient, chain_id: str, keys: list[PrivateKey],
-                 tps: int, seed: int = 1) -> None:
+                 tps: int, seed: int = 1,
+                 payloads: Callable[[random.Random, PrivateKey], Payload] | None = None
+                 ) -> None:
         if len(keys) < 2:
             raise ValueError("the load generator needs at least two funded accounts")
         self.client = client
@@ -46,6 +49,7 @@ class TransferLoad:
         self._nonce: dict[bytes, int] = {}
         self._stale: set[bytes] = set()
         self._next = 0
+        self._payloads = payloads
 
     async def _sync_nonce(self, key: PrivateKey) -> None:
         acct = await self.client.call("account", address=key.public_key.hex())
@@ -62,11 +66,15 @@ class TransferLoad:
             self._next += 1
             if k.public_key in self._stale:
                 continue
-            to = self.keys[self._rng.randrange(len(self.keys))].public_key
-            if to == k.public_key:
-                to = self.keys[(self._next) % len(self.keys)].public_key
             nonce = self._nonce[k.public_key]
-            t = make_tx(k, self.chain_id, nonce, Transfer(to, self._rng.randint(1, 1000)))
+            if self._payloads is not None:
+                payload = self._payloads(self._rng, k)
+            else:
+                to = self.keys[self._rng.randrange(len(self.keys))].public_key
+                if to == k.public_key:
+                    to = self.keys[(self._next) % len(self.keys)].public_key
+                payload = Transfer(to, self._rng.randint(1, 1000))
+            t = make_tx(k, self.chain_id, nonce, payload)
             self._nonce[k.public_key] = nonce + 1
             out.append((k.public_key, b64(t.raw)))
         return out
@@ -118,13 +126,14 @@ class OracleFeed:
     with an occasional sharp move (±5%, one step in 50), so a devnet sees real price action."""
 
     def __init__(self, client: AsyncRPCClient, chain_id: str, key: PrivateKey,
-                 markets: list[tuple[str, int, int]], period_s: float = 1.0,
+                 markets: list[tuple[str, int, int, int]], period_s: float = 1.0,
                  seed: int = 7) -> None:
         self.client = client
         self.chain_id = chain_id
         self.key = key
-        self.prices = {sym: price for sym, price, _ in markets}
-        self.ticks = {sym: tick for sym, _, tick in markets}
+        self.prices = {sym: price for sym, price, _, _ in markets}
+        self.ticks = {sym: tick for sym, _, tick, _ in markets}
+        self.steps = {sym: step for sym, _, _, step in markets}
         self.period_s = period_s
         self.posted = 0
         self._rng = random.Random(seed)
@@ -158,3 +167,32 @@ class OracleFeed:
             else:
                 self.posted += len(calls)
             await trio.sleep(self.period_s)
+
+
+def market_payloads(feed: OracleFeed) -> Callable[[random.Random, PrivateKey], Payload]:
+    """Trader behaviour for a devnet: quotes around the oracle price, market orders that
+    take them, cancels, and some transfers. Sizes are small so margin rarely binds."""
+    symbols = sorted(feed.prices)
+    steps = dict(feed.steps)
+
+    def make(rng: random.Random, key: PrivateKey) -> Payload:
+        symbol = symbols[rng.randrange(len(symbols))]
+        tick = feed.ticks[symbol]
+        oracle = feed.prices[symbol]
+        size = steps[symbol] * rng.randint(1, 20)
+        side = rng.choice(("buy", "sell"))
+        roll = rng.randrange(100)
+        if roll < 55:  # a quote within 0.3% of the oracle, on its side of the book
+            off = oracle * rng.randint(1, 30) // 10_000
+            price = oracle - off if side == "buy" else oracle + off
+            tif = "post_only" if roll < 25 else "gtc"
+            return PlaceOrder(symbol, side, "limit", tif, max(tick, price // tick * tick),
+                              size, False, 0)
+        if roll < 85:  # take liquidity, at most 1% away
+            off = oracle // 100
+            worst = oracle + off if side == "buy" else max(tick, oracle - off)
+            return PlaceOrder(symbol, side, "market", "ioc", max(tick, worst // tick * tick),
+                              size, False, 0)
+        return CancelAll(symbol)
+
+    return make
