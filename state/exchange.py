@@ -39,12 +39,15 @@ from state.orderbook import (
     rest,
 )
 from state.positions import FLAT, Position, apply_fill, settle_funding
+from state.scales import FUNDING_DIVISOR
 from state.store import Overlay
 
 POSITION = b"pos/"
 POOL = b"pool/"
 FEE_POOL = POOL + b"fees"
 FUNDING_DUST = POOL + b"funding_dust"
+"""Funding rounding remainders in 10^-14 micro-USDC; always below 10^14 (swept on)."""
+INSURANCE_FUND = POOL + b"insurance"
 U64_MAX = 2**64 - 1
 
 
@@ -65,8 +68,10 @@ def get_position(view: Overlay, owner: bytes, market: str) -> Position | None:
 
 def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Position]]:
     prefix = POSITION + owner + b"/"
-    for k, raw in view.iter_prefix(prefix):
-        yield k[len(prefix):].decode(), Position.decode(raw)
+    for k in view.iter_ordered(prefix):
+        pos = view.get_obj(k, Position)
+        if pos is not None:
+            yield k[len(prefix):].decode(), pos
 
 
 def _pool_add(view: Overlay, key: bytes, amount: int) -> None:
@@ -74,6 +79,10 @@ def _pool_add(view: Overlay, key: bytes, amount: int) -> None:
         return
     cur = view.get_obj(key, Pool)
     new = (cur.amount if cur else 0) + amount
+    if key == FUNDING_DUST and new >= FUNDING_DIVISOR:
+        # Whole micro-USDC of dust move to the insurance fund; the remainder stays < 10^14.
+        _pool_add(view, INSURANCE_FUND, new // FUNDING_DIVISOR)
+        new %= FUNDING_DIVISOR
     if not 0 <= new <= U64_MAX:
         raise ExecutionFailure(ResultCode.OVERFLOW, "pool balance out of range")
     view.put_obj(key, Pool(new))

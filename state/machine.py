@@ -42,6 +42,10 @@ class TxContext:
     height: int
     time: int
     tx_index: int = 0
+    deposited: int = 0
+    """Settlement units that entered the chain in this block (successful deposits)."""
+    withdrawn: int = 0
+    """Settlement units that left the chain in this block (successful withdrawals)."""
 
 
 def _credit(view: Overlay, address: bytes, amount: int) -> None:
@@ -136,4 +140,6 @@ def apply_tx(view: Overlay, ctx: TxContext, tx: Transaction) -> TxResult:
     except ExecutionFailure as e:
         view.revert(mark)
         return TxResult(int(e.code), e.log, ())
+    if type(tx.payload) is Deposit:
+        ctx.deposited += cast(Deposit, tx.payload).amount
     return TxResult(0, "", tuple(events))

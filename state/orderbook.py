@@ -135,7 +135,7 @@ def best_orders(view: StateView, market: str, side: str) -> Iterator[Order]:
 def account_orders(view: StateView, owner: bytes) -> list[Order]:
     """Every open order of ``owner`` in id order."""
     out = []
-    for k, _ in view.iter_prefix(ACCOUNT_ORDERS + owner):
+    for k in view.iter_ordered(ACCOUNT_ORDERS + owner):
         o = get_order(view, int(_U64.unpack(k[-8:])[0]))
         if o is not None:
             out.append(o)

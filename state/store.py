@@ -25,7 +25,7 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
-ORDERED_PREFIXES = (b"book/", b"trig/")
+ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/")
 """State key prefixes walked in key order while a block runs (see Overlay.first_key_after)."""
 
 
@@ -195,6 +195,14 @@ class Overlay:
                     continue  # deleted in this block
                 return k
         return cand
+
+    def iter_ordered(self, prefix: bytes) -> Iterator[bytes]:
+        """Live keys under an ordered ``prefix``, in key order, one seek per key (cost follows
+        the keys visited, not the block's write set). Safe to write while iterating."""
+        k = self.first_key_after(prefix)
+        while k is not None:
+            yield k
+            k = self.first_key_after(prefix, k)
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         """Net writes that differ from the committed value, sorted by key (memoised)."""

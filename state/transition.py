@@ -14,6 +14,7 @@ from chain.block import Block, Header, TxResult, encode_results
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
+from state.blockend import end_block
 from state.machine import TxContext, apply_tx
 from state.params import ChainParams, load_params
 from state.schema import TREE
@@ -67,6 +68,9 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
         except ChainError as e:
             raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
                                reason=e.reason, tx_index=i) from e
+    block_events = end_block(overlay, ctx)
+    if block_events:  # the block's own events: one more result, after the transactions'
+        results.append(TxResult(0, "", tuple(block_events)))
     result_bytes, res_root = encode_results(results)
     tree_overlay = store.overlay(TREE)
     state_root = StateTree(tree_overlay).apply(overlay.changes())

@@ -1,0 +1,34 @@
+"""What a block does after its transactions: the end-of-block steps, in a fixed order.
+
+Each step is a function ``(view, ctx) -> list[Event]`` run over the block's overlay after the
+last transaction. Their events are the block's own results (not any transaction's): they are
+stored after the transactions' results and committed by ``results_root`` as one extra leaf
+(docs/PROTOCOL.md). Order matters and is part of the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chain.block import Event
+from state.machine import TxContext
+from state.store import Overlay
+
+Step = Callable[[Overlay, TxContext], list[Event]]
+
+STEPS: list[Step] = []
+"""The end-of-block steps in order (modules register theirs at import: see ``register``)."""
+
+
+def register(step: Step) -> Step:
+    """Add a step at the end of the sequence (import order fixes the sequence)."""
+    STEPS.append(step)
+    return step
+
+
+def end_block(view: Overlay, ctx: TxContext) -> list[Event]:
+    """Run every end-of-block step; their events in order."""
+    events: list[Event] = []
+    for step in STEPS:
+        events.extend(step(view, ctx))
+    return events
