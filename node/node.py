@@ -262,7 +262,7 @@ class Node:
         )
         block, raw = self.signer.sign_block(header, tuple(tx.raw for tx in txs))
         head = commit(self.store, block, raw, txs, outcome)
-        return head, outcome.results
+        return head, outcome.results[:len(txs)]  # the rest: the block's own events
 
     async def produce_block(self) -> Head:
         """Build, sign and commit one block from the mempool; notify waiters.

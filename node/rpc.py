@@ -207,11 +207,15 @@ async def rpc_block_results(node: Node, params: Params) -> Any:
     _only(params, {"height"})
     height = _height(params, node)
     results = node.store.results(height)
-    if results is None:
+    block = node.block(height)
+    if results is None or block is None:
         raise RPCError(NOT_FOUND, f"no block at height {height}")
+    n = len(block.txs)
+    end = [TxResult.decode(r) for r in results[n:]]
     return {
         "height": str(height),
-        "txs_results": [result_json(TxResult.decode(r)) for r in results],
+        "txs_results": [result_json(TxResult.decode(r)) for r in results[:n]],
+        "end_block_events": [e for r in end for e in result_json(r)["events"]],
     }
 
 

@@ -3,7 +3,9 @@
 Each step is a function ``(view, ctx) -> list[Event]`` run over the block's overlay after the
 last transaction. Their events are the block's own results (not any transaction's): they are
 stored after the transactions' results and committed by ``results_root`` as one extra leaf
-(docs/PROTOCOL.md). Order matters and is part of the protocol.
+(docs/PROTOCOL.md). The order is part of the protocol: funding first (it moves the index that
+every later step settles against), then triggered take-profit/stop-loss orders, then
+liquidations.
 """
 
 from __future__ import annotations
@@ -16,19 +18,17 @@ from state.store import Overlay
 
 Step = Callable[[Overlay, TxContext], list[Event]]
 
-STEPS: list[Step] = []
-"""The end-of-block steps in order (modules register theirs at import: see ``register``)."""
 
+def steps() -> list[Step]:
+    """The end-of-block steps in protocol order."""
+    from state.funding_step import process_funding
 
-def register(step: Step) -> Step:
-    """Add a step at the end of the sequence (import order fixes the sequence)."""
-    STEPS.append(step)
-    return step
+    return [process_funding]
 
 
 def end_block(view: Overlay, ctx: TxContext) -> list[Event]:
     """Run every end-of-block step; their events in order."""
     events: list[Event] = []
-    for step in STEPS:
+    for step in steps():
         events.extend(step(view, ctx))
     return events

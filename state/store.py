@@ -25,7 +25,7 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
-ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/")
+ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/", b"mkt/")
 """State key prefixes walked in key order while a block runs (see Overlay.first_key_after)."""
 
 

@@ -190,7 +190,8 @@ async def test_blocks_by_height_and_hash_headers_and_results(tmp_path: Path) -> 
         sh.verify(live.keys.producer.public_key)
         assert sh.header.hash.hex() == hsh
         # Empty block results.
-        assert await c.call("block_results", height=1) == {"height": "1", "txs_results": []}
+        assert await c.call("block_results", height=1) == {"height": "1", "txs_results": [],
+                                                          "end_block_events": []}
         # Not found: 1030.
         far = 10**9
         for method, params in (("block", {"height": far}), ("header", {"height": far}),

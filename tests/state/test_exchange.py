@@ -48,8 +48,8 @@ class Exchange:
         self.nonces[key.public_key] = n + 1
         return make_tx(key, self.g.chain_id, n, payload)  # type: ignore[arg-type]
 
-    def block(self, *txs: Transaction) -> list:  # type: ignore[type-arg]
-        import_block(self.store, build(self.store, self.keys, list(txs)))
+    def block(self, *txs: Transaction, dt: int = 1000) -> list:  # type: ignore[type-arg]
+        import_block(self.store, build(self.store, self.keys, list(txs), dt=dt))
         h = self.store.head()
         assert h is not None
         from chain.block import TxResult
