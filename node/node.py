@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -28,6 +29,7 @@ from node.mempool import Mempool, MempoolReject, RejectCode, precheck
 from node.metrics import NodeMetrics
 from node.signer import Signer
 from state.accounts import Account
+from state.invariants import InvariantViolation
 from state.params import ChainParams, load_params
 from state.schema import STATE, TREE, account_key
 from state.store import Head, Store, StoreError
@@ -90,6 +92,7 @@ class Node:
         self.metrics = NodeMetrics()
         self._waiters: dict[bytes, _Waiter] = {}
         self._produce_lock = trio.Lock()
+        self.halted: dict[str, Any] | None = self.store.halt_record()
         self.metrics.height.set(self.head.height)
 
     # -- startup ---------------------------------------------------------------------------
@@ -146,6 +149,19 @@ class Node:
     def close(self) -> None:
         self.store.close()
 
+    # -- halting ---------------------------------------------------------------------------
+
+    def halt(self, reason: str, check: str, evidence: dict[str, Any], height: int) -> None:
+        """Stop producing, durably: the halt record is in the store until an operator clears
+        it, so a restart does not resume on its own."""
+        record: dict[str, Any] = {
+            "reason": reason, "check": check, "evidence": evidence,
+            "at_height": str(height), "since_ms": str(wall_ms()), "by": "guard",
+        }
+        self.store.set_halt(record)
+        self.halted = record
+        log.critical("HALTED: %s; evidence %s", reason, evidence)
+
     # -- queries ---------------------------------------------------------------------------
 
     def committed_nonce(self, sender: bytes) -> int:
@@ -197,6 +213,9 @@ class Node:
         try:
             if isinstance(checked, MempoolReject):
                 raise checked
+            if self.halted is not None:
+                raise MempoolReject(RejectCode.HALTED,
+                                    f"the chain is halted: {self.halted['reason']}")
             tx = self.mempool.add(checked)
         except MempoolReject as e:
             self.metrics.tx_rejected.labels(e.code.name.lower()).inc()
@@ -280,6 +299,12 @@ class Node:
         try:
             head, results = await trio.to_thread.run_sync(
                 self._build_and_commit, txs, height, block_time)
+        except InvariantViolation as e:
+            # A guard refused the block: nothing was signed or written. Stop producing until
+            # an operator has looked (the record survives a restart).
+            self.halt(f"guard refused block {height}: {e.message}", e.check, e.evidence,
+                      height)
+            raise
         except InvalidBlock as e:
             # A transaction the mempool admitted cannot run (a bug, or state changed under
             # it). Drop the batch's offender and let the next block go on without it.
@@ -323,6 +348,8 @@ class Node:
             await trio.sleep_until(next_at)
             now = trio.current_time()
             next_at = max(next_at + interval, now)
+            if self.halted is not None:
+                continue
             if not self.cfg.producer.empty_blocks and not len(self.mempool):
                 continue
             try:

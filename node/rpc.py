@@ -180,6 +180,7 @@ async def rpc_status(node: Node, params: Params) -> Any:
             "last_block_txs": len(block.txs) if block else 0,
         },
         "mempool": {"size": len(node.mempool), "max_size": node.mempool.max_size},
+        "halted": node.halted,
     }
 
 

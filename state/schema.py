@@ -38,6 +38,7 @@ META_SCHEMA = META + b"schema"
 META_HEAD = META + b"head"
 META_GENESIS_HASH = META + b"genesis_hash"
 META_CHAIN_ID = META + b"chain_id"
+META_HALT = META + b"halt"
 
 ACCOUNT = b"acct/"
 PARAM = b"param/"

@@ -16,7 +16,7 @@ import os
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import plyvel
 
@@ -400,6 +400,18 @@ class Store:
     def overlay(self, keyspace: bytes = schema.STATE) -> Overlay:
         """Uncommitted writes over one keyspace: state values, or state tree nodes."""
         return Overlay(self.db, keyspace)
+
+    def halt_record(self) -> dict[str, Any] | None:
+        """Why and since when production is halted, or None."""
+        raw = self.db.get(schema.META_HALT)
+        return None if raw is None else dict(decode(raw))
+
+    def set_halt(self, record: dict[str, Any] | None) -> None:
+        """Record (or with None, clear) a halt; durable before it returns."""
+        if record is None:
+            self.db.delete(schema.META_HALT, sync=True)
+        else:
+            self.db.put(schema.META_HALT, encode(record), sync=True)
 
     def snapshot(self) -> StoreSnapshot:
         """A consistent read view (head and state from the same instant) while blocks commit."""

@@ -15,6 +15,7 @@ from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
 from state.blockend import end_block
+from state.invariants import check_block
 from state.machine import TxContext, apply_tx
 from state.params import ChainParams, load_params
 from state.schema import TREE
@@ -69,6 +70,7 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
             raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
                                reason=e.reason, tx_index=i) from e
     block_events = end_block(overlay, ctx)
+    check_block(overlay, ctx.deposited, ctx.withdrawn)  # guards: raise before any root
     if block_events:  # the block's own events: one more result, after the transactions'
         results.append(TxResult(0, "", tuple(block_events)))
     result_bytes, res_root = encode_results(results)

@@ -131,7 +131,8 @@ async def test_status_shape(tmp_path: Path) -> None:
     async with live_node(tmp_path) as live:
         await live.wait_height(1)
         st = await live.client.call("status")
-        assert set(st) == {"node_info", "sync_info", "producer_info", "mempool"}
+        assert set(st) == {"node_info", "sync_info", "producer_info", "mempool", "halted"}
+        assert st["halted"] is None
         ni, si = st["node_info"], st["sync_info"]
         assert ni == {"network": live.g.chain_id, "version": "0.1.0", "moniker": "node",
                       "genesis_hash": live.g.hash.hex()}
