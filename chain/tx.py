@@ -70,6 +70,23 @@ class Deposit(Payload):
             raise InvalidTransaction("deposit amount must be positive", reason="zero_amount")
 
 
+@dataclass(frozen=True, slots=True)
+class Withdraw(Payload):
+    """Take ``amount`` units of the sender's collateral off the chain.
+
+    Stands in for a bridge's exit: the one way settlement units leave the chain. Refused if
+    the balance is short or the account would be left below its initial margin.
+    """
+
+    TYPE: ClassVar[str] = "withdraw"
+    amount: U64
+    """Amount in base units; must be positive."""
+
+    def check(self, sender: bytes) -> None:
+        if self.amount == 0:
+            raise InvalidTransaction("withdraw amount must be positive", reason="zero_amount")
+
+
 MarketSymbol = Annotated[str, Length(1, 32)]
 
 
@@ -95,6 +112,7 @@ class OraclePrice(Payload):
 ORDER_SIDES = ("buy", "sell")
 ORDER_KINDS = ("limit", "market", "take_profit", "stop_loss")
 ORDER_TIFS = ("gtc", "post_only", "ioc")
+TRIGGER_KINDS = ("take_profit", "stop_loss")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +124,14 @@ class PlaceOrder(Payload):
     side: Annotated[str, Length(3, 4)]
     """``buy`` or ``sell``."""
     kind: Annotated[str, Length(1, 16)]
-    """``limit`` or ``market`` (``take_profit`` / ``stop_loss`` are reserved)."""
+    """``limit``, ``market``, or ``take_profit`` / ``stop_loss`` (reduce-only orders that wait
+    for the oracle price to reach ``trigger_price``, then execute like a market order)."""
     tif: Annotated[str, Length(1, 16)]
     """Time in force: ``gtc`` (rest the remainder), ``post_only`` (refused if it would
     trade), ``ioc`` (cancel the remainder). Market orders must be ``ioc``."""
     price: U64
-    """Limit price; for a market order the worst price it may trade at (> 0)."""
+    """Limit price; for a market order (and a triggered take-profit / stop-loss) the worst
+    price it may trade at (> 0)."""
     size: U64
     """Size in 10^-8 base units (> 0, a multiple of the market's step)."""
     reduce_only: bool
@@ -132,9 +152,12 @@ class PlaceOrder(Payload):
             raise InvalidTransaction("order price must be positive", reason="zero_price")
         if self.kind == "market" and self.tif != "ioc":
             raise InvalidTransaction("a market order must be ioc", reason="bad_tif")
-        if (self.kind in ("take_profit", "stop_loss")) != (self.trigger_price > 0):
+        if (self.kind in TRIGGER_KINDS) != (self.trigger_price > 0):
             raise InvalidTransaction("trigger_price is for take-profit/stop-loss orders only",
                                      reason="bad_trigger")
+        if self.kind in TRIGGER_KINDS and self.tif != "ioc":
+            raise InvalidTransaction("a take-profit/stop-loss order must be ioc",
+                                     reason="bad_tif")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +194,7 @@ register_payload(OraclePrice)
 register_payload(PlaceOrder)
 register_payload(CancelOrder)
 register_payload(CancelAll)
+register_payload(Withdraw)
 
 
 @dataclass(frozen=True, slots=True)

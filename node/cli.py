@@ -342,6 +342,68 @@ def light_get(key_hex: str, genesis_file: Path, node_url: str, height: int | Non
                  **_verified_json(v.header)})
 
 
+@light.command("position")
+@click.argument("address")
+@click.argument("market_symbol", metavar="MARKET")
+@with_light_options
+@height_option
+@friendly
+def light_position(address: str, market_symbol: str, genesis_file: Path, node_url: str,
+                   height: int | None) -> None:
+    """Verified position of ADDRESS in MARKET (pos/<address>/<market>; absent: flat)."""
+    addr = _hex32(address, "ADDRESS")
+
+    async def work(lc: Any) -> Any:
+        return await lc.position(addr, market_symbol, height)
+
+    pos, v = _light_run(genesis_file, node_url, work)
+    _print_json({"address": addr.hex(), "market": market_symbol, "exists": pos is not None,
+                 "size": str(pos.size if pos else 0), "cost": str(pos.cost if pos else 0),
+                 "entry_price": None if pos is None or pos.size == 0
+                 else str(pos.entry_price()),
+                 "realized_pnl": str(pos.realized_pnl if pos else 0),
+                 "funding_index": None if pos is None else str(pos.funding_index),
+                 **_verified_json(v.header)})
+
+
+@light.command("market")
+@click.argument("symbol")
+@with_light_options
+@height_option
+@friendly
+def light_market(symbol: str, genesis_file: Path, node_url: str, height: int | None) -> None:
+    """Verified parameters and state of market SYMBOL (mkt/ and mks/<symbol>): oracle price,
+    funding index, open interest, mode."""
+    async def work(lc: Any) -> Any:
+        return await lc.market(symbol, height)
+
+    m, st, vm, _ = _light_run(genesis_file, node_url, work)
+    _print_json({"symbol": symbol, "exists": m is not None and st is not None,
+                 "params": None if m is None else {
+                     k: (v if isinstance(v, str) else str(v)) for k, v in m.to_obj().items()
+                     if k != "symbol"},
+                 "state": None if st is None else {
+                     k: (v if isinstance(v, str) else str(v)) for k, v in st.to_obj().items()},
+                 **_verified_json(vm.header)})
+
+
+@light.command("order")
+@click.argument("order_id", type=click.IntRange(0, 2**64 - 1), metavar="ID")
+@with_light_options
+@height_option
+@friendly
+def light_order(order_id: int, genesis_file: Path, node_url: str, height: int | None) -> None:
+    """Verified open order ID (ord/<id>; absent: filled, cancelled or never placed)."""
+    from node.exchange_views import order_json
+
+    async def work(lc: Any) -> Any:
+        return await lc.order(order_id, height)
+
+    o, v = _light_run(genesis_file, node_url, work)
+    _print_json({"id": str(order_id), "exists": o is not None,
+                 "order": None if o is None else order_json(o), **_verified_json(v.header)})
+
+
 @light.command("header")
 @click.argument("height", required=False, type=click.IntRange(0, 2**64 - 1))
 @with_light_options
@@ -458,6 +520,25 @@ def tx_deposit(to: str, amount: int, key_file: Path, nonce: int | None, wait: bo
     _send(key_file, Deposit(_hex32(to, "--to"), amount), node_url, nonce, wait)
 
 
+@tx.command("withdraw")
+@click.option("--amount", type=click.IntRange(1, 2**64 - 1), default=None,
+              help="Amount in base units (micro-USDC).")
+@click.option("--usd", default=None, help="Amount in USD, an exact decimal (e.g. 12.5).")
+@with_tx_options
+@friendly
+def tx_withdraw(amount: int | None, usd: str | None, key_file: Path, nonce: int | None,
+                wait: bool, node_url: str) -> None:
+    """Withdraw collateral (refused below your initial margin)."""
+    from chain.tx import Withdraw
+
+    if (amount is None) == (usd is None):
+        raise click.UsageError("give exactly one of --amount and --usd")
+    units = amount if amount is not None else parse_fixed(usd or "", 6, "--usd")
+    if units > 2**64 - 1:
+        raise click.BadParameter(f"{usd!r} is too large", param_hint="--usd")
+    _send(key_file, Withdraw(units), node_url, nonce, wait)
+
+
 @tx.command("oracle")
 @click.option("--market", required=True, help="Market symbol, e.g. BTC-USD-PERP.")
 @click.option("--price", required=True, type=click.IntRange(1, 2**64 - 1),
@@ -496,7 +577,9 @@ def parse_fixed(text: str, decimals: int, what: str) -> int:
 @click.option("--market", "market_", required=True, help="Market symbol, e.g. BTC-USD-PERP.")
 @click.option("--side", required=True, type=click.Choice(["buy", "sell"]))
 @click.option("--type", "kind", default="limit", show_default=True,
-              type=click.Choice(["limit", "market"]))
+              type=click.Choice(["limit", "market", "take_profit", "stop_loss"]))
+@click.option("--trigger-price", "trigger", default=None,
+              help="Take-profit / stop-loss: the oracle price in USD that triggers it.")
 @click.option("--price", required=True,
               help="Limit price in USD (for a market order: the worst price accepted).")
 @click.option("--size", required=True, help="Size in base units, e.g. 0.25 (BTC).")
@@ -505,15 +588,19 @@ def parse_fixed(text: str, decimals: int, what: str) -> int:
 @click.option("--reduce-only", is_flag=True)
 @with_tx_options
 @friendly
-def tx_order(market_: str, side: str, kind: str, price: str, size: str, tif: str | None,
-             reduce_only: bool, key_file: Path, nonce: int | None, wait: bool,
-             node_url: str) -> None:
-    """Place an order (prices in USD and sizes in base units, converted exactly)."""
+def tx_order(market_: str, side: str, kind: str, trigger: str | None, price: str, size: str,
+             tif: str | None, reduce_only: bool, key_file: Path, nonce: int | None,
+             wait: bool, node_url: str) -> None:
+    """Place an order (prices in USD and sizes in base units, converted exactly).
+
+    A take-profit / stop-loss needs --trigger-price; --price is then the worst price it may
+    trade at once triggered."""
     from chain.tx import PlaceOrder
 
-    order = PlaceOrder(market_, side, kind, tif or ("ioc" if kind == "market" else "gtc"),
+    order = PlaceOrder(market_, side, kind, tif or ("gtc" if kind == "limit" else "ioc"),
                        parse_fixed(price, 6, "--price"), parse_fixed(size, 8, "--size"),
-                       reduce_only, 0)
+                       reduce_only,
+                       parse_fixed(trigger, 6, "--trigger-price") if trigger is not None else 0)
     try:
         order.check(b"")
     except ChainError as e:

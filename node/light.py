@@ -39,6 +39,10 @@ from genesis.state import genesis_state_root
 from node.client import RPCCallError
 from node.views import signed_header_json
 from state.accounts import Account
+from state.exchange import position_key
+from state.markets import Market, MarketState, market_key, market_state_key
+from state.orderbook import Order, order_key
+from state.positions import Position
 from state.schema import account_key
 
 MAX_BATCH = 100
@@ -323,6 +327,36 @@ class LightClient:
         v = await self.get_verified(account_key(address), height)
         return decode_account(v.value), v.height
 
+    async def position(self, owner: bytes, symbol: str, height: int | None = None
+                       ) -> tuple[Position | None, Verified]:
+        """The verified position of ``owner`` in ``symbol`` (``None``: flat, no key) and the
+        read it came from (``pos/<owner>/<symbol>``)."""
+        v = await self.get_verified(position_key(owner, symbol), height)
+        return decode_value(v.value, Position, "a position"), v
+
+    async def market(self, symbol: str, height: int | None = None
+                     ) -> tuple[Market | None, MarketState | None, Verified, Verified]:
+        """The verified parameters (``mkt/<symbol>``) and state (``mks/<symbol>``: oracle
+        price, funding index, open interest, mode) of a market, both proven at one height
+        (``None`` for an absent key: no such market)."""
+        h = (await self.header(height)).height
+        vm = await self.get_verified(market_key(symbol), h)
+        vs = await self.get_verified(market_state_key(symbol), h)
+        m = decode_value(vm.value, Market, "market parameters")
+        if m is not None and m.symbol != symbol:
+            raise LightClientError("value", f"the proven market parameters under "
+                                   f"{symbol!r} name the market {m.symbol!r}")
+        return m, decode_value(vs.value, MarketState, "a market state"), vm, vs
+
+    async def order(self, oid: int, height: int | None = None) -> tuple[Order | None, Verified]:
+        """The verified open order ``oid`` (``ord/<id>``; ``None``: not open, i.e. filled,
+        cancelled or never placed) and the read it came from."""
+        v = await self.get_verified(order_key(oid), height)
+        o = decode_value(v.value, Order, "an order")
+        if o is not None and o.id != oid:
+            raise LightClientError("value", f"the proven order under id {oid} says id {o.id}")
+        return o, v
+
     def _check_answer_header(self, sh_json: Any, trusted: TrustedHeader) -> None:
         if trusted.signed is None:  # the genesis height: no block, its root is the genesis'
             if sh_json is not None:
@@ -374,3 +408,14 @@ def decode_account(value: bytes | None) -> Account:
         return Account.decode(value)
     except ChainError as e:
         raise LightClientError("value", f"the proven value is not an account ({e})") from e
+
+
+def decode_value(value: bytes | None, cls: type[Any], what: str) -> Any:
+    """A struct from its (verified) state value, or None when absent; a value that does not
+    decode canonically as ``cls`` is refused (check ``value``)."""
+    if value is None:
+        return None
+    try:
+        return cls.decode(value)
+    except ChainError as e:
+        raise LightClientError("value", f"the proven value is not {what} ({e})") from e

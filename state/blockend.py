@@ -22,8 +22,9 @@ Step = Callable[[Overlay, TxContext], list[Event]]
 def steps() -> list[Step]:
     """The end-of-block steps in protocol order."""
     from state.funding_step import process_funding
+    from state.triggers import process_triggers
 
-    return [process_funding]
+    return [process_funding, process_triggers]
 
 
 def end_block(view: Overlay, ctx: TxContext) -> list[Event]:

@@ -1,5 +1,9 @@
-"""The exchange's transactions: place an order (matching it against the book), cancel one,
-cancel all of an account's orders.
+"""The exchange's transactions: place an order (matching it against the book, or storing a
+take-profit / stop-loss on the trigger index), cancel one, cancel all of an account's orders,
+withdraw collateral.
+
+The matching walk is ``execute_taker``: ``place_order`` and the end-of-block trigger step
+(state/triggers.py) run the same code.
 
 Collateral is the account's settlement balance (``Account.balance``). Every fill settles
 both positions' funding first, then applies the fill (state/positions.py) at the maker's
@@ -23,13 +27,14 @@ from typing import cast
 from chain.block import Attr, Event
 from chain.codec import U64, Struct
 from chain.codes import ResultCode
-from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction
+from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction, Withdraw
 from state.accounts import Account, get_account, put_account
 from state.failure import ExecutionFailure
 from state.funding import Settlement
 from state.margin import equity, initial_requirement
 from state.markets import Market, MarketState, get_market, get_market_state, put_market_state
 from state.orderbook import (
+    TRIGGER_KINDS,
     Order,
     account_orders,
     best_orders,
@@ -37,6 +42,7 @@ from state.orderbook import (
     order_id,
     remove,
     rest,
+    trigger_direction,
 )
 from state.positions import FLAT, Position, apply_fill, settle_funding
 from state.scales import FUNDING_DIVISOR
@@ -189,9 +195,62 @@ def _crosses(side: str, limit: int, resting_price: int) -> bool:
     return resting_price <= limit if side == "buy" else resting_price >= limit
 
 
+def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit: int,
+                  size: int, post_only: bool = False) -> tuple[int, list[Event]]:
+    """The matching walk of one taker order, then the taker's margin check.
+
+    Walks the opposite side of ``market``'s book from the best price while it crosses
+    ``limit``, filling up to ``size`` (self-trade prevention and maker failures cancel the
+    resting order and continue). Returns the unfilled size and the events (fills and
+    cancellations, in walk order). Raises ``ExecutionFailure`` (the caller reverts) if a
+    post-only order would cross, the taker cannot pay a fill, or the taker's exposure grew
+    and its equity is below its initial margin. Used by ``order`` transactions and by the
+    end-of-block trigger step (state/triggers.py).
+    """
+    st = get_market_state(view, market.symbol)
+    if st is None:
+        raise ExecutionFailure(ResultCode.UNKNOWN_MARKET, f"no market {market.symbol!r}")
+    events: list[Event] = []
+    opposite = "sell" if side == "buy" else "buy"
+    before = _exposure(view, owner, market.symbol)
+    for maker in best_orders(view, market.symbol, opposite):
+        if size == 0 or not _crosses(side, limit, maker.price):
+            break
+        if post_only:
+            raise ExecutionFailure(ResultCode.POST_ONLY_WOULD_CROSS,
+                               f"post-only order would trade at {maker.price}")
+        if maker.owner == owner:  # self-trade prevention: the resting order goes
+            remove(view, maker)
+            events.append(cancel_event(maker, "self_trade"))
+            continue
+        qty = min(size, maker.size)
+        mark = view.checkpoint()
+        try:
+            st, ev = _fill(view, market, st, owner, maker, qty, side)
+        except MakerCannotTrade:
+            view.revert(mark)
+            remove(view, maker)
+            events.append(cancel_event(maker, "maker_undercollateralized"))
+            continue
+        put_market_state(view, market.symbol, st)
+        events.append(ev)
+        size -= qty
+        if qty == maker.size:
+            remove(view, maker)
+        else:
+            rest(view, replace(maker, size=maker.size - qty))
+    if _exposure(view, owner, market.symbol) > before:
+        eq, req = margin_status(view, owner)
+        if eq < req:
+            raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                               f"equity {eq} is below the initial margin {req}")
+    return size, events
+
+
 def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
                 ) -> list[Event]:
-    """Validate, match and (for GTC / post-only) rest one order."""
+    """Validate, match and (for GTC / post-only) rest one order; store a take-profit /
+    stop-loss on the trigger index without matching it."""
     p = cast(PlaceOrder, tx.payload)
     market = get_market(view, p.market)
     st = get_market_state(view, p.market)
@@ -208,12 +267,14 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
     if p.size % market.step_size:
         raise ExecutionFailure(ResultCode.INVALID_SIZE,
                            f"size {p.size} is not a multiple of the step {market.step_size}")
-    if p.kind in ("take_profit", "stop_loss"):
-        raise ExecutionFailure(ResultCode.INVALID_PAYLOAD,
-                           "take-profit and stop-loss orders are not accepted yet")
+    conditional = p.kind in TRIGGER_KINDS
+    if conditional and p.trigger_price % market.tick_size:
+        raise ExecutionFailure(ResultCode.INVALID_PRICE,
+                               f"trigger price {p.trigger_price} is not a multiple of the tick "
+                               f"{market.tick_size}")
     owner = tx.sender
     size = p.size
-    if p.reduce_only:
+    if p.reduce_only or conditional:
         pos = get_position(view, owner, p.market)
         cur = pos.size if pos else 0
         if cur == 0 or (cur > 0) == (p.side == "buy"):
@@ -221,40 +282,18 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
                                "a reduce-only order must be opposite an open position")
         size = min(size, abs(cur))
     oid = order_id(height, tx_index)
-    events: list[Event] = []
-    opposite = "sell" if p.side == "buy" else "buy"
-    before = _exposure(view, owner, p.market)
-    for maker in best_orders(view, p.market, opposite):
-        if size == 0 or not _crosses(p.side, p.price, maker.price):
-            break
-        if p.tif == "post_only":
-            raise ExecutionFailure(ResultCode.POST_ONLY_WOULD_CROSS,
-                               f"post-only order would trade at {maker.price}")
-        if maker.owner == owner:  # self-trade prevention: the resting order goes
-            remove(view, maker)
-            events.append(_cancel_event(maker, "self_trade"))
-            continue
-        qty = min(size, maker.size)
-        mark = view.checkpoint()
-        try:
-            st, ev = _fill(view, market, st, owner, maker, qty, p.side)
-        except MakerCannotTrade:
-            view.revert(mark)
-            remove(view, maker)
-            events.append(_cancel_event(maker, "maker_undercollateralized"))
-            continue
-        put_market_state(view, p.market, st)
-        events.append(ev)
-        size -= qty
-        if qty == maker.size:
-            remove(view, maker)
-        else:
-            rest(view, replace(maker, size=maker.size - qty))
-    if _exposure(view, owner, p.market) > before:
-        eq, req = margin_status(view, owner)
-        if eq < req:
-            raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
-                               f"equity {eq} is below the initial margin {req}")
+    if conditional:
+        order = Order(id=oid, owner=owner, market=p.market, side=p.side, kind=p.kind,
+                      tif=p.tif, price=p.price, size=size, orig_size=p.size,
+                      reduce_only=True, trigger_price=p.trigger_price)
+        rest(view, order)  # on trig/, not book/: it does not match until triggered
+        return [Event("order_trigger_placed", (
+            Attr("direction", trigger_direction(p.side, p.kind)), Attr("kind", p.kind),
+            Attr("market", p.market), Attr("order", str(oid)), Attr("price", str(p.price)),
+            Attr("side", p.side), Attr("size", str(size)),
+            Attr("trigger_price", str(p.trigger_price))))]
+    size, events = execute_taker(view, market, owner, p.side, p.price, size,
+                                 post_only=p.tif == "post_only")
     if size and p.kind == "limit" and p.tif in ("gtc", "post_only"):
         order = Order(id=oid, owner=owner, market=p.market, side=p.side, kind="limit",
                       tif=p.tif, price=p.price, size=size, orig_size=p.size,
@@ -290,7 +329,7 @@ def _check_resting_margin(view: Overlay, market: Market, o: Order) -> None:
                            f"equity {eq} cannot back the order (needs {req + extra})")
 
 
-def _cancel_event(o: Order, reason: str) -> Event:
+def cancel_event(o: Order, reason: str) -> Event:
     return Event("order_cancelled", (Attr("market", o.market), Attr("order", str(o.id)),
                                      Attr("reason", reason), Attr("size", str(o.size))))
 
@@ -305,7 +344,7 @@ def cancel_order(view: Overlay, tx: Transaction) -> list[Event]:
     if st is not None and st.mode == "paused":
         raise ExecutionFailure(ResultCode.MARKET_CLOSED, f"market {o.market} is paused")
     remove(view, o)
-    return [_cancel_event(o, "cancelled")]
+    return [cancel_event(o, "cancelled")]
 
 
 def cancel_all(view: Overlay, tx: Transaction) -> list[Event]:
@@ -315,6 +354,23 @@ def cancel_all(view: Overlay, tx: Transaction) -> list[Event]:
         if p.market and o.market != p.market:
             continue
         remove(view, o)
-        events.append(_cancel_event(o, "cancelled"))
+        events.append(cancel_event(o, "cancelled"))
     return events
 
+
+
+def withdraw(view: Overlay, tx: Transaction) -> list[Event]:
+    """Debit the sender's collateral; refused if the balance is short, or if the account
+    holds positions and its equity after the debit is below their initial margin."""
+    p = cast(Withdraw, tx.payload)
+    acct = get_account(view, tx.sender)
+    if acct.balance < p.amount:
+        raise ExecutionFailure(ResultCode.INSUFFICIENT_FUNDS,
+                               f"balance {acct.balance} is less than {p.amount}")
+    put_account(view, tx.sender, Account(acct.balance - p.amount, acct.nonce))
+    eq, req = margin_status(view, tx.sender)
+    if eq < req:
+        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                               f"equity {eq} is below the initial margin {req}")
+    return [Event("withdraw", (Attr("amount", str(p.amount)),
+                               Attr("sender", tx.sender.hex())))]

@@ -22,9 +22,10 @@ from chain.tx import (
     PlaceOrder,
     Transaction,
     Transfer,
+    Withdraw,
 )
 from state.accounts import Account, get_account, put_account
-from state.exchange import cancel_all, cancel_order, place_order
+from state.exchange import cancel_all, cancel_order, place_order, withdraw
 from state.failure import ExecutionFailure
 from state.markets import get_market, get_market_state, put_market_state
 from state.params import ChainParams
@@ -113,6 +114,7 @@ HANDLERS: dict[str, Handler] = {
     PlaceOrder.TYPE: lambda view, ctx, tx: place_order(view, ctx.height, ctx.tx_index, tx),
     CancelOrder.TYPE: lambda view, ctx, tx: cancel_order(view, tx),
     CancelAll.TYPE: lambda view, ctx, tx: cancel_all(view, tx),
+    Withdraw.TYPE: lambda view, ctx, tx: withdraw(view, tx),
 }
 
 
@@ -142,4 +144,6 @@ def apply_tx(view: Overlay, ctx: TxContext, tx: Transaction) -> TxResult:
         return TxResult(int(e.code), e.log, ())
     if type(tx.payload) is Deposit:
         ctx.deposited += cast(Deposit, tx.payload).amount
+    elif type(tx.payload) is Withdraw:
+        ctx.withdrawn += cast(Withdraw, tx.payload).amount
     return TxResult(0, "", tuple(events))

@@ -8,7 +8,14 @@ and state root):
   Side ``b`` (bids) uses ``pricekey = 2^64-1-price`` and side ``a`` (asks) ``price``, both
   big-endian, so iterating either side in key order visits the best price first and, at one
   price, the oldest order first (ids grow with height and position in the block).
-* ``aord/`` + owner(32) + id(8)            -> b"" : an account's open orders (cancel-all).
+* ``trig/`` + symbol + ``/`` + dir(1) + pricekey(8) + id(8) -> b"" : the trigger index of
+  take-profit / stop-loss orders (they never sit on ``book/``). Direction ``u`` fires when
+  the oracle price is >= the trigger (a sell take-profit, a buy stop-loss) and uses
+  ``pricekey = trigger``; ``d`` fires when the oracle is <= the trigger (a buy take-profit, a
+  sell stop-loss) and uses ``pricekey = 2^64-1-trigger``. Either way the triggered orders are
+  a prefix of the key order (nearest trigger first, oldest first at one trigger).
+* ``aord/`` + owner(32) + id(8)            -> b"" : an account's open orders (cancel-all),
+  conditional ones included.
 
 An order's id is ``height * 2^20 + index of its transaction in the block``: unique, ordered
 by arrival, and derived from the block alone (no counter key every order would contend on).
@@ -31,6 +38,7 @@ from state.view import StateView
 
 ORDER = b"ord/"
 BOOK = b"book/"
+TRIGGER = b"trig/"
 ACCOUNT_ORDERS = b"aord/"
 U64_MAX = 2**64 - 1
 ID_TX_BITS = 20
@@ -39,6 +47,8 @@ _U64 = struct.Struct(">Q")
 
 SIDES = ("buy", "sell")
 KINDS = ("limit", "market", "take_profit", "stop_loss")
+TRIGGER_KINDS = ("take_profit", "stop_loss")
+DIRECTIONS = ("u", "d")
 TIFS = ("gtc", "post_only", "ioc")
 
 
@@ -92,6 +102,36 @@ def id_from_book_key(key: bytes) -> int:
     return int(_U64.unpack(key[-8:])[0])
 
 
+def trigger_direction(side: str, kind: str) -> str:
+    """``u`` (fires when oracle >= trigger) or ``d`` (fires when oracle <= trigger)."""
+    return "u" if (side == "sell") == (kind == "take_profit") else "d"
+
+
+def trigger_prefix(market: str, direction: str) -> bytes:
+    return TRIGGER + market.encode() + b"/" + direction.encode()
+
+
+def trigger_key(o: Order) -> bytes:
+    d = trigger_direction(o.side, o.kind)
+    pricekey = o.trigger_price if d == "u" else U64_MAX - o.trigger_price
+    return trigger_prefix(o.market, d) + _U64.pack(pricekey) + _U64.pack(o.id)
+
+
+def trigger_from_key(key: bytes, direction: str) -> int:
+    pk = _U64.unpack(key[-16:-8])[0]
+    return int(pk if direction == "u" else U64_MAX - pk)
+
+
+def is_triggered(direction: str, trigger: int, oracle: int) -> bool:
+    """Integer comparison, inclusive: exactly at the trigger fires, one unit short does not."""
+    return oracle >= trigger if direction == "u" else oracle <= trigger
+
+
+def index_key(o: Order) -> bytes:
+    """The order's ordered-index key: ``trig/`` for a take-profit / stop-loss, else ``book/``."""
+    return trigger_key(o) if o.kind in TRIGGER_KINDS else book_key(o)
+
+
 def account_order_key(owner: bytes, oid: int) -> bytes:
     return ACCOUNT_ORDERS + owner + _U64.pack(oid)
 
@@ -101,16 +141,18 @@ def get_order(view: StateView, oid: int) -> Order | None:
 
 
 def rest(view: StateView, o: Order) -> None:
-    """Put an order on the book (or update its remaining size in place)."""
+    """Put an order on the book, or a take-profit / stop-loss on the trigger index (or update
+    its remaining size in place)."""
     view.put_obj(order_key(o.id), o)
-    view.put(book_key(o), b"")
+    view.put(index_key(o), b"")
     view.put(account_order_key(o.owner, o.id), b"")
 
 
 def remove(view: StateView, o: Order) -> None:
-    """Take an order off the book entirely (filled or cancelled)."""
+    """Take an order off the book (or the trigger index) entirely: filled, triggered or
+    cancelled."""
     view.delete(order_key(o.id))
-    view.delete(book_key(o))
+    view.delete(index_key(o))
     view.delete(account_order_key(o.owner, o.id))
 
 

@@ -70,7 +70,7 @@ class Overlay:
     """
 
     __slots__ = ("_db", "keyspace", "writes", "priors", "_journal", "_base_objs", "_changes",
-                 "_ordered")
+                 "_ordered", "_floors", "_floor_lens")
 
     def __init__(self, db: plyvel.DB | plyvel.Snapshot, keyspace: bytes = schema.STATE) -> None:
         self._db = db
@@ -81,6 +81,10 @@ class Overlay:
         self._base_objs: dict[bytes, Struct | None] = {}
         self._changes: list[tuple[bytes, bytes | None]] | None = None
         self._ordered: list[bytes] = []  # written keys under ORDERED_PREFIXES, sorted
+        # prefix -> F: no live key under prefix is below F (memo of first_key_after, so a
+        # walk from the start of a book side skips this block's removed orders only once).
+        self._floors: dict[bytes, bytes] = {}
+        self._floor_lens: set[int] = set()
 
     def _base(self, key: bytes) -> bytes | None:
         v = self.priors.get(key, _MISSING)
@@ -114,10 +118,17 @@ class Overlay:
         return v  # type: ignore[return-value]
 
     def _write(self, key: bytes, value: bytes | Struct | None) -> None:
-        if key not in self.writes and key.startswith(ORDERED_PREFIXES):
-            i = bisect_left(self._ordered, key)
-            if i == len(self._ordered) or self._ordered[i] != key:
-                self._ordered.insert(i, key)
+        if key.startswith(ORDERED_PREFIXES):
+            if key not in self.writes:
+                i = bisect_left(self._ordered, key)
+                if i == len(self._ordered) or self._ordered[i] != key:
+                    self._ordered.insert(i, key)
+            if value is not None and self._floors:
+                floors = self._floors
+                for n in self._floor_lens:
+                    f = floors.get(key[:n])
+                    if f is not None and key < f:
+                        floors[key[:n]] = key  # a live key below the memo lowers it
         self._base(key)
         self._journal.append((key, self.writes.get(key, _MISSING)))
         self.writes[key] = value
@@ -141,6 +152,7 @@ class Overlay:
         """Undo every write made since ``mark``."""
         j = self._journal
         self._changes = None
+        self._floors.clear()  # a revert may bring removed keys back
         while len(j) > mark:
             key, old = j.pop()
             if old is _MISSING:
@@ -173,6 +185,22 @@ class Overlay:
             raise ValueError(f"{prefix!r} is not an ordered keyspace")
         lo = max(prefix, after)
         inclusive = after < prefix
+        floor = self._floors.get(prefix)
+        from_floor = inclusive
+        if floor is not None:
+            if lo < floor:
+                lo, inclusive, from_floor = floor, True, True  # nothing live below the memo
+            elif after == floor and self.writes.get(after, _MISSING) is None:
+                from_floor = True  # the memo's key was removed: nothing live up to it
+        found = self._first_live(prefix, lo, inclusive)
+        if from_floor:
+            if prefix not in self._floors:
+                self._floor_lens.add(len(prefix))
+            self._floors[prefix] = _prefix_end(prefix) if found is None else found
+        return found
+
+    def _first_live(self, prefix: bytes, lo: bytes, inclusive: bool) -> bytes | None:
+        """The smallest live key under ``prefix`` at or above ``lo`` (above if not inclusive)."""
         writes = self.writes
         cand: bytes | None = None
         ordered = self._ordered

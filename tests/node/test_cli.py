@@ -221,6 +221,16 @@ def test_commands_without_a_node_fail_cleanly(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = cli("account", "abc", "--node", UNREACHABLE)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    for bad in (("--amount", "0"), ("--amount", "5", "--usd", "1"), ("--usd", "1.0000001"),
+                ("--usd", "-2"), ()):
+        r = cli("tx", "withdraw", "--key", key, *bad, "--node", UNREACHABLE)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (bad, r.stderr)
+    r = cli("tx", "withdraw", "--key", key, "--usd", "12.5", "--node", UNREACHABLE)
+    assert_clean_error(r, "cannot reach")
+    order = ("tx", "order", "--key", key, "--market", "BTC-USD-PERP", "--side", "sell",
+             "--type", "stop_loss", "--price", "58000", "--size", "0.1", "--node", UNREACHABLE)
+    assert_clean_error(cli(*order), "trigger_price")  # a stop-loss needs its trigger
+    assert_clean_error(cli(*order, "--trigger-price", "59000.5"), "cannot reach")
 
 
 def test_transfer_and_account_against_a_running_node(tmp_path: Path) -> None:
@@ -257,6 +267,12 @@ def test_transfer_and_account_against_a_running_node(tmp_path: Path) -> None:
         r = cli("tx", "deposit", "--key", key_a, "--to", b.public_key.hex(), "--amount", "5",
                 "--node", n.url)
         assert_clean_error(r, "node refused", "code 1010")
+        # A withdrawal of 0.000003 USD = 3 base units.
+        r = cli("tx", "withdraw", "--key", key_a, "--usd", "0.000003", "--node", n.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["tx_result"]["events"][0]["type"] == "withdraw"
+        acct = json.loads(cli("account", a.public_key.hex(), "--node", n.url).stdout)
+        assert acct["balance"] == str(balance - 5 - 3)
         # An included but failed transfer says so and exits 1.
         r = cli("tx", "transfer", "--key", key_a, "--to", b.public_key.hex(),
                 "--amount", str(balance * 2), "--node", n.url)

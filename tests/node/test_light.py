@@ -149,10 +149,10 @@ async def running(path: Path, g: Genesis, producer: PrivateKey, interval_ms: int
 
 
 @asynccontextmanager
-async def chain_env(tmp_path: Path, *, interval_ms: int = 30, transfers: bool = True
-                    ) -> AsyncIterator[Env]:
+async def chain_env(tmp_path: Path, *, interval_ms: int = 30, transfers: bool = True,
+                    markets: bool = False, balance: int = BALANCE) -> AsyncIterator[Env]:
     """A node with a few blocks and two committed transfers, and a proxy in front of it."""
-    g, keys = make_genesis(accounts=3, balance=BALANCE)
+    g, keys = make_genesis(accounts=3, balance=balance, markets=markets)
     async with running(tmp_path / "node", g, keys.producer, interval_ms) as url, \
             httpx.AsyncClient(timeout=WAIT_S) as http, trio.open_nursery() as nursery:
         proxy = await start_proxy(nursery, url, http)
@@ -195,7 +195,9 @@ async def test_account_get_and_header_verify_at_latest_and_past_heights(tmp_path
         missing = b"\x42" * 32
         assert await lc.get(account_key(missing), height=h) == (None, h)
         assert await lc.account(missing, height=h) == (Account(0, 0), h)
-        assert await lc.get(b"no/such/key") == (None, (await lc.header()).height)
+        # The latest height is read once by get(); the node may have moved on since.
+        value, latest = await lc.get(b"no/such/key")
+        assert value is None and latest >= h
         # Past heights, below what is already verified: before, between and after transfers.
         t1, t2 = env.tx_heights
         assert await lc.account(env.payee, height=t1 - 1) == (Account(BALANCE, 0), t1 - 1)
@@ -601,3 +603,124 @@ async def test_height_above_the_node_head_is_refused_without_syncing(tmp_path: P
             await lc.header(10**9)
         assert ei.value.check == "response" and "latest height" in ei.value.message
         assert env.proxy.batches == []  # nothing was fetched
+
+
+# -- exchange state: positions, markets, orders ------------------------------------------------
+
+BTC = "BTC-USD-PERP"
+
+
+async def trade(env: Env) -> tuple[int, int]:
+    """Alice rests a sell of 0.5 BTC at 60,000; Bob buys 0.2 at market. Returns (the resting
+    order's id, the height after both)."""
+    from chain.tx import PlaceOrder
+
+    alice, bob = env.keys.accounts[0], env.keys.accounts[1]
+    heights = []
+    order_id = None
+    for key, p in ((alice, PlaceOrder(BTC, "sell", "limit", "gtc", 60_000 * 10**6,
+                                      50_000_000, False, 0)),
+                   (bob, PlaceOrder(BTC, "buy", "market", "ioc", 61_000 * 10**6,
+                                    20_000_000, False, 0))):
+        t = make_tx(key, env.g.chain_id, 0, p)
+        res = await env.rpc.call("broadcast_tx_commit", tx=b64(t.raw))
+        assert res["tx_result"]["code"] == 0, res
+        heights.append(int(res["height"]))
+        for ev in res["tx_result"]["events"]:
+            if ev["type"] == "order_rested":
+                order_id = int({a["key"]: a["value"] for a in ev["attributes"]}["order"])
+    assert order_id is not None
+    return order_id, await env.wait_height(heights[-1] + 1)
+
+
+async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_path: Path
+                                                                          ) -> None:
+    from node.light import decode_value
+    from state.markets import MarketState
+    from state.positions import Position
+
+    async with chain_env(tmp_path, transfers=False, markets=True, balance=10**12) as env:
+        oid, h = await trade(env)
+        alice, bob = (k.public_key for k in env.keys.accounts[:2])
+        lc = LightClient(env.g, env.rpc)
+        pos, v = await lc.position(bob, BTC, height=h)
+        assert v.height == h and pos is not None
+        assert (pos.size, pos.cost) == (20_000_000, 12_000 * 10**6)
+        short, _ = await lc.position(alice, BTC, height=h)
+        assert short is not None and short.size == -20_000_000
+        assert (await lc.position(env.keys.accounts[2].public_key, BTC, height=h))[0] is None
+        m, st, vm, vs = await lc.market(BTC, height=h)
+        assert m is not None and st is not None and m.symbol == BTC
+        assert vm.height == vs.height == h
+        assert st.oracle_price == 60_000 * 10**6 and st.mode == "active"
+        assert st.open_interest_long == st.open_interest_short == 20_000_000
+        assert (await lc.market("NOPE-PERP", height=h))[:2] == (None, None)
+        o, v = await lc.order(oid, height=h)
+        assert o is not None and v.height == h
+        assert (o.id, o.owner, o.side, o.size, o.orig_size) == (
+            oid, alice, "sell", 30_000_000, 50_000_000)
+        assert (await lc.order(oid + 1, height=h))[0] is None
+        # Before the trade: no position, the order not placed yet.
+        assert (await lc.position(bob, BTC, height=2))[0] is None
+        # A value the proof does show but that is not the struct asked for is refused.
+        with pytest.raises(LightClientError) as ei:
+            decode_value(Account(1, 2).encode(), Position, "a position")
+        assert ei.value.check == "value"
+        # Forged values through the malicious proxy: each read is refused by the proof.
+        forged_pos = b64(replace(pos, size=10**12).encode())
+        forged_st = b64(replace(st, oracle_price=1, mode="paused").encode())
+        forged_order = b64(replace(o, size=1).encode())
+        reads: list[tuple[str, Callable[[LightClient], Any]]] = [
+            (forged_pos, lambda c: c.position(bob, BTC, height=h)),
+            (forged_st, lambda c: c.market(BTC, height=h)),
+            (forged_order, lambda c: c.order(oid, height=h)),
+            (None, lambda c: c.order(oid, height=h)),  # an open order claimed absent
+        ]
+        for forged, read in reads:
+            change = {"value": forged} if forged else {"value": None, "exists": False}
+            env.proxy.tamper = on_query(with_response(**change))
+            with pytest.raises(LightClientError) as ei:
+                await read(LightClient(env.g, env.evil))
+            assert ei.value.check == "proof", str(ei.value)
+        env.proxy.tamper = None
+        assert isinstance((await lc.market(BTC))[1], MarketState)
+
+
+async def test_cli_light_position_market_order(tmp_path: Path) -> None:
+    async with chain_env(tmp_path, transfers=False, markets=True, balance=10**12) as env:
+        oid, h = await trade(env)
+        gfile = tmp_path / "genesis.json"
+        gfile.write_text(env.g.to_json())
+        bob = env.keys.accounts[1].public_key.hex()
+
+        async def run(*args: str, node: str = env.url) -> tuple[int, str, str]:
+            r = await trio.run_process(
+                cli_args("light", *args, "--genesis", gfile, "--node", node,
+                         "--height", str(h)),
+                cwd=REPO, capture_stdout=True, capture_stderr=True, check=False)
+            return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+        rc, out, err = await run("position", bob, BTC)
+        assert rc == 0, err
+        doc = json.loads(out)
+        assert doc["verified"] is True and doc["height"] == str(h) and doc["exists"] is True
+        assert (doc["size"], doc["entry_price"]) == ("20000000", str(60_000 * 10**6))
+        assert len(doc["state_root"]) == 64
+        rc, out, err = await run("market", BTC)
+        doc = json.loads(out)
+        assert rc == 0 and doc["verified"] is True, err
+        assert doc["state"]["oracle_price"] == str(60_000 * 10**6)
+        assert doc["state"]["open_interest_long"] == "20000000"
+        assert doc["state"]["mode"] == "active" and doc["params"]["tick_size"] == "100000"
+        rc, out, err = await run("order", str(oid))
+        doc = json.loads(out)
+        assert rc == 0 and doc["exists"] is True and doc["order"]["size"] == "30000000", err
+        rc, out, err = await run("order", str(oid + 7))
+        assert rc == 0 and json.loads(out)["exists"] is False, err
+        # Refusals are clean.
+        env.proxy.tamper = on_query(with_response(value=FORGED))
+        for args in (("position", bob, BTC), ("market", BTC), ("order", str(oid))):
+            rc, out, err = await run(*args, node=env.proxy.url)
+            assert rc == 1 and out == "", (args, out, err)
+            assert err.startswith("Error: light client refused: proof: "), (args, err)
+        env.proxy.tamper = None

@@ -167,8 +167,12 @@ def test_ioc_remainder_and_no_liquidity(ex: Exchange) -> None:
      ResultCode.UNKNOWN_MARKET),
     (PlaceOrder(BTC, "sell", "limit", "gtc", 60_000 * USD, 10_000, True, 0),
      ResultCode.REDUCE_ONLY_WOULD_INCREASE),
+    # Take-profit / stop-loss orders are reduce-only: refused without an opposite position,
+    # and their trigger price must be a tick multiple too.
     (PlaceOrder(BTC, "buy", "take_profit", "ioc", 60_000 * USD, 10_000, True, 61_000 * USD),
-     ResultCode.INVALID_PAYLOAD),
+     ResultCode.REDUCE_ONLY_WOULD_INCREASE),
+    (PlaceOrder(BTC, "sell", "stop_loss", "ioc", 60_000 * USD, 10_000, True, 61_000 * USD + 1),
+     ResultCode.INVALID_PRICE),
 ])
 def test_invalid_orders_are_refused_with_their_code(ex: Exchange, payload: PlaceOrder,
                                                     code: ResultCode) -> None:

@@ -284,3 +284,70 @@ def test_first_key_after_matches_a_sorted_model(tmp_path_factory, committed, ops
             assert ov.first_key_after(prefix, after) == want
     finally:
         s.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(committed=st.sets(st.integers(0, 40), max_size=15),
+       ops=st.lists(st.tuples(st.sampled_from(["put", "del", "mark", "revert", "query",
+                                               "query_wide"]),
+                              st.integers(-1, 41)), max_size=60))
+def test_first_key_after_interleaved_with_writes_matches_a_sorted_model(  # type: ignore[no-untyped-def]
+        tmp_path_factory, committed, ops) -> None:
+    """Walks between writes (the book walked while fills remove orders) stay exact: the
+    overlay's memo of where a side's live keys start never hides a key written later."""
+    path = tmp_path_factory.mktemp("fka2") / "db"
+    s = Store(path, sync=False)
+    try:
+        def key(i: int) -> bytes:
+            return (b"book/X/a" if i % 2 else b"book/X/b") + i.to_bytes(2, "big")
+
+        ov = s.overlay()
+        for i in committed:
+            ov.put(key(i), b"v")
+        s.init_genesis(ZERO, "c", [ov], head(0))
+        ov = s.overlay()
+        model = {key(i) for i in committed}
+        marks: list[tuple[int, set[bytes]]] = []
+        for op, i in ops:
+            if op == "put" and i >= 0:
+                ov.put(key(i), b"w")
+                model.add(key(i))
+            elif op == "del" and i >= 0:
+                ov.delete(key(i))
+                model.discard(key(i))
+            elif op == "mark":
+                marks.append((ov.checkpoint(), set(model)))
+            elif op == "revert" and marks:
+                m, snap = marks.pop()
+                ov.revert(m)
+                model = snap
+            elif op.startswith("query"):
+                prefixes = [b"book/X/"] if op == "query_wide" else [b"book/X/a", b"book/X/b"]
+                for prefix in prefixes:
+                    after = b"" if i < 0 else key(i)
+                    want = min((k for k in model if k > after and k.startswith(prefix)),
+                               default=None)
+                    assert ov.first_key_after(prefix, after) == want
+                    assert list(ov.iter_ordered(prefix)) == sorted(
+                        k for k in model if k.startswith(prefix))
+    finally:
+        s.close()
+
+
+def test_first_key_after_sees_a_removal_undone_by_revert(store: Store) -> None:
+    """A walk after a reverted removal finds the order again (the memo is dropped)."""
+    ov = store.overlay()
+    a, b = b"book/X/a\x00\x01", b"book/X/a\x00\x02"
+    ov.put(a, b"")
+    ov.put(b, b"")
+    assert ov.first_key_after(b"book/X/a") == a
+    mark = ov.checkpoint()
+    ov.delete(a)
+    assert ov.first_key_after(b"book/X/a") == b
+    ov.revert(mark)
+    assert ov.first_key_after(b"book/X/a") == a
+    ov.delete(a)
+    ov.delete(b)
+    assert ov.first_key_after(b"book/X/a") is None
+    ov.put(b, b"")  # a new order below the memo's end
+    assert ov.first_key_after(b"book/X/a") == b
