@@ -24,12 +24,14 @@ PyNaCl) over the mixed stream's transactions, measured as in ``bench/throughput.
 
 Usage: .venv/bin/python bench/orders.py [--orders 60000] [--book 12000] [--accounts 2000]
        [--profile]   (cProfile of the producer's apply over the mixed stream)
+       [--save-blocks FILE]   (pickle genesis + blocks to re-import with import_block)
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import os
 import pstats
 import random
@@ -168,6 +170,9 @@ def main() -> None:
     ap.add_argument("--block-txs", type=int, default=10_000,
                     help="max transactions per block (the node default)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--save-blocks", metavar="FILE",
+                    help="pickle the genesis and every block, to re-import them elsewhere "
+                         "(state/transition.import_block checks every root)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the mixed stream's producer apply; print the top entries")
     args = ap.parse_args()
@@ -225,6 +230,21 @@ def main() -> None:
             h2 = node.head.height
             mc, _ = tally(node, h1 + 1, h2)
             book_left = sum(1 for _ in node.store.iter_state(b"ord/"))
+            dig = hashlib.sha256()
+            for pfx in (b"ord/", b"book/", b"aord/"):  # time-independent (no funding)
+                for k, v in node.store.iter_state(pfx):
+                    dig.update(k + b"\0" + v)
+            for h in range(1, h2 + 1):
+                for r in node.store.results(h) or []:
+                    dig.update(r)
+            digest = dig.hexdigest()[:16]
+            blocks = [len(node.store.results(h) or []) for h in range(1, h2 + 1)]
+            if args.save_blocks:
+                import pickle
+
+                with open(args.save_blocks, "wb") as f:
+                    pickle.dump({"genesis": g, "blocks": [node.store.block_bytes(h) for h in
+                                                          range(1, h2 + 1)]}, f)
         finally:
             node.close()
         du = sum(f.stat().st_size for f in (Path(d) / "node").rglob("*") if f.is_file())
@@ -249,6 +269,8 @@ def main() -> None:
     print(f"ratio orders / verify      : {ratio:.2f}   (target >= {TARGET_RATIO})")
     print(f"peak RSS                   : {peak_mb:,.0f} MiB")
     print(f"data directory             : {du / 2**20:,.1f} MiB")
+    print(f"orders+results digest      : {digest}  (same blocks -> same digest)")
+    print(f"txs per block              : {blocks}")
     ok = ops >= TARGET_OPS and ratio >= TARGET_RATIO
     print("RESULT:", "meets targets" if ok else "BELOW TARGET")
     if prof is not None:

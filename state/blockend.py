@@ -4,8 +4,8 @@ Each step is a function ``(view, ctx) -> list[Event]`` run over the block's over
 last transaction. Their events are the block's own results (not any transaction's): they are
 stored after the transactions' results and committed by ``results_root`` as one extra leaf
 (docs/PROTOCOL.md). The order is part of the protocol: funding first (it moves the index that
-every later step settles against), then triggered take-profit/stop-loss orders, then
-liquidations.
+every later step settles against), then triggered take-profit/stop-loss orders. Liquidations
+will come last, once built.
 """
 
 from __future__ import annotations

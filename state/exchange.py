@@ -74,7 +74,9 @@ def get_position(view: Overlay, owner: bytes, market: str) -> Position | None:
 
 def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Position]]:
     prefix = POSITION + owner + b"/"
-    for k in view.iter_ordered(prefix):
+    live_keys = getattr(view, "live_keys", None)
+    keys = live_keys(prefix) if live_keys is not None else view.iter_ordered(prefix)
+    for k in keys:
         pos = view.get_obj(k, Position)
         if pos is not None:
             yield k[len(prefix):].decode(), pos
@@ -175,7 +177,8 @@ def _fill(view: Overlay, market: Market, st: MarketState, taker: bytes, maker: O
         _pool_add(view, FEE_POOL, out.fee)
         st = _store_position(view, owner, market.symbol, old, out.new_position, st)
         if owner == maker.owner and abs(out.new_position.size) > abs(old.size):
-            put_market_state(view, market.symbol, st)  # margin reads the oracle price
+            # margin reads only the oracle price from the market state, which no fill
+            # changes: the caller writes ``st`` once, after its walk
             eq, req = margin_status(view, owner)
             if eq < req:
                 raise MakerCannotTrade()
@@ -213,8 +216,10 @@ def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit:
     events: list[Event] = []
     opposite = "sell" if side == "buy" else "buy"
     before = _exposure(view, owner, market.symbol)
-    for maker in best_orders(view, market.symbol, opposite):
-        if size == 0 or not _crosses(side, limit, maker.price):
+    st0 = st
+    # stops as soon as the size is used up, without reading the next maker (reads only)
+    for maker in best_orders(view, market.symbol, opposite) if size else ():
+        if not _crosses(side, limit, maker.price):
             break
         if post_only:
             raise ExecutionFailure(ResultCode.POST_ONLY_WOULD_CROSS,
@@ -232,13 +237,16 @@ def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit:
             remove(view, maker)
             events.append(cancel_event(maker, "maker_undercollateralized"))
             continue
-        put_market_state(view, market.symbol, st)
         events.append(ev)
         size -= qty
         if qty == maker.size:
             remove(view, maker)
         else:
             rest(view, replace(maker, size=maker.size - qty))
+        if size == 0:
+            break
+    if st is not st0:
+        put_market_state(view, market.symbol, st)
     if _exposure(view, owner, market.symbol) > before:
         eq, req = margin_status(view, owner)
         if eq < req:
@@ -313,12 +321,12 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
 def _check_resting_margin(view: Overlay, market: Market, o: Order) -> None:
     if o.reduce_only:
         return
-    eq, req = margin_status(view, o.owner)
     pos = get_position(view, o.owner, o.market)
     cur = pos.size if pos else 0
     after = cur + (o.size if o.side == "buy" else -o.size)
     if abs(after) <= abs(cur):
         return
+    eq, req = margin_status(view, o.owner)  # reads only: safe after the early return
     st = get_market_state(view, o.market)
     price = max(o.price, st.oracle_price if st else o.price)
     extra = initial_requirement(after, price, market.initial_margin_ppm) - (

@@ -60,12 +60,13 @@ def check_block(view: Overlay, deposited: int, withdrawn: int) -> None:
     d_balance = d_cost = d_pools = d_dust = d_si = 0
     for key, new_raw in changes:
         old_raw = priors.get(key)
-        if key.startswith(ACCOUNT):
-            d_balance += (_decode(new_raw, Account, Account(0, 0)).balance
-                          - _decode(old_raw, Account, Account(0, 0)).balance)
+        if key.startswith(ACCOUNT):  # typed reads reuse the block's decoded values
+            new_a = view.get_obj(key, Account)
+            old_a = view.prior_obj(key, Account)
+            d_balance += ((new_a.balance if new_a else 0) - (old_a.balance if old_a else 0))
         elif key.startswith(POSITION):
-            new = _decode(new_raw, Position, FLAT)
-            old = _decode(old_raw, Position, FLAT)
+            new = view.get_obj(key, Position) or FLAT
+            old = view.prior_obj(key, Position) or FLAT
             d_cost += new.cost - old.cost
             d_si += new.size * new.funding_index - old.size * old.funding_index
             if new_raw is not None:

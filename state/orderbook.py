@@ -163,6 +163,14 @@ def best_orders(view: StateView, market: str, side: str) -> Iterator[Order]:
     before asking for the next one.
     """
     prefix = book_prefix(market, side)
+    walk = getattr(view, "walk_ordered", None)
+    if walk is not None:  # an Overlay: one database iterator for the whole walk
+        get_obj = view.get_obj
+        for key in walk(prefix):
+            o = get_obj(ORDER + key[-8:], Order)
+            if o is not None:
+                yield o
+        return
     after = b""
     while True:
         key = view.first_key_after(prefix, after)

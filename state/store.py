@@ -70,7 +70,7 @@ class Overlay:
     """
 
     __slots__ = ("_db", "keyspace", "writes", "priors", "_journal", "_base_objs", "_changes",
-                 "_ordered", "_floors", "_floor_lens")
+                 "_ordered", "_floors", "_floor_lens", "_gen", "_scans")
 
     def __init__(self, db: plyvel.DB | plyvel.Snapshot, keyspace: bytes = schema.STATE) -> None:
         self._db = db
@@ -85,6 +85,10 @@ class Overlay:
         # walk from the start of a book side skips this block's removed orders only once).
         self._floors: dict[bytes, bytes] = {}
         self._floor_lens: set[int] = set()
+        self._gen = 0  # bumped by revert: open walks re-seek their database iterator
+        # prefix -> committed keys under it (live_keys): the database does not change under
+        # an overlay, as ``priors`` already assumes
+        self._scans: dict[bytes, list[bytes]] = {}
 
     def _base(self, key: bytes) -> bytes | None:
         v = self.priors.get(key, _MISSING)
@@ -117,6 +121,14 @@ class Overlay:
             return cls.decode(v)
         return v  # type: ignore[return-value]
 
+    def prior_obj(self, key: bytes, cls: type[T]) -> T | None:
+        """The committed value of ``key`` (before this block) decoded as ``cls``."""
+        obj = self._base_objs.get(key, _MISSING)
+        if obj is _MISSING or (obj is not None and type(obj) is not cls):
+            raw = self._base(key)
+            obj = None if raw is None else cls.decode(raw)
+        return obj  # type: ignore[return-value]
+
     def _write(self, key: bytes, value: bytes | Struct | None) -> None:
         if key.startswith(ORDERED_PREFIXES):
             if key not in self.writes:
@@ -129,9 +141,11 @@ class Overlay:
                     f = floors.get(key[:n])
                     if f is not None and key < f:
                         floors[key[:n]] = key  # a live key below the memo lowers it
-        self._base(key)
-        self._journal.append((key, self.writes.get(key, _MISSING)))
-        self.writes[key] = value
+        if key not in self.priors:
+            self.priors[key] = self._db.get(self.keyspace + key)
+        writes = self.writes
+        self._journal.append((key, writes.get(key, _MISSING)))
+        writes[key] = value
         self._changes = None
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -153,6 +167,7 @@ class Overlay:
         j = self._journal
         self._changes = None
         self._floors.clear()  # a revert may bring removed keys back
+        self._gen += 1
         while len(j) > mark:
             key, old = j.pop()
             if old is _MISSING:
@@ -223,6 +238,108 @@ class Overlay:
                     continue  # deleted in this block
                 return k
         return cand
+
+    def live_keys(self, prefix: bytes) -> list[bytes]:
+        """Live keys under an ordered ``prefix``, in key order, as a list taken now: one
+        database iterator plus a bisection of this block's writes (for short ranges read
+        whole, e.g. an account's positions). Same keys as ``list(iter_ordered(prefix))``."""
+        if not prefix.startswith(ORDERED_PREFIXES):
+            raise ValueError(f"{prefix!r} is not an ordered keyspace")
+        writes = self.writes
+        out = self._scans.get(prefix)
+        if out is None:
+            n = len(self.keyspace)
+            out = [full[n:] for full in self._db.iterator(prefix=self.keyspace + prefix,
+                                                          include_value=False)]
+            self._scans[prefix] = out
+        ordered = self._ordered
+        i = bisect_left(ordered, prefix)
+        j = i
+        while j < len(ordered) and ordered[j].startswith(prefix):
+            j += 1
+        if i == j:
+            return list(out)
+        out = [k for k in out if writes.get(k, _MISSING) is not None]  # a copy: never
+        # append to the cached scan
+        for k in ordered[i:j]:
+            v = writes.get(k, _MISSING)
+            if v is not _MISSING and v is not None:
+                out.append(k)
+        return sorted(set(out))
+
+    def walk_ordered(self, prefix: bytes) -> Iterator[bytes]:
+        """Live keys under an ordered ``prefix`` in key order, like :meth:`iter_ordered`
+        (each step is the smallest live key above the previous one, read when the step is
+        asked for, so the caller may write between steps), but with one database iterator
+        for the whole walk instead of one per step. The memo of :meth:`first_key_after` is
+        kept up to date the same way."""
+        key = self.first_key_after(prefix)
+        if key is None:
+            return
+        ks = self.keyspace
+        n = len(ks)
+        end = ks + _prefix_end(prefix)
+        writes = self.writes
+        floors = self._floors
+        yield key  # most walks stop at the first key: open the iterator only if asked on
+        after = key
+        it = self._db.iterator(start=ks + key, include_start=False, stop=end,
+                               include_value=False)
+        try:
+            gen = self._gen
+            nxt = next(it, None)
+            db_cur = None if nxt is None else nxt[n:]  # smallest db key > the last seek
+            while True:
+                floor = floors.get(prefix)
+                if floor is not None and after < floor:
+                    key = self.first_key_after(prefix, after)  # memo ahead of us: rare
+                    if key is None:
+                        return
+                    it.seek(ks + key)
+                    gen = self._gen
+                    nxt = next(it, None)
+                    if nxt is not None and nxt[n:] == key:
+                        nxt = next(it, None)
+                    db_cur = None if nxt is None else nxt[n:]
+                    yield key
+                    after = key
+                    continue
+                from_floor = floor is not None and after == floor and \
+                    writes.get(after, _MISSING) is None
+                if gen != self._gen:  # a revert: deleted keys we skipped may be back
+                    gen = self._gen
+                    it.seek(ks + after)
+                    nxt = next(it, None)
+                    if nxt is not None and nxt[n:] == after:
+                        nxt = next(it, None)
+                    db_cur = None if nxt is None else nxt[n:]
+                # database candidate: smallest db key > after not deleted in this block
+                while db_cur is not None and (db_cur <= after or (
+                        db_cur in writes and writes[db_cur] is None)):
+                    nxt = next(it, None)
+                    db_cur = None if nxt is None else nxt[n:]
+                # overlay candidate: smallest live written key > after
+                cand = None
+                ordered = self._ordered
+                i = bisect_right(ordered, after)
+                while i < len(ordered) and ordered[i].startswith(prefix):
+                    v = writes.get(ordered[i], _MISSING)
+                    if v is not _MISSING and v is not None:
+                        cand = ordered[i]
+                        break
+                    i += 1
+                if db_cur is not None and (cand is None or db_cur < cand):
+                    key = db_cur
+                else:
+                    key = cand
+                if from_floor:
+                    floors[prefix] = _prefix_end(prefix) if key is None else key
+                if key is None:
+                    return
+                yield key
+                after = key
+        finally:
+            it.close()
 
     def iter_ordered(self, prefix: bytes) -> Iterator[bytes]:
         """Live keys under an ordered ``prefix``, in key order, one seek per key (cost follows
