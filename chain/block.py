@@ -32,6 +32,9 @@ from chain.tx import MAX_TX_BYTES, ChainId
 ZERO_HASH = b"\x00" * 32
 MAX_BLOCK_TXS = 100_000
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
+MAX_RESULT_EVENTS = 1 << 20
+"""Events in one result: the block's own result can carry an event for every triggered order
+and every market, so the bound is generous (a decode limit, not a per-transaction budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,7 @@ class TxResult(Struct):
 
     code: U16
     log: Str1024
-    events: Annotated[tuple[Event, ...], Length(0, 1024)]
+    events: Annotated[tuple[Event, ...], Length(0, MAX_RESULT_EVENTS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +172,7 @@ class ResultCommitment(Struct):
     """
 
     code: U16
-    events: Annotated[tuple[Event, ...], Length(0, 1024)]
+    events: Annotated[tuple[Event, ...], Length(0, MAX_RESULT_EVENTS)]
 
 
 def results_root(results: Sequence[TxResult]) -> bytes:
