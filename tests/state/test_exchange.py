@@ -16,10 +16,17 @@ from hypothesis import strategies as st
 
 from chain.codes import ResultCode
 from chain.crypto import PrivateKey
-from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction, make_tx
+from chain.tx import CancelAll, CancelOrder, OraclePrice, PlaceOrder, Transaction, make_tx
 from genesis.state import init_store
 from state.accounts import get_account
-from state.exchange import FEE_POOL, Pool, account_positions, get_position
+from state.exchange import (
+    FEE_POOL,
+    FUNDING_DUST,
+    INSURANCE_FUND,
+    Pool,
+    account_positions,
+    get_position,
+)
 from state.markets import get_market_state
 from state.orderbook import account_orders, best_orders, order_id
 from state.store import Store
@@ -72,6 +79,23 @@ class Exchange:
     def fee_pool(self) -> int:
         p = self.store.overlay().get_obj(FEE_POOL, Pool)
         return p.amount if p else 0
+
+    def conserved_scaled(self) -> int:
+        """The guard's conserved quantity in 10^-14 micro-USDC: collateral − cost + fees +
+        insurance, plus funding dust, plus funding owed but unsettled (Σ size·index)."""
+        ov = self.store.overlay()
+        d = 10**14
+        total = 0
+        for key in (FEE_POOL, INSURANCE_FUND):
+            p = ov.get_obj(key, Pool)
+            total += d * (p.amount if p else 0)
+        dust = ov.get_obj(FUNDING_DUST, Pool)
+        total += dust.amount if dust else 0
+        for k in self.keys.accounts:
+            total += d * get_account(ov, k.public_key).balance
+            for _, pos in account_positions(ov, k.public_key):
+                total += pos.size * pos.funding_index - d * pos.cost
+        return total
 
     def conserved(self) -> int:
         """Σ collateral − Σ cost basis + fee pool: trades and fees never change it."""
@@ -285,17 +309,33 @@ order_st = st.tuples(
 )
 
 
+block_st = st.tuples(
+    st.lists(order_st, min_size=1, max_size=6),
+    st.sampled_from([1_000, 1_000, 60_000]),              # block spacing: 60 s pays funding
+    st.none() | st.integers(59_000, 61_000),              # an oracle update this block
+)
+
+
 @settings(max_examples=25, deadline=None)
-@given(blocks=st.lists(st.lists(order_st, min_size=1, max_size=6), min_size=1, max_size=6))
+@given(blocks=st.lists(block_st, min_size=1, max_size=6))
 def test_random_order_flow_conserves_value_and_balances_open_interest(
         tmp_path_factory: pytest.TempPathFactory, blocks: list) -> None:  # type: ignore[type-arg]
+    """Orders, cancels, oracle moves and funding payments in random blocks: value is
+    conserved to the unit (with funding owed and dust), funding is zero-sum, open interest
+    balances, and a replay gives byte-identical state."""
     root = tmp_path_factory.mktemp("flow")
     ex = Exchange(root / "a")
     try:
-        base = ex.conserved()
+        base = ex.conserved_scaled()
         raws = []
-        for blk in blocks:
+        oracle_nonce = 0
+        for blk, dt, oracle_usd in blocks:
             txs = []
+            if oracle_usd is not None:
+                when = ex.store.head().time + dt  # type: ignore[union-attr]
+                txs.append(make_tx(ex.keys.oracles[0], ex.g.chain_id, oracle_nonce,
+                                   OraclePrice(BTC, oracle_usd * USD, when)))
+                oracle_nonce += 1
             for who, side, kind, px, size, ro in blk:
                 key = ex.keys.accounts[who]
                 if kind == "cancel_all":
@@ -306,9 +346,9 @@ def test_random_order_flow_conserves_value_and_balances_open_interest(
                 else:
                     payload = limit(side, px, size / 100, tif=kind, reduce_only=ro)
                 txs.append(ex.tx(key, payload))
-            ex.block(*txs)
+            ex.block(*txs, dt=dt)
             raws.append(ex.store.block_bytes(ex.height))
-            assert ex.conserved() == base
+            assert ex.conserved_scaled() == base
             ov = ex.store.overlay()
             st_ = get_market_state(ov, BTC)
             assert st_ is not None and st_.open_interest_long == st_.open_interest_short
