@@ -214,18 +214,22 @@ class Overlay:
             self._floors[prefix] = _prefix_end(prefix) if found is None else found
         return found
 
-    def _first_live(self, prefix: bytes, lo: bytes, inclusive: bool) -> bytes | None:
-        """The smallest live key under ``prefix`` at or above ``lo`` (above if not inclusive)."""
+    def _first_live_written(self, prefix: bytes, lo: bytes, inclusive: bool) -> bytes | None:
+        """The smallest key under ``prefix`` this block wrote a live value to, from ``lo``."""
         writes = self.writes
-        cand: bytes | None = None
         ordered = self._ordered
         i = bisect_left(ordered, lo) if inclusive else bisect_right(ordered, lo)
         while i < len(ordered) and ordered[i].startswith(prefix):
             v = writes.get(ordered[i], _MISSING)
             if v is not _MISSING and v is not None:
-                cand = ordered[i]
-                break
+                return ordered[i]
             i += 1
+        return None
+
+    def _first_live(self, prefix: bytes, lo: bytes, inclusive: bool) -> bytes | None:
+        """The smallest live key under ``prefix`` at or above ``lo`` (above if not inclusive)."""
+        writes = self.writes
+        cand = self._first_live_written(prefix, lo, inclusive)
         ks = self.keyspace
         n = len(ks)
         with self._db.iterator(start=ks + lo, include_start=inclusive,
@@ -319,15 +323,7 @@ class Overlay:
                     nxt = next(it, None)
                     db_cur = None if nxt is None else nxt[n:]
                 # overlay candidate: smallest live written key > after
-                cand = None
-                ordered = self._ordered
-                i = bisect_right(ordered, after)
-                while i < len(ordered) and ordered[i].startswith(prefix):
-                    v = writes.get(ordered[i], _MISSING)
-                    if v is not _MISSING and v is not None:
-                        cand = ordered[i]
-                        break
-                    i += 1
+                cand = self._first_live_written(prefix, after, False)
                 if db_cur is not None and (cand is None or db_cur < cand):
                     key = db_cur
                 else:
