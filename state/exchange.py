@@ -367,6 +367,15 @@ def cancel_all(view: Overlay, tx: Transaction) -> list[Event]:
 
 
 
+def check_initial_margin(view: Overlay, owner: bytes) -> None:
+    """Fail the transaction if ``owner`` holds positions its equity no longer backs at the
+    initial margin (used when collateral leaves an account: withdraw, transfer)."""
+    eq, req = margin_status(view, owner)
+    if eq < req:
+        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                               f"equity {eq} is below the initial margin {req}")
+
+
 def withdraw(view: Overlay, tx: Transaction) -> list[Event]:
     """Debit the sender's collateral; refused if the balance is short, or if the account
     holds positions and its equity after the debit is below their initial margin."""
@@ -376,9 +385,6 @@ def withdraw(view: Overlay, tx: Transaction) -> list[Event]:
         raise ExecutionFailure(ResultCode.INSUFFICIENT_FUNDS,
                                f"balance {acct.balance} is less than {p.amount}")
     put_account(view, tx.sender, Account(acct.balance - p.amount, acct.nonce))
-    eq, req = margin_status(view, tx.sender)
-    if eq < req:
-        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
-                               f"equity {eq} is below the initial margin {req}")
+    check_initial_margin(view, tx.sender)
     return [Event("withdraw", (Attr("amount", str(p.amount)),
                                Attr("sender", tx.sender.hex())))]

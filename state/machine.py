@@ -25,7 +25,7 @@ from chain.tx import (
     Withdraw,
 )
 from state.accounts import Account, get_account, put_account
-from state.exchange import cancel_all, cancel_order, place_order, withdraw
+from state.exchange import cancel_all, cancel_order, check_initial_margin, place_order, withdraw
 from state.failure import ExecutionFailure
 from state.markets import get_market, get_market_state, put_market_state
 from state.params import ChainParams
@@ -70,6 +70,7 @@ def _transfer(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
     p = cast(Transfer, tx.payload)  # HANDLERS dispatches on the payload's type
     _debit(view, tx.sender, p.amount)
     _credit(view, p.to, p.amount)
+    check_initial_margin(view, tx.sender)  # collateral backing positions may not leave
     return [Event("transfer", (Attr("amount", str(p.amount)), Attr("recipient", p.to.hex()),
                                Attr("sender", tx.sender.hex())))]
 

@@ -367,3 +367,20 @@ def test_random_order_flow_conserves_value_and_balances_open_interest(
         fresh.close()
     finally:
         ex.store.close()
+
+
+def test_transfer_cannot_take_collateral_that_backs_positions(ex: Exchange) -> None:
+    from chain.tx import Transfer
+
+    # Bob goes long 1.5 BTC at 60,000: initial margin 5% of 90,000 = 4,500 USDC.
+    ex.block(ex.tx(ex.alice, limit("sell", 60_000, 1.5)))
+    [r] = ex.block(ex.tx(ex.bob, market("buy", 60_000, 1.5)))
+    assert r.code == 0, r.log
+    bal = ex.collateral(ex.bob)  # 10,000 − 45 USDC taker fee
+    free = bal - 4_500 * USD
+    [r] = ex.block(ex.tx(ex.bob, Transfer(ex.erin.public_key, free + 1)))
+    assert r.code == ResultCode.INSUFFICIENT_MARGIN
+    assert ex.collateral(ex.bob) == bal
+    [r] = ex.block(ex.tx(ex.bob, Transfer(ex.erin.public_key, free)))
+    assert r.code == 0
+    assert ex.collateral(ex.erin) == START + free
