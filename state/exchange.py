@@ -74,9 +74,7 @@ def get_position(view: Overlay, owner: bytes, market: str) -> Position | None:
 
 def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Position]]:
     prefix = POSITION + owner + b"/"
-    live_keys = getattr(view, "live_keys", None)
-    keys = live_keys(prefix) if live_keys is not None else view.iter_ordered(prefix)
-    for k in keys:
+    for k in view.live_keys(prefix):
         pos = view.get_obj(k, Position)
         if pos is not None:
             yield k[len(prefix):].decode(), pos

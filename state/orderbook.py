@@ -162,22 +162,9 @@ def best_orders(view: StateView, market: str, side: str) -> Iterator[Order]:
     Reads the book afresh each step, so the caller may fill or remove the order it was given
     before asking for the next one.
     """
-    prefix = book_prefix(market, side)
-    walk = getattr(view, "walk_ordered", None)
-    if walk is not None:  # an Overlay: one database iterator for the whole walk
-        get_obj = view.get_obj
-        for key in walk(prefix):
-            o = get_obj(ORDER + key[-8:], Order)
-            if o is not None:
-                yield o
-        return
-    after = b""
-    while True:
-        key = view.first_key_after(prefix, after)
-        if key is None:
-            return
-        after = key
-        o = get_order(view, id_from_book_key(key))
+    get_obj = view.get_obj
+    for key in view.walk_ordered(book_prefix(market, side)):  # one DB iterator per walk
+        o = get_obj(ORDER + key[-8:], Order)
         if o is not None:
             yield o
 
