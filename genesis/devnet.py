@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from chain.crypto import PrivateKey
 from genesis.format import Genesis, GenesisAccount, GenesisMarket, NamedKey
+from state.exchange import INSURANCE_ADDRESS
 from state.markets import Market
 
 
@@ -51,9 +52,10 @@ def devnet_markets() -> tuple[GenesisMarket, ...]:
 
 def build_devnet(chain_id: str, genesis_time: str, genesis_time_ms: int, *, accounts: int = 10,
                  balance: int = 10**12, operators: int = 1, threshold: int = 1,
-                 oracles: int = 1, markets: tuple[GenesisMarket, ...] = ()
-                 ) -> tuple[Genesis, DevnetKeys]:
-    """A genesis with fresh keys: producer, faucet, operators, oracles and funded accounts."""
+                 oracles: int = 1, markets: tuple[GenesisMarket, ...] = (),
+                 insurance_fund: int = 0) -> tuple[Genesis, DevnetKeys]:
+    """A genesis with fresh keys: producer, faucet, operators, oracles and funded accounts,
+    and (if ``insurance_fund`` > 0) an insurance fund seeded with that balance."""
     if not 1 <= threshold <= operators:
         raise ValueError("threshold must be between 1 and the number of operators")
     keys = DevnetKeys(
@@ -74,7 +76,8 @@ def build_devnet(chain_id: str, genesis_time: str, genesis_time_ms: int, *, acco
                         for i, k in enumerate(keys.operators)),
         operator_threshold=threshold,
         oracles=tuple(NamedKey(f"oracle-{i}", k.public_key) for i, k in enumerate(keys.oracles)),
-        accounts=tuple(GenesisAccount(k.public_key, balance) for k in keys.accounts),
+        accounts=tuple(GenesisAccount(k.public_key, balance) for k in keys.accounts) + (
+            (GenesisAccount(INSURANCE_ADDRESS, insurance_fund),) if insurance_fund else ()),
         markets=markets,
     )
     return g, keys

@@ -111,9 +111,13 @@ def genesis() -> None:
 @click.option("--genesis-time", default=None, help="RFC 3339 time (default: now).")
 @click.option("--markets/--no-markets", default=True, show_default=True,
               help="Include the devnet markets BTC-USD-PERP and ETH-USD-PERP.")
+@click.option("--insurance-fund", default=10**12, show_default=True, type=click.IntRange(0),
+              help="Initial balance of the insurance fund (the account 00..00), in base "
+                   "units; only with --markets.")
 @friendly
 def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, operators: int,
-                threshold: int, oracles: int, genesis_time: str | None, markets: bool) -> None:
+                threshold: int, oracles: int, genesis_time: str | None, markets: bool,
+                insurance_fund: int) -> None:
     """Build a devnet genesis with fresh keys for every role."""
     from genesis.devnet import build_devnet, devnet_markets
     from genesis.format import parse_genesis, parse_time
@@ -125,7 +129,8 @@ def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, opera
     gtime, gms = parse_time(genesis_time or _now_rfc3339())
     g, keys = build_devnet(chain_id, gtime, gms, accounts=accounts, balance=balance,
                            operators=operators, threshold=threshold, oracles=oracles,
-                           markets=devnet_markets() if markets else ())
+                           markets=devnet_markets() if markets else (),
+                           insurance_fund=insurance_fund if markets else 0)
     parse_genesis(g.to_json_obj())  # what we write must pass our own validation
     keys_dir = out_dir / "keys"
     keys_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ Each step is a function ``(view, ctx) -> list[Event]`` run over the block's over
 last transaction. Their events are the block's own results (not any transaction's): they are
 stored after the transactions' results and committed by ``results_root`` as one extra leaf
 (docs/PROTOCOL.md). The order is part of the protocol: funding first (it moves the index that
-every later step settles against), then triggered take-profit/stop-loss orders. Liquidations
-will come last, once built.
+every later step settles against), then triggered take-profit/stop-loss orders, then
+liquidations (they see the block's final prices, indices and positions).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ Step = Callable[[Overlay, TxContext], list[Event]]
 def steps() -> list[Step]:
     """The end-of-block steps in protocol order."""
     from state.funding_step import process_funding
+    from state.liquidation import process_liquidations
     from state.triggers import process_triggers
 
-    return [process_funding, process_triggers]
+    return [process_funding, process_triggers, process_liquidations]
 
 
 def end_block(view: Overlay, ctx: TxContext) -> list[Event]:

@@ -30,8 +30,13 @@ from chain.codes import ResultCode
 from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction, Withdraw
 from state.accounts import Account, get_account, put_account
 from state.failure import ExecutionFailure
-from state.funding import Settlement
-from state.margin import equity, initial_requirement
+from state.funding import Settlement, settle
+from state.margin import (
+    initial_requirement,
+    is_liquidatable,
+    maintenance_requirement,
+    unrealized_pnl,
+)
 from state.markets import Market, MarketState, get_market, get_market_state, put_market_state
 from state.orderbook import (
     TRIGGER_KINDS,
@@ -53,7 +58,14 @@ POOL = b"pool/"
 FEE_POOL = POOL + b"fees"
 FUNDING_DUST = POOL + b"funding_dust"
 """Funding rounding remainders in 10^-14 micro-USDC; always below 10^14 (swept on)."""
-INSURANCE_FUND = POOL + b"insurance"
+BAD_DEBT = POOL + b"bad_debt"
+"""Shortfall of bankrupt accounts the insurance fund could not cover (micro-USDC): value the
+exchange owes and does not hold. Only ever grows; counted negatively by the guard."""
+INSURANCE_ADDRESS = bytes(32)
+"""The insurance fund is the account at this address (32 zero bytes). No private key
+exists for it (it is not a valid ed25519 key), so it never signs anything: it receives
+liquidation penalties, swept funding dust and transfers (donations), pays bankrupt accounts'
+shortfalls, and is the counterparty that takes over liquidated positions."""
 U64_MAX = 2**64 - 1
 
 
@@ -80,14 +92,14 @@ def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Positi
             yield k[len(prefix):].decode(), pos
 
 
-def _pool_add(view: Overlay, key: bytes, amount: int) -> None:
+def pool_add(view: Overlay, key: bytes, amount: int) -> None:
     if amount == 0:
         return
     cur = view.get_obj(key, Pool)
     new = (cur.amount if cur else 0) + amount
     if key == FUNDING_DUST and new >= FUNDING_DIVISOR:
         # Whole micro-USDC of dust move to the insurance fund; the remainder stays < 10^14.
-        _pool_add(view, INSURANCE_FUND, new // FUNDING_DIVISOR)
+        _credit(view, INSURANCE_ADDRESS, new // FUNDING_DIVISOR)
         new %= FUNDING_DIVISOR
     if not 0 <= new <= U64_MAX:
         raise ExecutionFailure(ResultCode.OVERFLOW, "pool balance out of range")
@@ -119,10 +131,10 @@ def _apply_settlement(view: Overlay, owner: bytes, s: Settlement) -> None:
     if s.collateral_delta:
         _credit(view, owner, s.collateral_delta)
     if s.dust_scaled:
-        _pool_add(view, FUNDING_DUST, s.dust_scaled)
+        pool_add(view, FUNDING_DUST, s.dust_scaled)
 
 
-def _store_position(view: Overlay, owner: bytes, market: str, old: Position,
+def store_position(view: Overlay, owner: bytes, market: str, old: Position,
                     new: Position, st: MarketState) -> MarketState:
     if new.size == 0 and new.realized_pnl == 0:
         view.delete(position_key(owner, market))
@@ -134,19 +146,69 @@ def _store_position(view: Overlay, owner: bytes, market: str, old: Position,
                    open_interest_short=st.open_interest_short + short_d)
 
 
-def margin_status(view: Overlay, owner: bytes) -> tuple[int, int]:
-    """(equity, initial requirement) of an account at oracle prices."""
-    collateral = get_account(view, owner).balance
-    held: list[tuple[Position, int]] = []
-    required = 0
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One open position of an account, with its market's rules and current state."""
+
+    market: Market
+    state: MarketState
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMargin:
+    """An account's cross-margin figures at oracle prices (docs/PROTOCOL.md §5).
+
+    ``equity = collateral + unrealized PnL + unsettled funding``; each term rounded against
+    the account (PnL and funding floored, requirements ceiled: state/margin.py).
+    """
+
+    collateral: int
+    held: tuple[Held, ...]
+    """Non-flat positions in markets that exist, in symbol order."""
+    unrealized_pnl: int
+    unsettled_funding: int
+    initial: int
+    maintenance: int
+
+    @property
+    def equity(self) -> int:
+        return self.collateral + self.unrealized_pnl + self.unsettled_funding
+
+    @property
+    def liquidatable(self) -> bool:
+        return bool(self.held) and is_liquidatable(self.equity, self.maintenance)
+
+
+def margin_of(collateral: int, held: tuple[Held, ...]) -> AccountMargin:
+    """The margin figures of ``collateral`` and the ``held`` positions (pure arithmetic)."""
+    upnl = funding = initial = maint = 0
+    for h in held:
+        pos, px = h.position, h.state.oracle_price
+        upnl += unrealized_pnl(pos, px)
+        funding += settle(pos.size, pos.funding_index, h.state.funding_index).collateral_delta
+        initial += initial_requirement(pos.size, px, h.market.initial_margin_ppm)
+        maint += maintenance_requirement(pos.size, px, h.market.maintenance_margin_ppm)
+    return AccountMargin(collateral, held, upnl, funding, initial, maint)
+
+
+def account_margin(view: Overlay, owner: bytes) -> AccountMargin:
+    """Read an account's collateral and positions and compute its margin figures."""
+    held: list[Held] = []
     for symbol, pos in account_positions(view, owner):
+        if pos.size == 0:
+            continue
         m = get_market(view, symbol)
         st = get_market_state(view, symbol)
-        if m is None or st is None or pos.size == 0:
-            continue
-        held.append((pos, st.oracle_price))
-        required += initial_requirement(pos.size, st.oracle_price, m.initial_margin_ppm)
-    return equity(collateral, held, 0), required
+        if m is not None and st is not None:
+            held.append(Held(m, st, pos))
+    return margin_of(get_account(view, owner).balance, tuple(held))
+
+
+def margin_status(view: Overlay, owner: bytes) -> tuple[int, int]:
+    """(equity, initial requirement) of an account at oracle prices."""
+    am = account_margin(view, owner)
+    return am.equity, am.initial
 
 
 class MakerCannotTrade(Exception):
@@ -172,8 +234,8 @@ def _fill(view: Overlay, market: Market, st: MarketState, taker: bytes, maker: O
             if owner == taker:
                 raise
             raise MakerCannotTrade() from None
-        _pool_add(view, FEE_POOL, out.fee)
-        st = _store_position(view, owner, market.symbol, old, out.new_position, st)
+        pool_add(view, FEE_POOL, out.fee)
+        st = store_position(view, owner, market.symbol, old, out.new_position, st)
         if owner == maker.owner and abs(out.new_position.size) > abs(old.size):
             # margin reads only the oracle price from the market state, which no fill
             # changes: the caller writes ``st`` once, after its walk
@@ -365,24 +427,28 @@ def cancel_all(view: Overlay, tx: Transaction) -> list[Event]:
 
 
 
-def check_initial_margin(view: Overlay, owner: bytes) -> None:
+def check_initial_margin(view: Overlay, owner: bytes) -> bool:
     """Fail the transaction if ``owner`` holds positions its equity no longer backs at the
-    initial margin (used when collateral leaves an account: withdraw, transfer)."""
-    eq, req = margin_status(view, owner)
-    if eq < req:
+    initial margin (used when collateral leaves an account: withdraw, transfer). Returns
+    whether the account holds positions (its liquidation index entry must be refreshed)."""
+    am = account_margin(view, owner)
+    if am.equity < am.initial:
         raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
-                               f"equity {eq} is below the initial margin {req}")
+                               f"equity {am.equity} is below the initial margin {am.initial}")
+    return bool(am.held)
 
 
-def withdraw(view: Overlay, tx: Transaction) -> list[Event]:
+def withdraw(view: Overlay, tx: Transaction, margin_touched: set[bytes]) -> list[Event]:
     """Debit the sender's collateral; refused if the balance is short, or if the account
-    holds positions and its equity after the debit is below their initial margin."""
+    holds positions and its equity after the debit is below their initial margin. A sender
+    with positions is added to ``margin_touched`` (see state/liquidation.py)."""
     p = cast(Withdraw, tx.payload)
     acct = get_account(view, tx.sender)
     if acct.balance < p.amount:
         raise ExecutionFailure(ResultCode.INSUFFICIENT_FUNDS,
                                f"balance {acct.balance} is less than {p.amount}")
     put_account(view, tx.sender, Account(acct.balance - p.amount, acct.nonce))
-    check_initial_margin(view, tx.sender)
+    if check_initial_margin(view, tx.sender):
+        margin_touched.add(tx.sender)
     return [Event("withdraw", (Attr("amount", str(p.amount)),
                                Attr("sender", tx.sender.hex())))]

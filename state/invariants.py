@@ -4,11 +4,12 @@ A block that breaks one is not committed: ``check_block`` raises :class:`Invaria
 (an ``InvalidBlock``) with the evidence, and a producer halts itself instead of signing it. The
 checks cost O(keys the block changed), never a scan of the state:
 
-* **conservation**: collateral, minus position cost bases, plus the fee pool and the
-  insurance fund, plus funding owed but not yet settled, plus funding dust, changes only by
-  the block's deposits and withdrawals. In units of 10^-14 micro-USDC (``D = 10^14``)::
+* **conservation**: collateral (the insurance fund's included: it is an account), minus
+  position cost bases, plus the fee pool, minus bad debt, plus funding owed but not yet
+  settled, plus funding dust, changes only by the block's deposits and withdrawals. In units
+  of 10^-14 micro-USDC (``D = 10^14``)::
 
-      D·(ΔΣbalance − ΔΣcost + Δfees + Δinsurance) + Δdust + ΔΣ(size·funding_index)
+      D·(ΔΣbalance − ΔΣcost + Δfees − Δbad_debt) + Δdust + ΔΣ(size·funding_index)
           == D·(deposited − withdrawn)
 
   where the sums run over the changed keys only. ``Σ size·funding_index`` over a market's
@@ -28,7 +29,7 @@ from typing import Any
 from chain.codec import Struct
 from chain.errors import InvalidBlock
 from state.accounts import Account
-from state.exchange import FEE_POOL, FUNDING_DUST, INSURANCE_FUND, POSITION, Pool
+from state.exchange import BAD_DEBT, FEE_POOL, FUNDING_DUST, POSITION, Pool
 from state.funding import max_index_move
 from state.markets import MARKET_STATE, Market, MarketState, market_key
 from state.positions import FLAT, Position
@@ -75,8 +76,11 @@ def check_block(view: Overlay, deposited: int, withdrawn: int) -> None:
                     raise InvariantViolation("position_without_market",
                                              f"position in unknown market {symbol!r}",
                                              {"key": key.hex(), "market": symbol})
-        elif key in (FEE_POOL, INSURANCE_FUND):
+        elif key == FEE_POOL:
             d_pools += (_decode(new_raw, Pool, Pool(0)).amount
+                        - _decode(old_raw, Pool, Pool(0)).amount)
+        elif key == BAD_DEBT:
+            d_pools -= (_decode(new_raw, Pool, Pool(0)).amount
                         - _decode(old_raw, Pool, Pool(0)).amount)
         elif key == FUNDING_DUST:
             d_dust += (_decode(new_raw, Pool, Pool(0)).amount

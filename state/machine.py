@@ -8,7 +8,7 @@ produce a failed ``TxResult`` whose writes are reverted but whose nonce is consu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from chain.block import Attr, Event, TxResult
@@ -47,6 +47,10 @@ class TxContext:
     """Settlement units that entered the chain in this block (successful deposits)."""
     withdrawn: int = 0
     """Settlement units that left the chain in this block (successful withdrawals)."""
+    margin_touched: set[bytes] = field(default_factory=set)
+    """Accounts holding positions whose collateral a successful transaction lowered without
+    writing a position (withdraw, transfer out): the liquidation step refreshes their entry
+    in the at-risk index (positions written by fills are found from the block's writes)."""
 
 
 def _credit(view: Overlay, address: bytes, amount: int) -> None:
@@ -70,7 +74,8 @@ def _transfer(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
     p = cast(Transfer, tx.payload)  # HANDLERS dispatches on the payload's type
     _debit(view, tx.sender, p.amount)
     _credit(view, p.to, p.amount)
-    check_initial_margin(view, tx.sender)  # collateral backing positions may not leave
+    if check_initial_margin(view, tx.sender):  # collateral backing positions may not leave
+        ctx.margin_touched.add(tx.sender)
     return [Event("transfer", (Attr("amount", str(p.amount)), Attr("recipient", p.to.hex()),
                                Attr("sender", tx.sender.hex())))]
 
@@ -115,7 +120,7 @@ HANDLERS: dict[str, Handler] = {
     PlaceOrder.TYPE: lambda view, ctx, tx: place_order(view, ctx.height, ctx.tx_index, tx),
     CancelOrder.TYPE: lambda view, ctx, tx: cancel_order(view, tx),
     CancelAll.TYPE: lambda view, ctx, tx: cancel_all(view, tx),
-    Withdraw.TYPE: lambda view, ctx, tx: withdraw(view, tx),
+    Withdraw.TYPE: lambda view, ctx, tx: withdraw(view, tx, ctx.margin_touched),
 }
 
 

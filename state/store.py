@@ -25,7 +25,7 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
-ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/", b"mkt/")
+ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/", b"mkt/", b"liq/")
 """State key prefixes walked in key order while a block runs (see Overlay.first_key_after)."""
 
 
@@ -270,6 +270,20 @@ class Overlay:
             if v is not _MISSING and v is not None:
                 out.append(k)
         return sorted(set(out))
+
+    def written_keys(self, prefix: bytes) -> list[bytes]:
+        """Keys under an ordered ``prefix`` that this block has written (put or deleted, net
+        of reverts), in key order: O(log n + k) from the sorted index of ordered writes."""
+        if not prefix.startswith(ORDERED_PREFIXES):
+            raise ValueError(f"{prefix!r} is not an ordered keyspace")
+        ordered, writes = self._ordered, self.writes
+        i = bisect_left(ordered, prefix)
+        out = []
+        while i < len(ordered) and ordered[i].startswith(prefix):
+            if ordered[i] in writes:
+                out.append(ordered[i])
+            i += 1
+        return out
 
     def walk_ordered(self, prefix: bytes) -> Iterator[bytes]:
         """Live keys under an ordered ``prefix`` in key order, like :meth:`iter_ordered`

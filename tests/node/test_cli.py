@@ -62,7 +62,9 @@ def test_version() -> None:
 def test_genesis_new_writes_genesis_and_0600_keys(devnet_dir: Path) -> None:
     g = load_genesis(devnet_dir / "genesis.json")
     assert g.chain_id == "cli-chain" and g.genesis_time == parse_time(GENESIS_TIME)[0]
-    assert len(g.accounts) == 2
+    # two funded accounts, then the insurance fund (the zero address) seeded with 10^12
+    assert len(g.accounts) == 3
+    assert (g.accounts[2].address, g.accounts[2].balance) == (bytes(32), 10**12)
     keys_dir = devnet_dir / "keys"
     names = sorted(p.name for p in keys_dir.iterdir())
     assert names == ["account-0.json", "account-1.json", "faucet.json", "operator-0.json",

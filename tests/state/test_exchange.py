@@ -7,7 +7,6 @@ BTC-USD-PERP (devnet market): tick 0.10 USD, step 0.0001 BTC, IMF 5%, MMF 3%, ma
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,10 @@ from chain.tx import CancelAll, CancelOrder, OraclePrice, PlaceOrder, Transactio
 from genesis.state import init_store
 from state.accounts import get_account
 from state.exchange import (
+    BAD_DEBT,
     FEE_POOL,
     FUNDING_DUST,
-    INSURANCE_FUND,
+    INSURANCE_ADDRESS,
     Pool,
     account_positions,
     get_position,
@@ -81,19 +81,20 @@ class Exchange:
         return p.amount if p else 0
 
     def conserved_scaled(self) -> int:
-        """The guard's conserved quantity in 10^-14 micro-USDC: collateral − cost + fees +
-        insurance, plus funding dust, plus funding owed but unsettled (Σ size·index)."""
+        """The guard's conserved quantity in 10^-14 micro-USDC: collateral (insurance fund
+        included) − cost + fees − bad debt, plus funding dust, plus funding owed but unsettled
+        (Σ size·index)."""
         ov = self.store.overlay()
         d = 10**14
         total = 0
-        for key in (FEE_POOL, INSURANCE_FUND):
+        for key, sign in ((FEE_POOL, 1), (BAD_DEBT, -1)):
             p = ov.get_obj(key, Pool)
-            total += d * (p.amount if p else 0)
+            total += sign * d * (p.amount if p else 0)
         dust = ov.get_obj(FUNDING_DUST, Pool)
         total += dust.amount if dust else 0
-        for k in self.keys.accounts:
-            total += d * get_account(ov, k.public_key).balance
-            for _, pos in account_positions(ov, k.public_key):
+        for addr in [k.public_key for k in self.keys.accounts] + [INSURANCE_ADDRESS]:
+            total += d * get_account(ov, addr).balance
+            for _, pos in account_positions(ov, addr):
                 total += pos.size * pos.funding_index - d * pos.cost
         return total
 
@@ -118,13 +119,6 @@ def market(side: str, worst_usd: float, size_btc: float, reduce_only: bool = Fal
            ) -> PlaceOrder:
     return PlaceOrder(BTC, side, "market", "ioc", int(round(worst_usd * 10)) * 100_000,
                       int(round(size_btc * 10_000)) * 10_000, reduce_only, 0)
-
-
-@pytest.fixture
-def ex(tmp_path: Path) -> Iterator[Exchange]:
-    e = Exchange(tmp_path)
-    yield e
-    e.store.close()
 
 
 def test_worked_trade_fees_and_realized_pnl(ex: Exchange) -> None:

@@ -3,21 +3,9 @@ payment, no jump after a gap, and settlement on the next fill."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from chain.block import Block, TxResult
 from state.markets import get_market_state
 from tests.state.test_exchange import BTC, USD, Exchange, limit, market
-
-
-@pytest.fixture
-def ex(tmp_path: Path) -> Iterator[Exchange]:
-    e = Exchange(tmp_path)
-    yield e
-    e.store.close()
 
 
 def end_events(ex: Exchange) -> list[dict[str, str]]:

@@ -8,7 +8,6 @@ maker fee 0.02%, taker fee 0.05%).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,6 @@ from state.store import Store
 from state.transition import import_block
 from tests.state.test_exchange import BTC, BTC_SIZE, START, USD, Exchange, limit, market
 from tests.state.test_funding_step import end_events
-
-
-@pytest.fixture
-def ex(tmp_path: Path) -> Iterator[Exchange]:
-    e = Exchange(tmp_path)
-    yield e
-    e.store.close()
 
 
 def px(usd: float) -> int:
@@ -224,7 +216,7 @@ def test_trigger_orders_must_be_ioc_and_carry_a_trigger() -> None:
 def test_a_failed_triggered_order_is_cancelled_and_the_block_goes_on(ex: Exchange) -> None:
     # Carol gets a large deposit so that she can always take the other side.
     ex.block(ex.tx(ex.keys.faucet, Deposit(ex.carol.public_key, 100_000 * USD)))
-    base = ex.conserved()
+    base = ex.conserved_scaled()
     ex.block(ex.tx(ex.alice, limit("sell", 60_000, 3.1)))
     # Dave buys 3 BTC (180,000 USDC; fee 90): collateral 9,910, margin 9,000.
     [d, b] = ex.block(ex.tx(ex.dave, market("buy", 60_000, 3)),
@@ -235,23 +227,27 @@ def test_a_failed_triggered_order_is_cancelled_and_the_block_goes_on(ex: Exchang
              ex.tx(ex.bob, tpsl("stop_loss", "sell", 50_000, 40_000, 0.1)))
     dave_sl, bob_sl = order_id(ex.height, 0), order_id(ex.height, 1)
     ex.block(ex.tx(ex.carol, limit("buy", 56_000, 4)))
-    dave_before = (ex.collateral(ex.dave), ex.position(ex.dave))
+    dave_pos = ex.position(ex.dave)
     r = ex.block(oracle(ex, px(50_000)))[0]
     assert r.code == 0
     evs = triggered(ex)
     # Dave would realize 3 * (56,000 - 60,000) = -12,000 USDC > 9,910: his execution fails,
     # is reverted, and his stop is cancelled; Bob's stop then fills against the same bid.
+    # Then, last in the block, the liquidation step closes Dave (bankrupt at 50,000).
     assert [(e["type"], e.get("order", e.get("maker_order"))) for e in evs] == [
         ("order_triggered", str(dave_sl)), ("order_cancelled", str(dave_sl)),
-        ("order_triggered", str(bob_sl)), ("fill", evs[3]["maker_order"])]
+        ("order_triggered", str(bob_sl)), ("fill", evs[3]["maker_order"]),
+        ("liquidation", None), ("liquidation_settled", None)]
     assert evs[1]["reason"] == "insufficient_margin"
     assert evs[3]["taker"] == ex.bob.public_key.hex() and evs[3]["size"] == str(sz(0.1))
-    assert (ex.collateral(ex.dave), ex.position(ex.dave)) == dave_before
+    assert evs[4]["account"] == ex.dave.public_key.hex()
+    assert evs[4]["size"] == str(dave_pos[0]) and evs[4]["price"] == str(px(50_000))
+    assert ex.position(ex.dave) == (0, 0) and ex.collateral(ex.dave) == 0
     assert ex.position(ex.bob) == (0, 0)
     [bid] = list(best_orders(ex.store.overlay(), BTC, "buy"))
     assert bid.size == 4 * BTC_SIZE - sz(0.1)
     assert trig_keys(ex) == []
-    assert ex.conserved() == base
+    assert ex.conserved_scaled() == base
 
 
 def test_paused_markets_do_not_trigger(ex: Exchange) -> None:

@@ -5,9 +5,6 @@ BTC market as in test_exchange.py: IMF 5%, taker fee 0.05%.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from chain.block import Event
@@ -18,13 +15,6 @@ from state import blockend
 from state.machine import TxContext
 from state.store import Overlay
 from tests.state.test_exchange import START, USD, Exchange, limit, market
-
-
-@pytest.fixture
-def ex(tmp_path: Path) -> Iterator[Exchange]:
-    e = Exchange(tmp_path)
-    yield e
-    e.store.close()
 
 
 def test_withdraw_debits_collateral_and_emits_an_event(ex: Exchange) -> None:
