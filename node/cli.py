@@ -717,16 +717,23 @@ def market(symbol: str | None, node_url: str) -> None:
 @click.option("--port", default=26657, show_default=True, type=click.IntRange(0, 65535),
               help="RPC port on 127.0.0.1 (0 picks a free one).")
 @click.option("--reset", is_flag=True, help="Delete an existing devnet folder first.")
+@click.option("--leveraged", default=3, show_default=True, type=click.IntRange(0, 100),
+              help="Accounts (the last ones) that trade BTC-USD-PERP at about 15x leverage, "
+                   "so price moves liquidate someone; 0 for none.")
 @friendly
 def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interval_ms: int,
-           port: int, reset: bool) -> None:
+           port: int, reset: bool, leveraged: int) -> None:
     """Create (or reuse) a local devnet, run the producer and drive load at --tps."""
     from node.devnet import DevnetOptions, run_devnet
 
+    if leveraged > accounts - 2:
+        raise click.BadParameter(f"must leave at least 2 of the {accounts} accounts for the "
+                                 "ordinary load", param_hint="--leveraged")
     if reset and root.exists():
         shutil.rmtree(root)
     code = run_devnet(DevnetOptions(root=root, tps=tps, blocks=blocks, accounts=accounts,
-                                    block_interval_ms=block_interval_ms, port=port))
+                                    block_interval_ms=block_interval_ms, port=port,
+                                    leveraged=leveraged))
     sys.exit(code)
 
 

@@ -22,7 +22,7 @@ from rich.console import Console
 from chain.crypto import PrivateKey
 from node.client import AsyncRPCClient, NodeUnreachable
 from node.keyfile import read_key
-from node.loadgen import OracleFeed, TransferLoad, market_payloads
+from node.loadgen import LeveragedTraders, OracleFeed, TransferLoad, market_payloads
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -36,6 +36,7 @@ class DevnetOptions:
     accounts: int = 20
     block_interval_ms: int = 500
     port: int = 26657
+    leveraged: int = 3
 
 
 def _appchain(*args: str) -> list[str]:
@@ -122,13 +123,19 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
         console.print(f"try: appchain status --node {url}   |   curl -s {url}/metrics   "
                       f"|   keys in {opts.root / 'genesis' / 'keys'}", highlight=False)
         feed = oracle_feed(opts.root, client, chain_id)
+        keys = account_keys(opts.root)
+        gamblers = leveraged_traders(opts, client, chain_id, keys, feed)
+        if gamblers is not None:
+            keys = keys[:len(keys) - len(gamblers.keys)]
         # With markets, the load trades (quotes, takes, cancels); without, it transfers.
-        load = TransferLoad(client, chain_id, account_keys(opts.root), opts.tps,
+        load = TransferLoad(client, chain_id, keys, opts.tps,
                             payloads=market_payloads(feed) if feed is not None else None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.run)
             if feed is not None:
                 nursery.start_soon(feed.run)
+            if gamblers is not None and opts.tps > 0:
+                nursery.start_soon(gamblers.run)
             last = -1
             while True:
                 await trio.sleep(0.25)
@@ -143,13 +150,14 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
                     continue
                 height = int(st["sync_info"]["latest_block_height"])
                 tps = _metric(metrics.text, "appchain_tx_per_second")
+                liqs = int(_metric(metrics.text, "appchain_liquidations_total"))
                 if height != last:
                     last = height
                     rej = sum(load.stats.rejected.values())
                     console.print(
                         f"height {height:>6}  tx/s {tps:>8.1f}  mempool "
                         f"{st['mempool']['size']:>6}  sent {load.stats.sent:>8}  "
-                        f"rejected {rej}", highlight=False)
+                        f"rejected {rej}  liquidations {liqs}", highlight=False)
                 if opts.blocks is not None and height >= opts.blocks:
                     nursery.cancel_scope.cancel()
                     return 0
@@ -167,6 +175,18 @@ def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str) -> OracleFeed
     markets = [(m.market.symbol, m.oracle_price, m.market.tick_size, m.market.step_size)
                for m in g.markets]
     return OracleFeed(client, chain_id, read_key(key_file), markets)
+
+
+def leveraged_traders(opts: DevnetOptions, client: AsyncRPCClient, chain_id: str,
+                      keys: list[PrivateKey], feed: OracleFeed | None) -> LeveragedTraders | None:
+    """The last ``--leveraged`` accounts as high-leverage BTC traders (with markets only)."""
+    if feed is None or opts.leveraged <= 0 or len(keys) < opts.leveraged + 2:
+        return None
+    faucet_file = opts.root / "genesis" / "keys" / "faucet.json"
+    faucet = read_key(faucet_file) if faucet_file.exists() else None
+    symbol = "BTC-USD-PERP" if "BTC-USD-PERP" in feed.prices else sorted(feed.prices)[0]
+    return LeveragedTraders(client, chain_id, keys[-opts.leveraged:], faucet, symbol,
+                            feed.steps[symbol], feed.ticks[symbol])
 
 
 def _metric(text: str, name: str) -> float:

@@ -196,3 +196,75 @@ def market_payloads(feed: OracleFeed) -> Callable[[random.Random, PrivateKey], P
         return CancelAll(symbol)
 
     return make
+
+
+class LeveragedTraders:
+    """A few traders who run high leverage, so that a devnet's price moves liquidate someone.
+
+    Each round (``step``), per trader: an account holding much more than ``stake`` first
+    withdraws the excess (devnet accounts start rich, and a liquidation needs leverage); a
+    flat account left with under half its stake (after a liquidation) is topped up by a
+    faucet deposit; otherwise it adds to its position (long or short, chosen once per trader)
+    with a market order until its notional is about ``leverage`` times its equity. Orders the
+    node refuses (margin, liquidity) are simply tried again next round.
+    """
+
+    def __init__(self, client: AsyncRPCClient, chain_id: str, keys: list[PrivateKey],
+                 faucet: PrivateKey | None, market: str, step_size: int, tick_size: int,
+                 stake: int = 2_000 * 10**6, leverage: int = 15, seed: int = 3) -> None:
+        self.client = client
+        self.chain_id = chain_id
+        self.keys = keys
+        self.faucet = faucet
+        self.market = market
+        self.step_size = step_size
+        self.tick_size = tick_size
+        self.stake = stake
+        self.leverage = leverage
+        rng = random.Random(seed)
+        self.long = {k.public_key: rng.random() < 0.5 for k in keys}
+        self.sent: Counter[str] = Counter()
+
+    async def _send(self, key: PrivateKey, payload: Payload) -> None:
+        acct = await self.client.call("account", address=key.public_key.hex())
+        t = make_tx(key, self.chain_id, int(acct["next_nonce"]), payload)
+        try:
+            await self.client.call("broadcast_tx_sync", tx=b64(t.raw))
+            self.sent[type(payload).__name__] += 1
+        except RPCCallError:
+            self.sent["refused"] += 1
+
+    async def step(self) -> None:
+        from chain.tx import Deposit, Withdraw
+
+        m = await self.client.call("market", symbol=self.market)
+        oracle = int(m["state"]["oracle_price"])
+        for k in self.keys:
+            acct = await self.client.call("account", address=k.public_key.hex())
+            collateral, equity = int(acct["collateral"]), int(acct["equity"])
+            pos = next((p for p in acct["positions"] if p["market"] == self.market), None)
+            size = int(pos["size"]) if pos else 0
+            if collateral > 3 * self.stake and size == 0:
+                await self._send(k, Withdraw(collateral - self.stake))
+            elif size == 0 and collateral < self.stake // 2:
+                if self.faucet is not None:
+                    await self._send(self.faucet, Deposit(k.public_key, self.stake))
+            else:
+                target = equity * self.leverage * 10**8 // oracle  # size at the target notional
+                add = (target - abs(size)) // self.step_size * self.step_size
+                if add <= 0:
+                    continue
+                long = self.long[k.public_key]
+                worst = oracle + oracle // 100 if long else oracle - oracle // 100
+                await self._send(k, PlaceOrder(self.market, "buy" if long else "sell",
+                                               "market", "ioc",
+                                               worst // self.tick_size * self.tick_size,
+                                               add, False, 0))
+
+    async def run(self, period_s: float = 1.0) -> None:
+        while True:
+            try:
+                await self.step()
+            except RPCCallError:
+                pass  # e.g. the node restarting: next round
+            await trio.sleep(period_s)

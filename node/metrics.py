@@ -33,6 +33,11 @@ class NodeMetrics:
         self.commit_seconds = Histogram(
             "appchain_block_commit_seconds", "Time to apply and commit one block",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=self.registry)
+        self.liquidations = Counter("appchain_liquidations", "Accounts liquidated",
+                                    registry=self.registry)
+        self.funding_payments = Counter("appchain_funding_payments",
+                                        "Funding payments applied (one per market and payment)",
+                                        registry=self.registry)
         self._window: deque[tuple[float, int]] = deque(maxlen=11)
         self._last_commit: float | None = None
 
@@ -51,6 +56,11 @@ class NodeMetrics:
             span = self._window[-1][0] - self._window[0][0]
             txs = sum(n for _, n in list(self._window)[1:])
             self.tps.set(txs / span if span > 0 else 0.0)
+
+    def block_events(self, types: list[str]) -> None:
+        """Count the block's own events (end-of-block steps) an operator graphs."""
+        self.liquidations.inc(types.count("liquidation_settled"))
+        self.funding_payments.inc(types.count("funding"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

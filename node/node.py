@@ -264,7 +264,8 @@ class Node:
 
     def _build_and_commit(self, txs: list[Transaction], height: int,
                           block_time: int) -> tuple[Head, list[TxResult]]:
-        """Worker-thread part: apply, sign (recording it first), commit."""
+        """Worker-thread part: apply, sign (recording it first), commit. Returns the
+        transactions' results followed by the block's own result (if it has events)."""
         if self.signer is None:
             raise NodeError("this node has no producer key")
         outcome = apply_body(self.store, self.params, height, block_time, txs)
@@ -281,7 +282,7 @@ class Node:
         )
         block, raw = self.signer.sign_block(header, tuple(tx.raw for tx in txs))
         head = commit(self.store, block, raw, txs, outcome)
-        return head, outcome.results[:len(txs)]  # the rest: the block's own events
+        return head, outcome.results  # after the transactions': the block's own events
 
     async def produce_block(self) -> Head:
         """Build, sign and commit one block from the mempool; notify waiters.
@@ -315,6 +316,9 @@ class Node:
         self.mempool.remove(txs)
         now = time.perf_counter()
         self.metrics.block_committed(now, head.height, head.era, len(txs), now - t0)
+        if len(results) > len(txs):
+            self.metrics.block_events([e.type for e in results[len(txs)].events])
+        results = results[:len(txs)]
         self.metrics.mempool_size.set(len(self.mempool))
         for i, (tx, res) in enumerate(zip(txs, results, strict=True)):
             waiter = self._waiters.pop(tx.hash, None)

@@ -48,6 +48,7 @@ from node.views import (
     signed_header_json,
 )
 from state.accounts import Account
+from state.exchange import BAD_DEBT, INSURANCE_ADDRESS, Pool
 from state.markets import (
     MARKET,
     SYMBOL_RE,
@@ -338,7 +339,13 @@ async def rpc_markets(node: Node, params: Params) -> Any:
         symbols = [k[len(MARKET):].decode() for k, _ in node.store.iter_state(MARKET)]
         markets = [_market_json(s, snap.state_get(market_key(s)),
                                 snap.state_get(market_state_key(s))) for s in symbols]
-    return {"markets": markets, "height": str(head.height if head else node.head.height)}
+        fund = snap.state_get(account_key(INSURANCE_ADDRESS))
+        debt = snap.state_get(BAD_DEBT)
+    return {"markets": markets, "height": str(head.height if head else node.head.height),
+            "insurance_fund": {
+                "address": INSURANCE_ADDRESS.hex(),
+                "balance": str(Account.decode(fund).balance if fund else 0),
+                "bad_debt": str(Pool.decode(debt).amount if debt else 0)}}
 
 
 async def rpc_query(node: Node, params: Params) -> Any:

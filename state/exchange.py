@@ -134,12 +134,18 @@ def _apply_settlement(view: Overlay, owner: bytes, s: Settlement) -> None:
         pool_add(view, FUNDING_DUST, s.dust_scaled)
 
 
-def store_position(view: Overlay, owner: bytes, market: str, old: Position,
-                    new: Position, st: MarketState) -> MarketState:
+def write_position(view: Overlay, owner: bytes, market: str, new: Position) -> None:
+    """Store a position; a flat one with no realized PnL to keep is deleted."""
     if new.size == 0 and new.realized_pnl == 0:
         view.delete(position_key(owner, market))
     else:
         view.put_obj(position_key(owner, market), new)
+
+
+def store_position(view: Overlay, owner: bytes, market: str, old: Position,
+                   new: Position, st: MarketState) -> MarketState:
+    """Store a position and return the market state with its open interest updated."""
+    write_position(view, owner, market, new)
     long_d = max(new.size, 0) - max(old.size, 0)
     short_d = max(-new.size, 0) - max(-old.size, 0)
     return replace(st, open_interest_long=st.open_interest_long + long_d,

@@ -68,13 +68,14 @@ from state.exchange import (
     account_margin,
     cancel_event,
     get_position,
+    margin_of,
     pool_add,
-    store_position,
+    write_position,
 )
 from state.machine import TxContext
 from state.markets import MARKET, Market, MarketState, get_market_state, put_market_state
 from state.orderbook import account_orders, remove
-from state.positions import FLAT, apply_fill, fee_for, settle_funding
+from state.positions import Position, apply_fill, fee_for, settle_funding
 from state.scales import FUNDING_DIVISOR, PPM
 from state.store import Overlay
 
@@ -190,23 +191,29 @@ def _liquidate(view: Overlay, owner: bytes, am: AccountMargin) -> list[Event]:
         symbol, price = h.market.symbol, h.state.oracle_price
         st = get_market_state(view, symbol)
         assert st is not None
-        pos, paid = settle_funding(h.position, st.funding_index)
+        index = st.funding_index
+        pos, paid = settle_funding(h.position, index)
         bal += paid.collateral_delta
         dust += paid.dust_scaled
         close = apply_fill(pos, -pos.size, price)
         bal += close.realized_pnl_delta
         penalty_due += fee_for(close.notional, h.market.liquidation_penalty_ppm)
         fold = get_position(view, INSURANCE_ADDRESS, symbol)
-        fpos = replace(FLAT, funding_index=st.funding_index) if fold is None else fold
-        fpos, fpaid = settle_funding(fpos, st.funding_index)
+        fpos, fpaid = settle_funding(Position(0, 0, index, 0) if fold is None else fold, index)
         fund_bal += fpaid.collateral_delta
         dust += fpaid.dust_scaled
         take = apply_fill(fpos, pos.size, price)
         fund_bal += take.realized_pnl_delta
-        st = store_position(view, owner, symbol, h.position, close.new_position, st)
-        st = store_position(view, INSURANCE_ADDRESS, symbol, fold or FLAT, take.new_position,
-                             st)
-        put_market_state(view, symbol, st)
+        write_position(view, owner, symbol, close.new_position)
+        write_position(view, INSURANCE_ADDRESS, symbol, take.new_position)
+        long_d = short_d = 0
+        for old_size, new_size in ((pos.size, 0), (fpos.size, take.new_position.size)):
+            long_d += max(new_size, 0) - max(old_size, 0)
+            short_d += max(-new_size, 0) - max(-old_size, 0)
+        if long_d or short_d:
+            put_market_state(view, symbol, replace(
+                st, open_interest_long=st.open_interest_long + long_d,
+                open_interest_short=st.open_interest_short + short_d))
         events.append(Event("liquidation", (
             Attr("account", owner.hex()), *figures, Attr("market", symbol),
             Attr("price", str(price)), Attr("realized_pnl", str(close.realized_pnl_delta)),
@@ -257,6 +264,6 @@ def process_liquidations(view: Overlay, ctx: TxContext) -> list[Event]:
         am = account_margin(view, owner)
         if am.liquidatable and all(_eligible(h, ctx) for h in am.held):
             events.extend(_liquidate(view, owner, am))
-            am = account_margin(view, owner)
+            am = margin_of(0, ())  # flat now: its entries go
         reindex(view, owner, am)
     return events
