@@ -6,6 +6,7 @@ from typing import Any
 
 from state.accounts import get_account
 from state.exchange import account_positions, get_position, margin_status
+from state.funding import settle
 from state.margin import liquidation_price, maintenance_requirement, unrealized_pnl
 from state.markets import get_market, get_market_state
 from state.orderbook import Order, account_orders, best_orders
@@ -37,7 +38,10 @@ def position_json(view: Overlay, owner: bytes, symbol: str, pos: Position) -> di
                   for sym, p in account_positions(view, owner) if sym != symbol and p.size
                   for m2, s2 in [(get_market(view, sym), get_market_state(view, sym))]
                   if m2 is not None and s2 is not None]
-        liq = liquidation_price(collateral, pos, m.maintenance_margin_ppm, others)
+        unsettled = sum(settle(p.size, p.funding_index, s2.funding_index).collateral_delta
+                        for sym, p in account_positions(view, owner) if p.size
+                        for s2 in [get_market_state(view, sym)] if s2 is not None)
+        liq = liquidation_price(collateral, pos, m.maintenance_margin_ppm, others, unsettled)
         out.update({
             "oracle_price": str(st.oracle_price),
             "unrealized_pnl": str(unrealized_pnl(pos, st.oracle_price)),

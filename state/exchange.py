@@ -59,8 +59,9 @@ FEE_POOL = POOL + b"fees"
 FUNDING_DUST = POOL + b"funding_dust"
 """Funding rounding remainders in 10^-14 micro-USDC; always below 10^14 (swept on)."""
 BAD_DEBT = POOL + b"bad_debt"
-"""Shortfall of bankrupt accounts the insurance fund could not cover (micro-USDC): value the
-exchange owes and does not hold. Only ever grows; counted negatively by the guard."""
+"""Value the exchange owes and does not hold (micro-USDC): shortfalls of bankrupt accounts
+the insurance fund could not pay, and losses of the fund's own positions beyond its balance.
+Only ever grows; counted negatively by the guard."""
 INSURANCE_ADDRESS = bytes(32)
 """The insurance fund is the account at this address (32 zero bytes). No private key
 exists for it (it is not a valid ed25519 key), so it never signs anything: it receives

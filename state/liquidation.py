@@ -222,10 +222,13 @@ def _liquidate(view: Overlay, owner: bytes, am: AccountMargin) -> list[Event]:
         penalty = min(penalty_due, bal)
         bal -= penalty
         fund_bal += penalty
-        shortfall = 0
+        shortfall = covered = 0
     else:
         penalty, shortfall, bal = 0, -bal, 0
+        covered = min(shortfall, max(fund_bal, 0))
         fund_bal -= shortfall
+    # What the fund cannot absorb: the part of the shortfall it could not pay, plus any loss
+    # of its own positions (realized on this close, or funding) beyond its balance.
     uncovered = -fund_bal if fund_bal < 0 else 0
     fund_bal += uncovered
     put_account(view, owner, Account(bal, get_account(view, owner).nonce))
@@ -237,7 +240,7 @@ def _liquidate(view: Overlay, owner: bytes, am: AccountMargin) -> list[Event]:
         events.append(cancel_event(o, "liquidated"))
     events.append(Event("liquidation_settled", (
         Attr("account", owner.hex()), Attr("collateral_after", str(bal)),
-        Attr("insurance_covered", str(shortfall - uncovered)), Attr("penalty", str(penalty)),
+        Attr("insurance_covered", str(covered)), Attr("penalty", str(penalty)),
         Attr("shortfall", str(shortfall)), Attr("uncovered", str(uncovered)))))
     return events
 
