@@ -22,7 +22,7 @@ from chain.errors import ChainError
 from chain.tx import Deposit, Payload, Transfer, make_tx
 from node import __version__
 from node.client import DEFAULT_NODE, NodeUnreachable, RPCCallError, RPCClient
-from node.config import ConfigError, Home, NodeConfig, RPCConfig, parse_laddr
+from node.config import AdminConfig, ConfigError, Home, NodeConfig, RPCConfig, parse_laddr
 from node.keyfile import KeyFileError, read_key, write_key
 from node.node import NodeError
 from node.signer import DoubleSignRefused
@@ -164,10 +164,13 @@ def genesis_validate(file: Path) -> None:
               help="Key file of the genesis producer; without it the node only serves reads.")
 @click.option("--moniker", default="node", show_default=True)
 @click.option("--rpc-laddr", default=RPCConfig.laddr, show_default=True)
+@click.option("--admin-laddr", default=None,
+              help="Operator endpoint (default tcp://127.0.0.1:26659; port 0 if --rpc-laddr "
+                   "has port 0).")
 @click.option("--block-interval-ms", default=None, type=click.IntRange(1))
 @friendly
 def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str,
-         rpc_laddr: str, block_interval_ms: int | None) -> None:
+         rpc_laddr: str, admin_laddr: str | None, block_interval_ms: int | None) -> None:
     """Create a node home: config/config.toml, config/genesis.json, keys, data/."""
     from dataclasses import replace
 
@@ -186,7 +189,12 @@ def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str
             raise click.ClickException(
                 f"{producer_key} is not the producer named in the genesis "
                 f"({g.producer.pub_key.hex()})")
-    cfg = NodeConfig(moniker=moniker, rpc=RPCConfig(laddr=rpc_laddr))
+    if admin_laddr is None:
+        admin_laddr = ("tcp://127.0.0.1:0" if parse_laddr(rpc_laddr)[1] == 0
+                       else AdminConfig.laddr)
+    parse_laddr(admin_laddr, "--admin-laddr")
+    cfg = NodeConfig(moniker=moniker, rpc=RPCConfig(laddr=rpc_laddr),
+                     admin=AdminConfig(laddr=admin_laddr))
     if block_interval_ms is not None:
         cfg = replace(cfg, producer=replace(cfg.producer, block_interval_ms=block_interval_ms))
     h.data_dir.mkdir(parents=True, exist_ok=True)
@@ -736,6 +744,14 @@ def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interv
                                     leveraged=leveraged))
     sys.exit(code)
 
+
+def _register_admin() -> None:
+    from node.admin_cli import admin
+
+    main.add_command(admin)
+
+
+_register_admin()
 
 if __name__ == "__main__":
     main(prog_name="appchain")

@@ -63,12 +63,40 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    laddr: str = "tcp://127.0.0.1:26659"
+    """Where the operator endpoint listens: its own port, loopback by default."""
+    max_age_ms: int = 300_000
+    """A signed admin command older than this (by the node's clock) is refused (expired)."""
+    max_skew_ms: int = 60_000
+    """A command issued further than this in the node's future is refused (not_yet_valid)."""
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    interval: int = 0
+    """Pin a snapshot automatically every this many blocks (``auto-<height>``); 0: off."""
+    keep_recent: int = 10
+    """How many automatic snapshots to keep (the oldest are unpinned first)."""
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    fresh_oracle_updates: int = 3
+    """After a rollback, liquidations stay suspended in a market until it has received this
+    many oracle updates."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     moniker: str = "node"
     rpc: RPCConfig = field(default_factory=RPCConfig)
     producer: ProducerConfig = field(default_factory=ProducerConfig)
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def to_toml(self) -> str:
         doc: dict[str, Any] = {"moniker": self.moniker}
@@ -85,10 +113,13 @@ _SECTIONS: dict[str, type] = {
     "producer": ProducerConfig,
     "mempool": MempoolConfig,
     "storage": StorageConfig,
+    "admin": AdminConfig,
+    "snapshots": SnapshotConfig,
+    "recovery": RecoveryConfig,
 }
 _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
-    "max_txs_per_block", "size", "max_tx_bytes",
+    "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
 }
 
 
@@ -131,6 +162,12 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
         kwargs[key] = cls(**section)
     cfg = NodeConfig(**kwargs)
     parse_laddr(cfg.rpc.laddr, "rpc.laddr")
+    parse_laddr(cfg.admin.laddr, "admin.laddr")
+    for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
+                           ("snapshots.interval", cfg.snapshots.interval),
+                           ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates)):
+        if value < 0:
+            raise ConfigError(f"{setting} must be >= 0, got {value}")
     return cfg
 
 

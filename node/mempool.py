@@ -183,6 +183,15 @@ class Mempool:
             del self._next_nonce[s]
         return dropped
 
+    def drain(self) -> list[Transaction]:
+        """Empty the mempool; its transactions in arrival order (to re-admit later, e.g.
+        after a rollback moved the committed nonces back)."""
+        out = list(self._txs.values())
+        self._txs.clear()
+        self._next_nonce.clear()
+        self._pending.clear()
+        return out
+
     def pending_nonce(self, sender: bytes) -> int | None:
         """The next nonce the mempool expects from ``sender``, if it holds any of theirs."""
         return self._next_nonce.get(sender)

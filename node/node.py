@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from chain.block import Block, Header, SignedHeader, TxResult
+from chain.codec import decode, encode
 from chain.crypto import sha256
 from chain.errors import ChainError, InvalidBlock
 from chain.stateproof import StateProof
@@ -28,10 +29,12 @@ from node.config import Home, NodeConfig
 from node.mempool import Mempool, MempoolReject, RejectCode, precheck
 from node.metrics import NodeMetrics
 from node.signer import Signer
+from state import rollback
 from state.accounts import Account
 from state.invariants import InvariantViolation
 from state.params import ChainParams, load_params
-from state.schema import STATE, TREE, account_key
+from state.pins import auto_pin_writes
+from state.schema import META_HALT_AT, STATE, TREE, account_key
 from state.store import Head, Store, StoreError
 from state.transition import apply_body, commit, import_block
 from state.tree import StateTree
@@ -93,7 +96,11 @@ class Node:
         self._waiters: dict[bytes, _Waiter] = {}
         self._produce_lock = trio.Lock()
         self.halted: dict[str, Any] | None = self.store.halt_record()
+        raw_at = self.store.db.get(META_HALT_AT)
+        self.halt_at: dict[str, Any] | None = None if raw_at is None else dict(decode(raw_at))
         self.metrics.height.set(self.head.height)
+        self.held_back: list[Transaction] = []
+        """Mempool transactions set aside by a rollback, re-admitted on resume."""
 
     # -- startup ---------------------------------------------------------------------------
 
@@ -108,7 +115,22 @@ class Node:
                 f"({(self.store.genesis_hash() or b'').hex()}); config/genesis.json has "
                 f"{self.genesis.hash.hex()}"
             )
-        if self.signer is not None:
+        op = rollback.operation(self.store)
+        if op is not None:
+            # A rollback was interrupted (crash, kill): finish exactly that one first.
+            log.warning("resuming the interrupted rollback to height %s (head %d)",
+                        op["to_height"], head.height)
+            head = rollback.run(self.store, op)
+            log.warning("rollback finished at height %d", head.height)
+        self.next_era = rollback.next_era(self.store, head)
+        if self.signer is not None and self.next_era > head.era:
+            # Rolled back: whatever the producer signed above the head belongs to the
+            # abandoned era; the new era's blocks cannot collide with it.
+            if self.signer.era >= self.next_era:
+                raise NodeError(
+                    f"the producer already signed in era {self.signer.era}, not below the "
+                    f"new era {self.next_era}: refusing to produce")
+        elif self.signer is not None:
             if self.signer.public_key != self.genesis.producer.pub_key:
                 raise NodeError(
                     "config/priv_validator_key.json is not the genesis producer key "
@@ -151,16 +173,61 @@ class Node:
 
     # -- halting ---------------------------------------------------------------------------
 
-    def halt(self, reason: str, check: str, evidence: dict[str, Any], height: int) -> None:
+    def halt(self, reason: str, check: str, evidence: dict[str, Any], height: int,
+             by: str = "guard") -> None:
         """Stop producing, durably: the halt record is in the store until an operator clears
         it, so a restart does not resume on its own."""
         record: dict[str, Any] = {
             "reason": reason, "check": check, "evidence": evidence,
-            "at_height": str(height), "since_ms": str(wall_ms()), "by": "guard",
+            "at_height": str(height), "since_ms": str(wall_ms()), "by": by,
         }
         self.store.set_halt(record)
         self.halted = record
-        log.critical("HALTED: %s; evidence %s", reason, evidence)
+        self.store.db.delete(META_HALT_AT, sync=True)
+        self.halt_at = None
+        log.critical("HALTED by %s: %s; evidence %s", by, reason, evidence)
+
+    def schedule_halt(self, at_height: int, reason: str, by: str) -> None:
+        """Halt once the head reaches ``at_height`` (durable: survives a restart)."""
+        record = {"at_height": str(at_height), "reason": reason, "by": by,
+                  "scheduled_ms": str(wall_ms())}
+        self.store.db.put(META_HALT_AT, encode(record), sync=True)
+        self.halt_at = record
+
+    def resume(self) -> None:
+        """Clear the halt record and any scheduled halt: production goes on."""
+        self.store.set_halt(None)
+        self.store.db.delete(META_HALT_AT, sync=True)
+        self.halted = None
+        self.halt_at = None
+        log.warning("resumed at height %d", self.head.height)
+
+    def readmit_held_back(self) -> tuple[int, list[dict[str, str]]]:
+        """Re-admit the transactions a rollback set aside, in arrival order; those the
+        restored state no longer accepts are dropped, each with its reason."""
+        held, self.held_back = self.held_back, []
+        ok = 0
+        dropped: list[dict[str, str]] = []
+        for tx in held:
+            try:
+                self.mempool.add(tx)
+                ok += 1
+            except MempoolReject as e:
+                dropped.append({"hash": tx.hash.hex(), "reason": e.code.name.lower(),
+                                "message": e.message})
+        self.metrics.mempool_size.set(len(self.mempool))
+        if dropped:
+            log.warning("after the rollback, %d held-back transaction(s) were dropped",
+                        len(dropped))
+        return ok, dropped
+
+    def _scheduled_halt_due(self) -> bool:
+        if self.halt_at is None or self.head.height < int(self.halt_at["at_height"]):
+            return False
+        at = self.halt_at
+        self.halt(at["reason"], "operator", {"scheduled_at_height": at["at_height"]},
+                  self.head.height, by=at["by"])
+        return True
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -271,7 +338,7 @@ class Node:
         outcome = apply_body(self.store, self.params, height, block_time, txs)
         header = Header(
             chain_id=self.params.chain_id,
-            era=self.head.era,
+            era=self.next_era,
             height=height,
             prev_hash=self.head.hash,
             time=block_time,
@@ -281,7 +348,11 @@ class Node:
             producer=self.signer.public_key,
         )
         block, raw = self.signer.sign_block(header, tuple(tx.raw for tx in txs))
-        head = commit(self.store, block, raw, txs, outcome)
+        snaps = self.cfg.snapshots
+        new_head = Head(height, header.hash, header.state_root, header.era, block_time)
+        pins = auto_pin_writes(self.store, new_head, snaps.interval, snaps.keep_recent,
+                               wall_ms())
+        head = commit(self.store, block, raw, txs, outcome, extra_meta=pins)
         return head, outcome.results  # after the transactions': the block's own events
 
     async def produce_block(self) -> Head:
@@ -293,6 +364,8 @@ class Node:
             return await self._produce_block()
 
     async def _produce_block(self) -> Head:
+        if self.halted is not None or self._scheduled_halt_due():
+            return self.head  # halted: nothing is produced (the in-flight block finished)
         txs = self.mempool.reap(self.cfg.producer.max_txs_per_block)
         height = self.head.height + 1
         block_time = max(self.head.time + 1, wall_ms())
@@ -313,6 +386,7 @@ class Node:
             self._drop_offender(txs, e)
             raise
         self.head = head
+        self.next_era = head.era
         self.mempool.remove(txs)
         now = time.perf_counter()
         self.metrics.block_committed(now, head.height, head.era, len(txs), now - t0)

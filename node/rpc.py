@@ -173,6 +173,7 @@ async def rpc_status(node: Node, params: Params) -> Any:
             "latest_block_time": str(h.time),
             "earliest_block_height": str(node.genesis.initial_height),
             "era": str(h.era),
+            "next_era": str(node.next_era),
             "catching_up": False,
         },
         "producer_info": {
@@ -182,6 +183,8 @@ async def rpc_status(node: Node, params: Params) -> Any:
         },
         "mempool": {"size": len(node.mempool), "max_size": node.mempool.max_size},
         "halted": node.halted,
+        "halt_scheduled": node.halt_at,
+        "held_back_txs": len(node.held_back),
     }
 
 
@@ -591,9 +594,9 @@ def build_app(node: Node) -> Starlette:
     ])
 
 
-async def serve_rpc(node: Node, host: str, port: int, *,
+async def serve_app(app: Starlette, host: str, port: int, *,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; reports the bound ``http://host:port`` through ``task_status``."""
+    """Serve an ASGI app until cancelled; reports the bound ``http://host:port``."""
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -603,9 +606,14 @@ async def serve_rpc(node: Node, host: str, port: int, *,
 
     async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        await serve(build_app(node), config, task_status=task_status)  # type: ignore[arg-type]
+        await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(run)
         task_status.started(binds[0])
 
+
+async def serve_rpc(node: Node, host: str, port: int, *,
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; reports the bound ``http://host:port`` through ``task_status``."""
+    await serve_app(build_app(node), host, port, task_status=task_status)

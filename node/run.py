@@ -7,6 +7,7 @@ import signal
 
 import trio
 
+from node.admin_rpc import serve_admin
 from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
 from node.node import Node, open_node
@@ -19,11 +20,15 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
                    ) -> None:
     """Serve and produce until cancelled. Reports the RPC URL once it is listening.
 
-    The URL is also written to ``data/rpc_address`` so scripts that asked for port 0 can
-    find the node.
+    The URL is also written to ``data/rpc_address`` (and the operator endpoint's to
+    ``data/admin_address``, written first) so scripts that asked for port 0 can find them.
     """
     host, port = parse_laddr(node.cfg.rpc.laddr, "rpc.laddr")
+    ahost, aport = parse_laddr(node.cfg.admin.laddr, "admin.laddr")
     async with trio.open_nursery() as nursery:
+        admin_url = await nursery.start(serve_admin, node, ahost, aport)
+        write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
+        log.info("admin endpoint listening on %s", admin_url)
         url = await nursery.start(serve_rpc, node, host, port)
         write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
         log.info("rpc listening on %s", url)

@@ -14,6 +14,16 @@ store is created and checked on every open, so an old binary never misreads a ne
 | ``s``  | ``s`` + state key            | state value (see "State keys" below)            |
 | ``u``  | ``u`` + height(8)            | undo record: prior value of every key touched   |
 | ``n``  | ``n`` + tree node key        | state tree node (see ``state/tree.py``)         |
+| ``x``  | ``x`` + era(8) + height(8) + kind(1) | an abandoned block (``b``) or its results   |
+|        |                              | (``r``), archived by a rollback, never deleted  |
+| ``y``  | ``y`` + tx hash(32)          | era(8) + height(8) + index(4) of the last       |
+|        |                              | abandoned block that held the transaction       |
+
+Metadata under ``m``: ``head``, ``schema``, ``genesis_hash``, ``chain_id``, ``halt`` (the halt
+record), ``halt_at`` (a scheduled halt height), ``pin/`` + label (snapshot pins,
+``state/pins.py``), ``op`` (the recovery operation in progress, ``state/rollback.py``),
+``fork/`` + era(8) (the fork certificate that started an era), ``audit/`` + seq(8) (the
+operator audit log, ``state/audit.py``), ``admin_nonce/`` + nonce(8) (admin nonces seen).
 
 State keys (after the ``s`` prefix) are themselves prefixed by what they hold:
 ``acct/`` + address(32) for accounts and ``param/`` + name for chain parameters.
@@ -33,12 +43,20 @@ RESULTS = b"r"
 STATE = b"s"
 UNDO = b"u"
 TREE = b"n"
+ARCHIVE = b"x"
+TX_FATE = b"y"
 
 META_SCHEMA = META + b"schema"
 META_HEAD = META + b"head"
 META_GENESIS_HASH = META + b"genesis_hash"
 META_CHAIN_ID = META + b"chain_id"
 META_HALT = META + b"halt"
+META_HALT_AT = META + b"halt_at"
+META_PIN = META + b"pin/"
+META_OP = META + b"op"
+META_FORK = META + b"fork/"
+META_AUDIT = META + b"audit/"
+META_ADMIN_NONCE = META + b"admin_nonce/"
 
 ACCOUNT = b"acct/"
 PARAM = b"param/"
@@ -83,6 +101,14 @@ def results_key(height: int) -> bytes:
 
 def undo_key(height: int) -> bytes:
     return UNDO + _U64.pack(height)
+
+
+def archive_key(era: int, height: int, kind: bytes) -> bytes:
+    return ARCHIVE + _U64.pack(era) + _U64.pack(height) + kind
+
+
+def fork_key(era: int) -> bytes:
+    return META_FORK + _U64.pack(era)
 
 
 def state_key(key: bytes) -> bytes:

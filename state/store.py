@@ -589,7 +589,8 @@ class Store:
                         wb.put(ov.keyspace + k, v)
             wb.put(schema.META_HEAD, head.encode())
 
-    def commit_block(self, overlays: Sequence[Overlay], pending: PendingBlock) -> None:
+    def commit_block(self, overlays: Sequence[Overlay], pending: PendingBlock,
+                     extra_meta: Sequence[tuple[bytes, bytes | None]] = ()) -> None:
         """Atomically commit one block: block, indexes, results, the writes of every overlay
         (state values and state tree nodes), the undo record and the new head.
 
@@ -614,4 +615,11 @@ class Store:
                 else:
                     wb.put(k, v)
             wb.put(schema.undo_key(h), undo)
+            for k, v in extra_meta:
+                if not k.startswith(schema.META):
+                    raise StoreError("extra writes of a block commit must be metadata")
+                if v is None:
+                    wb.delete(k)
+                else:
+                    wb.put(k, v)
             wb.put(schema.META_HEAD, pending.head.encode())

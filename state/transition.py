@@ -18,6 +18,7 @@ from state.blockend import end_block
 from state.invariants import check_block
 from state.machine import TxContext, apply_tx
 from state.params import ChainParams, load_params
+from state.rollback import next_era
 from state.schema import TREE
 from state.store import Head, Overlay, PendingBlock, Store
 from state.tree import StateTree
@@ -37,16 +38,18 @@ class BlockOutcome:
     state_root: bytes
 
 
-def check_linkage(head: Head, header: Header, params: ChainParams) -> None:
-    """Header rules that need only the previous head and the chain parameters."""
+def check_linkage(head: Head, header: Header, params: ChainParams, era: int) -> None:
+    """Header rules that need only the previous head, the chain parameters and the era the
+    next block must carry (``head.era``, or a new era after a rollback: state/rollback.py
+    ``next_era``)."""
     if header.chain_id != params.chain_id:
         raise InvalidBlock(f"block for chain {header.chain_id!r}, expected {params.chain_id!r}")
     if header.height != head.height + 1:
         raise InvalidBlock(f"block height {header.height}, expected {head.height + 1}")
     if header.prev_hash != head.hash:
         raise InvalidBlock("block does not link to the head (prev_hash differs)")
-    if header.era != head.era:
-        raise InvalidBlock(f"block era {header.era}, expected {head.era}")
+    if header.era != era:
+        raise InvalidBlock(f"block era {header.era}, expected {era}")
     if header.time <= head.time:
         raise InvalidBlock(f"block time {header.time} is not after {head.time}")
     if header.producer != params.producer:
@@ -88,8 +91,10 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
 
 
 def commit(store: Store, block: Block, block_bytes: bytes, txs: Sequence[Transaction],
-           outcome: BlockOutcome) -> Head:
-    """Write an applied block with its results and undo record in one batch."""
+           outcome: BlockOutcome,
+           extra_meta: Sequence[tuple[bytes, bytes | None]] = ()) -> Head:
+    """Write an applied block with its results and undo record in one batch (plus
+    ``extra_meta``: node metadata written in the same batch, e.g. automatic pins)."""
     h = block.header
     head = Head(h.height, block.hash, h.state_root, h.era, h.time)
     store.commit_block((outcome.overlay, outcome.tree_overlay), PendingBlock(
@@ -99,7 +104,7 @@ def commit(store: Store, block: Block, block_bytes: bytes, txs: Sequence[Transac
         tx_hashes=[tx.hash for tx in txs],
         result_bytes=outcome.result_bytes,
         head=head,
-    ))
+    ), extra_meta)
     return head
 
 
@@ -129,7 +134,7 @@ def import_block(store: Store, block_bytes: bytes, *, verify_txs: bool = True) -
         raise InvalidBlock("store has no genesis")
     block = Block.decode_block(block_bytes)
     params = load_params(store.overlay())
-    check_linkage(head, block.header, params)
+    check_linkage(head, block.header, params, next_era(store, head))
     try:
         block.signed_header.verify(params.producer)
     except InvalidSignature as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 from chain.crypto import PrivateKey
 from genesis.devnet import DevnetKeys, build_devnet
 from genesis.format import Genesis, parse_time
-from node.config import Home, NodeConfig, ProducerConfig, RPCConfig
+from node.config import AdminConfig, Home, NodeConfig, ProducerConfig, RPCConfig
 from node.fsutil import write_atomic
 from node.keyfile import write_key
 
@@ -41,6 +41,7 @@ def make_home(root: Path, genesis: Genesis, producer: PrivateKey | None, *,
     """An initialised home (what `appchain init` writes), RPC on 127.0.0.1:port."""
     home = Home(root)
     cfg = NodeConfig(moniker=root.name, rpc=RPCConfig(laddr=f"tcp://127.0.0.1:{port}"),
+                     admin=AdminConfig(laddr="tcp://127.0.0.1:0"),
                      producer=ProducerConfig(block_interval_ms=block_interval_ms,
                                              max_txs_per_block=max_txs_per_block))
     cfg = replace(cfg, mempool=replace(cfg.mempool, size=mempool_size),

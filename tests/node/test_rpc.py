@@ -131,8 +131,10 @@ async def test_status_shape(tmp_path: Path) -> None:
     async with live_node(tmp_path) as live:
         await live.wait_height(1)
         st = await live.client.call("status")
-        assert set(st) == {"node_info", "sync_info", "producer_info", "mempool", "halted"}
-        assert st["halted"] is None
+        assert set(st) == {"node_info", "sync_info", "producer_info", "mempool", "halted",
+                           "halt_scheduled", "held_back_txs"}
+        assert st["halted"] is None and st["halt_scheduled"] is None
+        assert st["held_back_txs"] == 0
         ni, si = st["node_info"], st["sync_info"]
         assert ni == {"network": live.g.chain_id, "version": "0.1.0", "moniker": "node",
                       "genesis_hash": live.g.hash.hex()}
@@ -142,7 +144,7 @@ async def test_status_shape(tmp_path: Path) -> None:
         assert int(si["latest_block_height"]) >= 1
         assert int(si["latest_block_height"]) <= live.node.head.height
         assert si["earliest_block_height"] == "1"
-        assert si["era"] == "0"
+        assert si["era"] == "0" and si["next_era"] == "0"
         assert si["catching_up"] is False
         assert HEX64.match(si["latest_block_hash"]) and HEX64.match(si["latest_app_hash"])
         assert int(si["latest_block_time"]) > live.g.genesis_time_ms

@@ -1,0 +1,347 @@
+"""Operator commands: authenticate a signed envelope, run the command, audit both outcomes.
+
+Every command arrives as an :class:`~chain.admin.AdminEnvelope` (chain/admin.py) on the admin
+endpoint (node/admin_rpc.py). The service checks it in a fixed order (decoding, chain id,
+signatures against the genesis operators and threshold, validity window, nonce not seen
+before), records the nonce, runs the command, and appends an audit entry whether it ran or
+was refused. Commands run one at a time; those that touch the chain take the producer's lock,
+so an in-flight block always finishes first and nothing is written after a halt.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from chain.admin import AdminEnvelope, AdminRefused, SignedForkCertificate, check_command
+from chain.errors import DecodeError
+from node.node import Node, wall_ms
+from state import audit, pins, rollback
+from state.rollback import RollbackPlan
+from state.schema import META_ADMIN_NONCE
+from state.store import StoreError
+from state.verify import verify_store
+
+log = logging.getLogger("appchain.admin")
+
+_NONCE = struct.Struct(">Q")
+
+Command = Callable[["AdminService", dict[str, str], list[bytes]], Awaitable[dict[str, Any]]]
+
+
+def _pin_json(p: pins.SnapshotPin) -> dict[str, Any]:
+    return {"label": p.label, "height": str(p.height), "block_hash": p.block_hash.hex(),
+            "state_root": p.state_root.hex(), "era": str(p.era), "time": str(p.time),
+            "created_ms": str(p.created_ms), "operators": [o.hex() for o in p.operators]}
+
+
+def _need(args: dict[str, str], name: str) -> str:
+    v = args.get(name)
+    if v is None or v == "":
+        raise AdminRefused("bad_args", f"argument {name!r} is required")
+    return v
+
+
+def _int_arg(args: dict[str, str], name: str) -> int | None:
+    v = args.get(name)
+    if v is None:
+        return None
+    if not (v.isascii() and v.isdigit()) or len(v) > 20:
+        raise AdminRefused("bad_args", f"argument {name!r} must be a non-negative integer")
+    return int(v)
+
+
+def _bool_arg(args: dict[str, str], name: str) -> bool:
+    v = args.get(name, "false")
+    if v not in ("true", "false"):
+        raise AdminRefused("bad_args", f"argument {name!r} must be true or false")
+    return v == "true"
+
+
+def _only(args: dict[str, str], allowed: set[str]) -> None:
+    extra = set(args) - allowed
+    if extra:
+        raise AdminRefused("bad_args", f"unknown argument(s) {sorted(extra)}; this command "
+                           f"takes {sorted(allowed) or 'none'}")
+
+
+class AdminService:
+    """Runs operator commands against one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._lock = trio.Lock()
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.node.store
+
+    async def execute(self, raw: bytes) -> dict[str, Any]:
+        """Authenticate and run one envelope; raises ``AdminRefused`` (audited) if refused."""
+        async with self._lock:
+            entry: dict[str, Any] = {"time_ms": wall_ms(), "command": "", "args": {},
+                                     "operators": [], "nonce": ""}
+            try:
+                env = self._authenticate(raw, entry)
+                handler = COMMANDS.get(env.command.command)
+                if handler is None:
+                    raise AdminRefused("unknown_command", f"no command {env.command.command!r}"
+                                       f"; commands: {', '.join(sorted(COMMANDS))}")
+                result = await handler(self, env.command.arg_dict(),
+                                       [bytes.fromhex(o) for o in entry["operators"]])
+            except AdminRefused as e:
+                entry.update(outcome="refused", reason=e.reason, message=e.message)
+                audit.append(self.store, entry)
+                log.warning("admin command %r refused (%s): %s", entry["command"], e.reason,
+                            e.message)
+                raise
+            except StoreError as e:
+                entry.update(outcome="refused", reason="refused", message=str(e))
+                audit.append(self.store, entry)
+                raise AdminRefused("refused", str(e)) from e
+            entry.update(outcome="ok", summary=result.get("summary", ""))
+            result["audit_seq"] = audit.append(self.store, entry)
+            log.warning("admin command %r by %s: %s", entry["command"], entry["operators"],
+                        result.get("summary", "ok"))
+            return result
+
+    def _authenticate(self, raw: bytes, entry: dict[str, Any]) -> AdminEnvelope:
+        try:
+            env = AdminEnvelope.decode(raw)
+        except DecodeError as e:
+            raise AdminRefused("malformed", f"the envelope does not decode: {e.message}") from e
+        cmd = env.command
+        entry.update(command=cmd.command, args=cmd.arg_dict(), nonce=str(cmd.nonce),
+                     operators=[s.key.hex() for s in env.signatures])
+        p = self.node.params
+        cfg = self.node.cfg.admin
+        signers = check_command(env, p.chain_id, p.operators, p.operator_threshold, wall_ms(),
+                                cfg.max_age_ms, cfg.max_skew_ms)
+        entry["operators"] = [s.hex() for s in signers]
+        key = META_ADMIN_NONCE + _NONCE.pack(cmd.nonce)
+        if self.store.db.get(key) is not None:
+            raise AdminRefused("replayed", f"nonce {cmd.nonce} was already used")
+        self.store.db.put(key, _NONCE.pack(cmd.issued_at), sync=True)
+        return env
+
+    def by(self, operators: list[bytes]) -> str:
+        return "operators:" + ",".join(o.hex() for o in operators)
+
+    # -- halt / resume ---------------------------------------------------------------------
+
+    async def halt(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"reason", "at_height"})
+        reason = _need(args, "reason")
+        at = _int_arg(args, "at_height")
+        node = self.node
+        async with node._produce_lock:  # an in-flight block finishes first
+            if node.halted is not None:
+                raise AdminRefused("refused", f"already halted: {node.halted['reason']}")
+            if at is not None and at > node.head.height:
+                node.schedule_halt(at, reason, self.by(ops))
+                return {"summary": f"halt scheduled at height {at}", "halted": False,
+                        "at_height": str(at), "height": str(node.head.height)}
+            node.halt(reason, "operator", {}, node.head.height, by=self.by(ops))
+        return {"summary": f"halted at height {node.head.height}", "halted": True,
+                "height": str(node.head.height), "state_root": node.head.state_root.hex()}
+
+    async def resume(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, set())
+        node = self.node
+        if node.halted is None and node.halt_at is None:
+            raise AdminRefused("refused", "the chain is not halted")
+        if rollback.operation(self.store) is not None:
+            raise AdminRefused("refused", "a rollback is in progress")
+        if node.halted is not None and node.halted.get("check") == "maintenance":
+            raise AdminRefused("refused", "a maintenance window is open: end it with "
+                               "`admin maintenance end` (it verifies before resuming)")
+        async with node._produce_lock:
+            node.resume()
+            readmitted, dropped = node.readmit_held_back()
+        return {"summary": f"resumed at height {node.head.height}",
+                "height": str(node.head.height), "readmitted": readmitted,
+                "dropped": dropped}
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    async def snapshot_create(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"label"})
+        label = _need(args, "label")
+        async with self.node._produce_lock:  # pin a committed head, never a moving one
+            pin = pins.create_pin(self.store, label, wall_ms(), tuple(ops))
+        return {"summary": f"snapshot {label} at height {pin.height}", **_pin_json(pin)}
+
+    async def snapshot_list(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, set())
+        found = [_pin_json(p) for p in pins.list_pins(self.store)]
+        return {"summary": f"{len(found)} snapshot(s)", "snapshots": found}
+
+    async def snapshot_show(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"label"})
+        label = _need(args, "label")
+        pin = pins.get_pin(self.store, label)
+        if pin is None:
+            raise AdminRefused("refused", f"no snapshot {label!r}")
+        return {"summary": f"snapshot {label}", **_pin_json(pin)}
+
+    async def snapshot_delete(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"label"})
+        pin = pins.delete_pin(self.store, _need(args, "label"))
+        return {"summary": f"deleted snapshot {pin.label}", **_pin_json(pin)}
+
+    # -- rollback --------------------------------------------------------------------------
+
+    def _target(self, args: dict[str, str]) -> int:
+        h = _int_arg(args, "to_height")
+        label = args.get("to_snapshot")
+        if (h is None) == (label is None):
+            raise AdminRefused("bad_args", "give exactly one of to_height and to_snapshot")
+        if label is not None:
+            pin = pins.get_pin(self.store, label)
+            if pin is None:
+                raise AdminRefused("refused", f"no snapshot {label!r}")
+            return pin.height
+        assert h is not None
+        return h
+
+    async def rollback(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"to_height", "to_snapshot", "dry_run", "reason", "certificate"})
+        target = self._target(args)
+        dry = _bool_arg(args, "dry_run")
+        node = self.node
+        plan = await trio.to_thread.run_sync(rollback.plan_rollback, self.store, target)
+        out: dict[str, Any] = {"dry_run": dry, "plan": plan.to_json()}
+        if dry:
+            out["summary"] = (f"would roll back {len(plan.blocks)} block(s) "
+                              f"({plan.from_height} -> {plan.to_height}), "
+                              f"{len(plan.txs)} transaction(s), {len(plan.accounts)} account(s)")
+            return out
+        reason = _need(args, "reason")
+        if node.halted is None:
+            raise AdminRefused("refused", "halt the chain first (`admin halt`)")
+        cert = self._check_certificate(_need(args, "certificate"), plan, reason)
+        async with node._produce_lock:
+            record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms())
+            head = await trio.to_thread.run_sync(rollback.run, self.store, record)
+            node.head = head
+            node.next_era = rollback.next_era(self.store, head)
+            node.held_back.extend(node.mempool.drain())
+        node.metrics.height.set(head.height)
+        out["summary"] = (f"rolled back {len(plan.blocks)} block(s) to height {head.height}; "
+                          f"the next block starts era {node.next_era}")
+        out["height"] = str(head.height)
+        out["state_root"] = head.state_root.hex()
+        out["next_era"] = str(node.next_era)
+        out["held_back"] = len(node.held_back)
+        return out
+
+    def _check_certificate(self, hex_cert: str, plan: RollbackPlan,
+                           reason: str) -> bytes:
+        try:
+            raw = bytes.fromhex(hex_cert)
+            signed = SignedForkCertificate.decode(raw)
+        except (ValueError, DecodeError) as e:
+            raise AdminRefused("bad_args", f"certificate does not decode: {e}") from e
+        c = signed.certificate
+        want = {"chain_id": self.node.params.chain_id, "era": plan.new_era,
+                "from_height": plan.from_height, "to_height": plan.to_height,
+                "to_block_hash": plan.target.hash, "state_root": plan.target.state_root,
+                "reason": reason}
+        for name, value in want.items():
+            if getattr(c, name) != value:
+                raise AdminRefused("bad_args", f"certificate {name} is {getattr(c, name)!r}, "
+                                   f"the rollback gives {value!r}")
+        p = self.node.params
+        signed.verify(p.operators, p.operator_threshold)
+        return raw
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def maintenance_begin(self, args: dict[str, str], ops: list[bytes]
+                                ) -> dict[str, Any]:
+        _only(args, {"reason"})
+        reason = args.get("reason") or "maintenance"
+        node = self.node
+        async with node._produce_lock:
+            if node.halted is not None:
+                raise AdminRefused("refused", f"already halted: {node.halted['reason']}")
+            report = await trio.to_thread.run_sync(verify_store, self.store)
+            if not report.ok:
+                node.halt(f"maintenance refused: verification failed ({reason})",
+                          "verification", {"problems": report.problems}, node.head.height,
+                          by=self.by(ops))
+                raise AdminRefused("refused", "verification failed before maintenance; the "
+                                   f"chain is halted: {report.problems}")
+            label = f"pre-maintenance-{node.head.height}"
+            pin = pins.create_pin(self.store, label, wall_ms(), tuple(ops))
+            node.halt(f"maintenance: {reason}", "maintenance",
+                      {"snapshot": label, "state_root": node.head.state_root.hex(),
+                       "state_keys": str(report.keys)}, node.head.height, by=self.by(ops))
+        return {"summary": f"maintenance begun at height {pin.height}; snapshot {label}",
+                "snapshot": _pin_json(pin), "verification": _report_json(report)}
+
+    async def maintenance_end(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, set())
+        node = self.node
+        if node.halted is None or node.halted.get("check") != "maintenance":
+            raise AdminRefused("refused", "no maintenance window is open")
+        evidence = node.halted.get("evidence", {})
+        report = await trio.to_thread.run_sync(verify_store, self.store)
+        problems = list(report.problems)
+        expected_root = evidence.get("state_root")
+        if expected_root and report.recomputed_root.hex() != expected_root:
+            problems.append(f"the state changed during maintenance: root {expected_root} at "
+                            f"the start, {report.recomputed_root.hex()} recomputed now")
+        if problems:
+            raise AdminRefused("refused", "maintenance end refused, the chain stays halted: "
+                               + "; ".join(problems))
+        async with node._produce_lock:
+            node.resume()
+        return {"summary": f"maintenance ended, resumed at height {node.head.height}",
+                "verification": _report_json(report)}
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def audit_log(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"after", "limit"})
+        after = _int_arg(args, "after") or 0
+        limit = min(_int_arg(args, "limit") or 100, 1000)
+        found = audit.entries(self.store, after, limit)
+        return {"summary": f"{len(found)} entr(y/ies)", "entries": [_jsonable(e)
+                                                                    for e in found]}
+
+
+def _report_json(r: Any) -> dict[str, Any]:
+    return {"height": str(r.height), "head_state_root": r.head_state_root.hex(),
+            "recomputed_state_root": r.recomputed_root.hex(), "state_keys": r.keys,
+            "ok": r.ok, "problems": r.problems}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return v
+
+
+COMMANDS: dict[str, Command] = {
+    "halt": AdminService.halt,
+    "resume": AdminService.resume,
+    "snapshot_create": AdminService.snapshot_create,
+    "snapshot_list": AdminService.snapshot_list,
+    "snapshot_show": AdminService.snapshot_show,
+    "snapshot_delete": AdminService.snapshot_delete,
+    "rollback": AdminService.rollback,
+    "maintenance_begin": AdminService.maintenance_begin,
+    "maintenance_end": AdminService.maintenance_end,
+    "audit": AdminService.audit_log,
+}

@@ -1,0 +1,164 @@
+"""``appchain admin ...``: operator commands, signed with operator keys, sent to the node's
+admin endpoint. Each prints the node's answer as JSON (docs/OPERATIONS.md shows them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from node.admin_client import DEFAULT_ADMIN, AdminClient
+from node.client import NodeUnreachable, RPCCallError
+from node.keyfile import read_key
+
+
+def _endpoint(admin_url: str | None, home: Path | None) -> str:
+    if admin_url:
+        return admin_url
+    if home is not None:
+        f = home / "data" / "admin_address"
+        if not f.exists():
+            raise click.ClickException(f"{f} does not exist: is the node at {home} running?")
+        return f.read_text().strip()
+    return DEFAULT_ADMIN
+
+
+class Ctx:
+    def __init__(self, url: str, key_files: tuple[Path, ...]) -> None:
+        self.url = url
+        self.key_files = key_files
+
+    def client(self) -> AdminClient:
+        if not self.key_files:
+            raise click.ClickException("give at least one operator key: --key FILE "
+                                       "(repeat it to meet the genesis threshold)")
+        return AdminClient(self.url, [read_key(p) for p in self.key_files])
+
+
+def _call(ctx: Ctx, fn: Any) -> None:
+    try:
+        with ctx.client() as c:
+            out = fn(c)
+    except RPCCallError as e:
+        reason = e.data.get("reason") if isinstance(e.data, dict) else None
+        raise click.ClickException(f"refused ({reason or e.code}): {e.message}") from e
+    except NodeUnreachable as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(out, indent=2))
+
+
+@click.group()
+@click.option("--admin", "admin_url", default=None, envvar="APPCHAIN_ADMIN",
+              help=f"Admin endpoint URL (default: HOME/data/admin_address, else "
+                   f"{DEFAULT_ADMIN}).")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="Node home, to find its admin endpoint.")
+@click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path),
+              envvar="APPCHAIN_OPERATOR_KEYS",
+              help="Operator key file; repeat to reach the genesis threshold.")
+@click.pass_context
+def admin(ctx: click.Context, admin_url: str | None, home: Path | None,
+          key_files: tuple[Path, ...]) -> None:
+    """Operator commands: halt, resume, snapshots, maintenance, rollback, audit."""
+    ctx.obj = Ctx(_endpoint(admin_url, home), key_files)
+
+
+@admin.command()
+@click.option("--reason", required=True, help="Why (recorded in the halt and audit log).")
+@click.option("--at-height", type=click.IntRange(1), default=None,
+              help="Halt once the head reaches this height instead of now.")
+@click.pass_obj
+def halt(ctx: Ctx, reason: str, at_height: int | None) -> None:
+    """Stop block production at a block boundary (reads keep working)."""
+    args = {"reason": reason}
+    if at_height is not None:
+        args["at_height"] = str(at_height)
+    _call(ctx, lambda c: c.run("halt", args))
+
+
+@admin.command()
+@click.pass_obj
+def resume(ctx: Ctx) -> None:
+    """Clear a halt: production goes on (held-back transactions are re-admitted)."""
+    _call(ctx, lambda c: c.run("resume"))
+
+
+@admin.group()
+def snapshot() -> None:
+    """Snapshot pins: create, list, show, delete."""
+
+
+@snapshot.command("create")
+@click.option("--label", required=True)
+@click.pass_obj
+def snapshot_create(ctx: Ctx, label: str) -> None:
+    """Pin the current head under LABEL."""
+    _call(ctx, lambda c: c.run("snapshot_create", {"label": label}))
+
+
+@snapshot.command("list")
+@click.pass_obj
+def snapshot_list(ctx: Ctx) -> None:
+    _call(ctx, lambda c: c.run("snapshot_list"))
+
+
+@snapshot.command("show")
+@click.argument("label")
+@click.pass_obj
+def snapshot_show(ctx: Ctx, label: str) -> None:
+    _call(ctx, lambda c: c.run("snapshot_show", {"label": label}))
+
+
+@snapshot.command("delete")
+@click.argument("label")
+@click.pass_obj
+def snapshot_delete(ctx: Ctx, label: str) -> None:
+    _call(ctx, lambda c: c.run("snapshot_delete", {"label": label}))
+
+
+@admin.group()
+def maintenance() -> None:
+    """Maintenance windows: begin (halt, verify, pin) and end (verify, resume)."""
+
+
+@maintenance.command("begin")
+@click.option("--reason", default="maintenance", show_default=True)
+@click.pass_obj
+def maintenance_begin(ctx: Ctx, reason: str) -> None:
+    """Halt, verify the whole state, pin pre-maintenance-<height>."""
+    _call(ctx, lambda c: c.run("maintenance_begin", {"reason": reason}))
+
+
+@maintenance.command("end")
+@click.pass_obj
+def maintenance_end(ctx: Ctx) -> None:
+    """Verify again; resume only if nothing differs (else print why and stay halted)."""
+    _call(ctx, lambda c: c.run("maintenance_end"))
+
+
+@admin.command()
+@click.option("--to-snapshot", default=None, help="Label of a snapshot pin.")
+@click.option("--to-height", type=click.IntRange(0), default=None)
+@click.option("--reason", default=None, help="Why (goes into the fork certificate).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be abandoned.")
+@click.pass_obj
+def rollback(ctx: Ctx, to_snapshot: str | None, to_height: int | None, reason: str | None,
+             dry_run: bool) -> None:
+    """Roll the halted chain back; the next block starts a new era."""
+    if (to_snapshot is None) == (to_height is None):
+        raise click.UsageError("give exactly one of --to-snapshot and --to-height")
+    if not dry_run and not reason:
+        raise click.UsageError("--reason is required (it is signed into the fork certificate)")
+    _call(ctx, lambda c: c.rollback(reason or "", to_height=to_height, to_snapshot=to_snapshot,
+                                    dry_run=dry_run))
+
+
+@admin.command("audit")
+@click.option("--after", type=click.IntRange(0), default=0, help="Entries after this seq.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100)
+@click.pass_obj
+def audit_cmd(ctx: Ctx, after: int, limit: int) -> None:
+    """The audit log: every admin command received, accepted or refused."""
+    _call(ctx, lambda c: c.run("audit", {"after": str(after), "limit": str(limit)}))

@@ -1,0 +1,82 @@
+"""Client side of the operator endpoint: build, sign and send admin envelopes.
+
+Used by ``appchain admin ...`` and by tests. The keys are operator keys from genesis; with a
+threshold above one, pass as many keys as the threshold asks for.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from chain.admin import (
+    AdminEnvelope,
+    ForkCertificate,
+    make_command,
+    sign_command,
+    sign_fork,
+)
+from chain.crypto import PrivateKey
+from node.client import RPCClient
+
+DEFAULT_ADMIN = "http://127.0.0.1:26659"
+
+
+class AdminClient:
+    """Signs each command with ``keys`` and sends it to the admin endpoint at ``url``."""
+
+    def __init__(self, url: str, keys: Sequence[PrivateKey], timeout: float = 300.0) -> None:
+        self.rpc = RPCClient(url, timeout=timeout)
+        self.keys = list(keys)
+        self._info: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        self.rpc.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = self.rpc.call("admin_info")
+        return self._info
+
+    def envelope(self, command: str, args: dict[str, str], *, issued_at: int | None = None,
+                 nonce: int | None = None, chain_id: str | None = None,
+                 keys: Sequence[PrivateKey] | None = None) -> AdminEnvelope:
+        cmd = make_command(chain_id or self.info()["chain_id"], command, args,
+                           time.time_ns() // 1_000_000 if issued_at is None else issued_at,
+                           secrets.randbits(64) if nonce is None else nonce)
+        return sign_command(cmd, self.keys if keys is None else keys)
+
+    def send(self, env: AdminEnvelope) -> Any:
+        return self.rpc.call("admin", envelope=base64.b64encode(env.encode()).decode())
+
+    def run(self, command: str, args: dict[str, str] | None = None) -> Any:
+        """Sign and send one command; raises ``RPCCallError`` when the node refuses it."""
+        return self.send(self.envelope(command, args or {}))
+
+    def rollback(self, reason: str, to_height: int | None = None,
+                 to_snapshot: str | None = None, dry_run: bool = False) -> Any:
+        """Dry run first (it names the target block), then sign the fork certificate of the
+        new era and send the rollback with it."""
+        target = ({"to_height": str(to_height)} if to_height is not None
+                  else {"to_snapshot": str(to_snapshot)})
+        plan = self.run("rollback", dict(target, dry_run="true"))
+        if dry_run:
+            return plan
+        p = plan["plan"]
+        cert = ForkCertificate(
+            chain_id=self.info()["chain_id"], era=int(p["new_era"]),
+            from_height=int(p["from_height"]), to_height=int(p["to_height"]),
+            to_block_hash=bytes.fromhex(p["to_block_hash"]),
+            state_root=bytes.fromhex(p["state_root"]), reason=reason)
+        signed = sign_fork(cert, self.keys, int(self.info()["threshold"]))
+        return self.run("rollback", dict(target, reason=reason,
+                                         certificate=signed.encode().hex()))

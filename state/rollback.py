@@ -1,0 +1,195 @@
+"""Rollback: undo blocks from the head down to a target height, archiving what is abandoned.
+
+Each block is undone in ONE transactional, synced ``WriteBatch``: the prior value of every
+key it changed (state and state tree alike, from its undo record), its block, hash, results,
+undo and transaction index entries removed, the block and its results archived under their
+era (``x`` keyspace) and each transaction's last known place recorded (``y``: what ``tx``
+answers for an abandoned transaction), and the head moved to the previous one. The cost
+follows the keys the undone blocks changed, never the size of the state.
+
+The operation is recorded (``m`` + ``op``) before its first step and removed by its last, so
+a crash at any point leaves either the record (``resume`` finishes the same rollback: each
+step only ever moves the head one block down, so re-running is safe) or the finished result.
+The last step also stores the fork certificate of the new era (``m`` + ``fork/`` + era).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain.admin import SignedForkCertificate
+from chain.block import Block
+from chain.codec import decode, encode
+from chain.crypto import sha256
+from state import schema
+from state.exchange import POSITION
+from state.store import Head, Store, StoreError
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What rolling back from the head to ``to_height`` would do (a dry run's answer)."""
+
+    from_height: int
+    to_height: int
+    era: int
+    """Era of the head now."""
+    new_era: int
+    """Era the first block after the rollback starts."""
+    target: Head
+    """The head after the rollback: the block at ``to_height``."""
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    """Per abandoned block, ascending: height, hash, era, time, txs (count)."""
+    txs: list[dict[str, Any]] = field(default_factory=list)
+    """Per abandoned transaction, in chain order: hash, height, index."""
+    accounts: list[str] = field(default_factory=list)
+    """Hex addresses whose account or positions the abandoned blocks changed, sorted."""
+    keys_undone: int = 0
+    """Database keys the rollback rewrites (state and tree)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from_height": str(self.from_height), "to_height": str(self.to_height),
+            "era": str(self.era), "new_era": str(self.new_era),
+            "to_block_hash": self.target.hash.hex(), "state_root": self.target.state_root.hex(),
+            "blocks": self.blocks, "txs": self.txs, "accounts": self.accounts,
+            "keys_undone": str(self.keys_undone),
+        }
+
+
+def _undo(store: Store, height: int) -> dict[str, Any]:
+    raw = store.db.get(schema.undo_key(height))
+    if raw is None:
+        raise StoreError(f"no undo record for height {height}: cannot roll back past it")
+    return dict(decode(raw, 1 << 30))
+
+
+def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> RollbackPlan:
+    """Check that ``to_height`` can be reached and list what would be abandoned."""
+    head = store.head()
+    if head is None:
+        raise StoreError("store has no genesis")
+    if to_height >= head.height:
+        raise StoreError(f"target height {to_height} is not below the head ({head.height})")
+    if to_height < 0:
+        raise StoreError("target height must be >= 0")
+    blocks: list[dict[str, Any]] = []
+    txs: list[dict[str, Any]] = []
+    accounts: set[bytes] = set()
+    keys = 0
+    target: Head | None = None
+    for h in range(head.height, to_height, -1):
+        undo = _undo(store, h)
+        keys += len(undo["prior"])
+        if h == to_height + 1:
+            target = Head.decode(undo["prev_head"])
+        if not details:
+            continue
+        raw = store.block_bytes(h)
+        if raw is None:
+            raise StoreError(f"block {h} is missing")
+        block = Block.decode_block(raw)
+        blocks.append({"height": str(h), "hash": block.hash.hex(),
+                       "era": str(block.header.era), "time": str(block.header.time),
+                       "txs": len(block.txs)})
+        for i, t in enumerate(block.txs):
+            txs.append({"hash": sha256(t).hex(), "height": str(h), "index": i})
+        for k, _ in undo["prior"]:
+            if k.startswith(schema.STATE + schema.ACCOUNT):
+                accounts.add(k[len(schema.STATE + schema.ACCOUNT):])
+            elif k.startswith(schema.STATE + POSITION):
+                accounts.add(k[len(schema.STATE + POSITION):][:32])
+    assert target is not None
+    blocks.reverse()
+    txs.sort(key=lambda t: (int(t["height"]), t["index"]))
+    return RollbackPlan(head.height, to_height, head.era, head.era + 1, target, blocks, txs,
+                        sorted(a.hex() for a in accounts), keys)
+
+
+def operation(store: Store) -> dict[str, Any] | None:
+    """The recovery operation in progress (recorded, not finished), or None."""
+    raw = store.db.get(schema.META_OP)
+    return None if raw is None else dict(decode(raw))
+
+
+def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
+          operators: list[bytes], started_ms: int) -> dict[str, Any]:
+    """Record the rollback (durably) before any block is undone."""
+    if operation(store) is not None:
+        raise StoreError("another recovery operation is in progress")
+    record = {"kind": "rollback", "from_height": plan.from_height, "to_height": plan.to_height,
+              "new_era": plan.new_era, "reason": reason, "certificate": certificate,
+              "by": [o.hex() for o in operators], "started_ms": started_ms}
+    store.db.put(schema.META_OP, encode(record), sync=True)
+    return record
+
+
+def step(store: Store, record: dict[str, Any]) -> Head:
+    """Undo the head block in one batch; the last step also finishes the operation."""
+    head = store.head()
+    assert head is not None
+    h = head.height
+    to_height = int(record["to_height"])
+    if h <= to_height:
+        raise StoreError("rollback already at its target")
+    undo = _undo(store, h)
+    raw = store.block_bytes(h)
+    results = store.db.get(schema.results_key(h))
+    if raw is None:
+        raise StoreError(f"block {h} is missing")
+    block = Block.decode_block(raw)
+    era = block.header.era
+    prev = Head.decode(undo["prev_head"])
+    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
+        for k, prior in undo["prior"]:
+            if prior is None:
+                wb.delete(k)
+            else:
+                wb.put(k, prior)
+        wb.put(schema.archive_key(era, h, b"b"), raw)
+        if results is not None:
+            wb.put(schema.archive_key(era, h, b"r"), results)
+        for i, t in enumerate(block.txs):
+            th = sha256(t)
+            wb.delete(schema.tx_key(th))
+            wb.put(schema.TX_FATE + th, schema.height_bytes(era) + schema.tx_location(h, i))
+        wb.delete(schema.block_key(h))
+        wb.delete(schema.block_hash_key(block.hash))
+        wb.delete(schema.results_key(h))
+        wb.delete(schema.undo_key(h))
+        wb.put(schema.META_HEAD, undo["prev_head"])
+        if prev.height == to_height:
+            wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
+            wb.delete(schema.META_OP)
+    return prev
+
+
+def run(store: Store, record: dict[str, Any],
+        after_step: Callable[[Head], None] | None = None) -> Head:
+    """Step until the head is at the target (also used to resume after a crash)."""
+    head = store.head()
+    assert head is not None
+    while head.height > int(record["to_height"]):
+        head = step(store, record)
+        if after_step is not None:
+            after_step(head)
+    return head
+
+
+def fork_certificates(store: Store) -> list[SignedForkCertificate]:
+    """Every stored fork certificate, by era."""
+    return [SignedForkCertificate.decode(v) for _, v in store.db.iterator(
+        prefix=schema.META_FORK)]
+
+
+def next_era(store: Store, head: Head) -> int:
+    """The era of the block after ``head``: ``head.era``, unless a fork certificate says a
+    newer era continues from exactly this block (the first block after a rollback)."""
+    era = head.era
+    for signed in fork_certificates(store):
+        c = signed.certificate
+        if c.to_height == head.height and c.to_block_hash == head.hash and c.era > era:
+            era = c.era
+    return era

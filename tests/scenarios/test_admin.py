@@ -1,0 +1,169 @@
+"""The operator endpoint against a real node process: every refusal, halt/resume, snapshots,
+maintenance windows, and a rollback that the next block continues in a new era."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+
+from chain.admin import AdminEnvelope, OperatorSignature
+from chain.crypto import PrivateKey
+from chain.tx import Transfer, make_tx
+from node.admin_client import AdminClient
+from node.client import RPCCallError, RPCClient
+from node.views import b64
+from tests.helpers import make_genesis, make_home, running_node
+
+
+def admin_url(home_root: Path) -> str:
+    return (home_root / "data" / "admin_address").read_text().strip()
+
+
+def wait_height(c: RPCClient, h: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = int(c.call("status")["sync_info"]["latest_block_height"])
+        if got >= h:
+            return got
+        time.sleep(0.02)
+    raise TimeoutError(f"height {h} not reached")
+
+
+def refused(fn) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    with pytest.raises(RPCCallError) as e:
+        fn()
+    return e.value.code, (e.value.data or {}).get("reason", "")
+
+
+def test_every_refused_envelope_has_its_own_error(tmp_path: Path) -> None:
+    g, keys = make_genesis(accounts=2, operators=3, threshold=2)
+    op1, op2, op3 = keys.operators
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50)
+    stranger = PrivateKey.generate()
+    with running_node(home) as n:
+        url = admin_url(home.root)
+        good = AdminClient(url, [op1, op2])
+        one = AdminClient(url, [op1])
+        now = time.time_ns() // 1_000_000
+        env = good.envelope("snapshot_list", {})
+        assert good.send(env)["snapshots"] == []
+        cases = {
+            "malformed": lambda: good.rpc.call("admin", envelope=base64.b64encode(
+                b"\x93junk").decode()),
+            "wrong_chain": lambda: good.send(good.envelope("snapshot_list", {},
+                                                           chain_id="other-chain")),
+            "unsigned": lambda: good.send(good.envelope("snapshot_list", {}, keys=[])),
+            "unknown_key": lambda: good.send(good.envelope("snapshot_list", {},
+                                                           keys=[op1, stranger])),
+            "bad_signature": lambda: good.send(AdminEnvelope(env.command, (
+                env.signatures[0], OperatorSignature(op2.public_key, b"\x00" * 64)))),
+            "under_threshold": lambda: one.run("snapshot_list"),
+            "expired": lambda: good.send(good.envelope("snapshot_list", {},
+                                                       issued_at=now - 3_600_000)),
+            "not_yet_valid": lambda: good.send(good.envelope("snapshot_list", {},
+                                                             issued_at=now + 3_600_000)),
+            "replayed": lambda: good.send(env),
+            "unknown_command": lambda: good.run("launch_missiles"),
+            "bad_args": lambda: good.run("halt", {}),
+        }
+        codes = {}
+        for reason, fn in cases.items():
+            code, got = refused(fn)
+            assert got == reason, (reason, got)
+            codes[reason] = code
+        assert len(set(codes.values())) == len(codes)  # distinct codes
+        # The same operator signing twice does not make two signatures.
+        assert refused(lambda: good.send(good.envelope("snapshot_list", {},
+                                                       keys=[op1, op1])))[1] == \
+            "under_threshold"
+        # A non-operator key can do nothing at all.
+        for cmd, args in (("halt", {"reason": "x"}), ("resume", {}),
+                          ("snapshot_create", {"label": "x"}), ("audit", {}),
+                          ("rollback", {"to_height": "1", "dry_run": "true"})):
+            assert refused(lambda c=cmd, a=args: AdminClient(url, [stranger]).run(c, a))[1] == \
+                "unknown_key"
+        with RPCClient(n.url) as c:
+            assert c.call("status")["halted"] is None
+        # Every attempt is in the audit log, refusals with their reason.
+        log = good.run("audit", {"limit": "1000"})["entries"]
+        reasons = [e.get("reason") for e in log if e["outcome"] == "refused"]
+        for reason in cases:
+            if reason != "malformed":
+                assert reason in reasons
+        assert log[0]["outcome"] == "ok" and log[0]["command"] == "snapshot_list"
+        good.close()
+        one.close()
+        assert n.terminate() == 0
+
+
+def test_halt_snapshot_maintenance_and_rollback(tmp_path: Path) -> None:
+    g, keys = make_genesis(accounts=2, balance=10**9)
+    a, b = keys.accounts
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=40)
+    with running_node(home) as n, RPCClient(n.url) as c, \
+            AdminClient(admin_url(home.root), list(keys.operators)) as adm:
+        for i in range(3):
+            t = make_tx(a, g.chain_id, i, Transfer(b.public_key, 10 + i))
+            assert c.call("broadcast_tx_commit", tx=b64(t.raw))["tx_result"]["code"] == 0
+        snap = adm.run("snapshot_create", {"label": "before"})
+        pinned = int(snap["height"])
+        later = []
+        for i in range(3, 6):
+            t = make_tx(a, g.chain_id, i, Transfer(b.public_key, 100))
+            later.append(t)
+            assert c.call("broadcast_tx_commit", tx=b64(t.raw))["tx_result"]["code"] == 0
+        # Scheduled halt: production stops exactly at that height.
+        h = int(c.call("status")["sync_info"]["latest_block_height"])
+        out = adm.run("halt", {"reason": "upgrade", "at_height": str(h + 3)})
+        assert out["halted"] is False and c.call("status")["halt_scheduled"] is not None
+        wait_height(c, h + 3)
+        deadline = time.monotonic() + 10
+        while c.call("status")["halted"] is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = c.call("status")
+        assert st["halted"]["reason"] == "upgrade" and st["halted"]["by"].startswith(
+            "operators:")
+        assert int(st["sync_info"]["latest_block_height"]) == h + 3
+        time.sleep(0.2)  # bounded check that nothing more is produced
+        assert int(c.call("status")["sync_info"]["latest_block_height"]) == h + 3
+        # While halted, reads work and new transactions get the halted error.
+        t = make_tx(a, g.chain_id, 6, Transfer(b.public_key, 1))
+        with pytest.raises(RPCCallError) as e:
+            c.call("broadcast_tx_sync", tx=b64(t.raw))
+        assert e.value.code == 1011
+        assert c.call("account", address=a.public_key.hex())["nonce"] == "6"
+        # Rollback to the snapshot: dry run lists the abandoned transactions.
+        dry = adm.rollback("bad upgrade", to_snapshot="before", dry_run=True)
+        listed = {x["hash"] for x in dry["plan"]["txs"]}
+        assert {t.hash.hex() for t in later} <= listed
+        assert dry["plan"]["state_root"] == snap["state_root"]
+        # Not without a reason-matching certificate; not from a running chain (checked below).
+        code, reason = refused(lambda: adm.run("rollback", {"to_snapshot": "before",
+                                                            "reason": "x",
+                                                            "certificate": "00"}))
+        assert reason == "bad_args"
+        done = adm.rollback("bad upgrade", to_snapshot="before")
+        assert int(done["height"]) == pinned and done["next_era"] == "1"
+        st = c.call("status")
+        assert int(st["sync_info"]["latest_block_height"]) == pinned
+        assert st["sync_info"]["latest_app_hash"] == snap["state_root"]
+        assert st["sync_info"]["next_era"] == "1"
+        assert c.call("account", address=a.public_key.hex())["nonce"] == "3"
+        # Resume: the next block starts era 1 and links to the pinned block.
+        adm.run("resume")
+        wait_height(c, pinned + 1)
+        blk = c.call("block", height=pinned + 1)["block"]["header"]
+        assert blk["era"] == "1" and blk["prev_hash"] == snap["block_hash"]
+        # Maintenance: begin pins and halts; end verifies and resumes.
+        mb = adm.run("maintenance_begin", {"reason": "disk swap"})
+        assert mb["snapshot"]["label"].startswith("pre-maintenance-")
+        assert c.call("status")["halted"]["check"] == "maintenance"
+        assert refused(lambda: adm.run("resume"))[1] == "refused"
+        me = adm.run("maintenance_end")
+        assert me["verification"]["ok"] is True and c.call("status")["halted"] is None
+        # A rollback while running is refused.
+        assert refused(lambda: adm.rollback("x", to_height=1))[1] == "refused"
+        assert n.terminate() == 0

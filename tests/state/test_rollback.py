@@ -1,0 +1,172 @@
+"""Rollback at the store level: exactness, archiving, resumability, the new era's linkage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
+from chain.block import Block, Header, sign_header
+from chain.errors import InvalidBlock
+from chain.tx import Deposit, Transaction
+from state import pins, rollback
+from state.exchange import INSURANCE_ADDRESS
+from state.params import load_params
+from state.schema import ARCHIVE, TREE, TX_FATE, archive_key
+from state.store import Store, StoreError
+from state.transition import apply_body, import_block
+from tests.state.test_exchange import USD, Exchange, limit, market
+
+
+def full_dump(store: Store) -> list[tuple[bytes, bytes]]:
+    """State values and state tree nodes: everything a rollback must restore."""
+    return store.dump_state() + [(k, v) for k, v in store.db.iterator(prefix=TREE)]
+
+
+def trade_blocks(ex: Exchange, n: int) -> None:
+    """``n`` blocks of trading, oracle moves and a liquidation or two."""
+    from tests.state.test_liquidation import oracle, px
+
+    for i in range(n):
+        side = "buy" if i % 2 else "sell"
+        ex.block(ex.tx(ex.alice, limit(side, 60_000 + (50 if side == "sell" else -50), 0.5)),
+                 ex.tx(ex.bob, market("buy" if side == "sell" else "sell", 61_000 if
+                                      side == "sell" else 59_000, 0.2)),
+                 oracle(ex, px(60_000 - 300 * (i % 5))))
+
+
+def certificate(ex: Exchange, plan: rollback.RollbackPlan, reason: str = "test"
+                ) -> bytes:
+    cert = ForkCertificate(ex.g.chain_id, plan.new_era, plan.from_height, plan.to_height,
+                           plan.target.hash, plan.target.state_root, reason)
+    return sign_fork(cert, list(ex.keys.operators), 1).encode()
+
+
+def roll_back(ex: Exchange, to_height: int) -> rollback.RollbackPlan:
+    plan = rollback.plan_rollback(ex.store, to_height)
+    rec = rollback.begin(ex.store, plan, certificate(ex, plan), "test", [], 0)
+    rollback.run(ex.store, rec)
+    return plan
+
+
+def block_in_era(ex: Exchange, era: int, txs: list[Transaction]) -> bytes:
+    head = ex.store.head()
+    assert head is not None
+    params = load_params(ex.store.overlay())
+    out = apply_body(ex.store, params, head.height + 1, head.time + 1000, txs)
+    header = Header(params.chain_id, era, head.height + 1, head.hash, head.time + 1000,
+                    out.tx_root, out.results_root, out.state_root, ex.keys.producer.public_key)
+    return Block(header, sign_header(ex.keys.producer, header), tuple(t.raw for t in txs)
+                 ).encode()
+
+
+def test_rollback_restores_the_exact_state_and_archives_the_abandoned_blocks(
+        ex: Exchange) -> None:
+    ex.block(ex.tx(ex.keys.faucet, Deposit(INSURANCE_ADDRESS, 1_000 * USD)))
+    trade_blocks(ex, 3)
+    h = ex.height
+    at_h = full_dump(ex.store)
+    head_h = ex.store.head()
+    trade_blocks(ex, 6)
+    abandoned = {height: ex.store.block_bytes(height) for height in range(h + 1, ex.height + 1)}
+    tx_hashes = [t for height in abandoned
+                 for t in Block.decode_block(abandoned[height] or b"").txs]
+    assert full_dump(ex.store) != at_h
+    plan = rollback.plan_rollback(ex.store, h)
+    assert [b["height"] for b in plan.blocks] == [str(x) for x in abandoned]
+    assert len(plan.txs) == len(tx_hashes)
+    assert ex.alice.public_key.hex() in plan.accounts
+    roll_back(ex, h)
+    assert ex.store.head() == head_h
+    assert full_dump(ex.store) == at_h  # byte for byte, state and tree
+    for height, raw in abandoned.items():
+        assert ex.store.block_bytes(height) is None
+        assert ex.store.db.get(archive_key(0, height, b"b")) == raw
+        assert ex.store.db.get(archive_key(0, height, b"r")) is not None
+    from chain.crypto import sha256
+
+    for t in tx_hashes:
+        assert ex.store.tx_location(sha256(t)) is None
+        assert ex.store.db.get(TX_FATE + sha256(t)) is not None
+    assert rollback.operation(ex.store) is None
+    assert rollback.next_era(ex.store, head_h) == 1  # type: ignore[arg-type]
+
+
+def test_the_first_block_after_a_rollback_must_start_the_new_era(ex: Exchange) -> None:
+    trade_blocks(ex, 4)
+    roll_back(ex, 2)
+    with pytest.raises(InvalidBlock, match="era 0, expected 1"):
+        import_block(ex.store, block_in_era(ex, 0, []))
+    import_block(ex.store, block_in_era(ex, 1, []))
+    head = ex.store.head()
+    assert head is not None and (head.height, head.era) == (3, 1)
+    assert rollback.next_era(ex.store, head) == 1
+    with pytest.raises(InvalidBlock, match="era 2, expected 1"):
+        import_block(ex.store, block_in_era(ex, 2, []))
+
+
+def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
+        ex: Exchange, tmp_path: Path) -> None:
+    trade_blocks(ex, 8)
+    plan = rollback.plan_rollback(ex.store, 3)
+    rec = rollback.begin(ex.store, plan, certificate(ex, plan), "test", [], 0)
+    rollback.step(ex.store, rec)
+    rollback.step(ex.store, rec)  # "crash" here: the record says what is left to do
+    assert rollback.operation(ex.store) == rec
+    with pytest.raises(StoreError, match="another recovery operation"):
+        rollback.begin(ex.store, plan, b"", "again", [], 0)
+    rollback.run(ex.store, rollback.operation(ex.store) or {})
+    assert rollback.operation(ex.store) is None
+    resumed = full_dump(ex.store)
+    stored = ex.store.db.get(b"m" + b"fork/" + (1).to_bytes(8, "big"))
+    assert stored is not None and SignedForkCertificate.decode(stored).certificate.to_height == 3
+    # The same rollback without interruption, on a replay of the same chain.
+    from genesis.state import init_store
+
+    other = Store(tmp_path / "other")
+    init_store(other, ex.g)
+    kept = [ex.store.block_bytes(height) for height in range(1, 4)]
+    archived = [ex.store.db.get(archive_key(0, height, b"b")) for height in range(4, 9)]
+    for raw in kept + archived:
+        assert raw is not None
+        import_block(other, raw)
+    plan2 = rollback.plan_rollback(other, 3)
+    rollback.run(other, rollback.begin(other, plan2, certificate(ex, plan2), "t", [], 0))
+    assert full_dump(other) == resumed
+    other.close()
+
+
+def test_rollback_refuses_bad_targets(ex: Exchange) -> None:
+    trade_blocks(ex, 2)
+    with pytest.raises(StoreError, match="not below the head"):
+        rollback.plan_rollback(ex.store, ex.height)
+    with pytest.raises(StoreError, match=">= 0"):
+        rollback.plan_rollback(ex.store, -1)
+
+
+def test_pins_and_automatic_pins(ex: Exchange) -> None:
+    trade_blocks(ex, 2)
+    p = pins.create_pin(ex.store, "before-upgrade", 123, (b"\x01" * 32,))
+    head = ex.store.head()
+    assert head is not None and (p.height, p.state_root) == (head.height, head.state_root)
+    with pytest.raises(StoreError, match="already exists"):
+        pins.create_pin(ex.store, "before-upgrade", 1, ())
+    with pytest.raises(StoreError, match="label"):
+        pins.create_pin(ex.store, "bad label!", 1, ())
+    assert [x.label for x in pins.list_pins(ex.store)] == ["before-upgrade"]
+    # Automatic pins every 2 blocks, keeping the 2 most recent.
+    for height in (2, 4, 6):
+        h2 = head.__class__(height, b"\x02" * 32, b"\x03" * 32, 0, 0)
+        for k, v in pins.auto_pin_writes(ex.store, h2, 2, 2, 0):
+            if v is None:
+                ex.store.db.delete(k)
+            else:
+                ex.store.db.put(k, v)
+    assert pins.auto_pin_writes(ex.store, head.__class__(7, b"", b"", 0, 0), 2, 2, 0) == []
+    labels = [x.label for x in pins.list_pins(ex.store)]
+    assert "auto-2" not in labels and {"auto-4", "auto-6", "before-upgrade"} == set(labels)
+    assert pins.delete_pin(ex.store, "before-upgrade").label == "before-upgrade"
+    with pytest.raises(StoreError, match="no snapshot"):
+        pins.delete_pin(ex.store, "before-upgrade")
+    assert ARCHIVE == b"x"
