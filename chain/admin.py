@@ -53,7 +53,7 @@ class AdminRefused(ChainError):
         super().__init__(message, reason=reason)
 
 
-ArgKey = Annotated[str, Length(1, 64)]
+ArgKey = Annotated[str, Length(1, 80)]
 
 
 @dataclass(frozen=True, slots=True)

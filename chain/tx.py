@@ -177,6 +177,33 @@ class CancelAll(Payload):
     market: Annotated[str, Length(0, 32)]
 
 
+OPERATOR_COMMANDS = ("cancel_orders", "market_mode", "compensate")
+MAX_ENVELOPE_BYTES = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCall(Payload):
+    """An operator command the state machine executes (selective order cancellation, market
+    modes, compensation payments). ``envelope`` is a canonical ``AdminEnvelope``
+    (chain/admin.py) that at least the genesis threshold of operators signed; the
+    transaction's own sender must be a genesis operator too (state/operator.py)."""
+
+    TYPE: ClassVar[str] = "operator"
+    envelope: Annotated[bytes, Length(1, MAX_ENVELOPE_BYTES)]
+
+    def check(self, sender: bytes) -> None:
+        from chain.admin import AdminEnvelope
+
+        try:
+            env = AdminEnvelope.decode(self.envelope)
+        except DecodeError as e:
+            raise InvalidTransaction(f"operator envelope does not decode: {e.message}",
+                                     reason="bad_envelope") from e
+        if env.command.command not in OPERATOR_COMMANDS:
+            raise InvalidTransaction(f"command must be one of {OPERATOR_COMMANDS}",
+                                     reason="bad_command")
+
+
 PAYLOAD_TYPES: dict[str, type[Payload]] = {}
 
 
@@ -195,6 +222,7 @@ register_payload(PlaceOrder)
 register_payload(CancelOrder)
 register_payload(CancelAll)
 register_payload(Withdraw)
+register_payload(OperatorCall)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,13 @@ from typing import Any
 import trio
 
 from chain.admin import AdminEnvelope, AdminRefused, SignedForkCertificate, check_command
-from chain.errors import DecodeError
+from chain.errors import ChainError, DecodeError
+from chain.tx import OperatorCall, decode_tx
 from node.node import Node, wall_ms
+from node.views import result_json
 from state import audit, pins, rollback
 from state.rollback import RollbackPlan
-from state.schema import META_ADMIN_NONCE
+from state.schema import META_ADMIN_NONCE, META_REOPEN
 from state.store import StoreError
 from state.verify import verify_store
 
@@ -150,7 +152,8 @@ class AdminService:
                 "height": str(node.head.height), "state_root": node.head.state_root.hex()}
 
     async def resume(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
-        _only(args, set())
+        _only(args, {"force"})
+        force = _bool_arg(args, "force")
         node = self.node
         if node.halted is None and node.halt_at is None:
             raise AdminRefused("refused", "the chain is not halted")
@@ -159,12 +162,32 @@ class AdminService:
         if node.halted is not None and node.halted.get("check") == "maintenance":
             raise AdminRefused("refused", "a maintenance window is open: end it with "
                                "`admin maintenance end` (it verifies before resuming)")
+        if self.store.db.get(META_REOPEN) is not None and not force:
+            active = [m["symbol"] for m in self._market_modes() if m["mode"] == "active"]
+            if active:
+                raise AdminRefused("refused", f"after a rollback, markets reopen carefully: "
+                                   f"{', '.join(active)} still active. Switch them to "
+                                   "post-only with a price band and a liquidation wait "
+                                   "(`appchain admin resume` does it), or force=true")
         async with node._produce_lock:
             node.resume()
+            self.store.db.delete(META_REOPEN, sync=True)
             readmitted, dropped = node.readmit_held_back()
         return {"summary": f"resumed at height {node.head.height}",
                 "height": str(node.head.height), "readmitted": readmitted,
                 "dropped": dropped}
+
+    def _market_modes(self) -> list[dict[str, Any]]:
+        from state.markets import MARKET, Market, get_market_state
+
+        ov = self.store.overlay()
+        out = []
+        for k in ov.live_keys(MARKET):
+            m = ov.get_obj(k, Market)
+            st = get_market_state(ov, m.symbol) if m else None
+            if m is not None and st is not None:
+                out.append({"symbol": m.symbol, "mode": st.mode})
+        return out
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -230,6 +253,7 @@ class AdminService:
             node.head = head
             node.next_era = rollback.next_era(self.store, head)
             node.held_back.extend(node.mempool.drain())
+            self.store.db.put(META_REOPEN, str(plan.new_era).encode(), sync=True)
         node.metrics.height.set(head.height)
         out["summary"] = (f"rolled back {len(plan.blocks)} block(s) to height {head.height}; "
                           f"the next block starts era {node.next_era}")
@@ -304,6 +328,41 @@ class AdminService:
         return {"summary": f"maintenance ended, resumed at height {node.head.height}",
                 "verification": _report_json(report)}
 
+    # -- operator transactions -------------------------------------------------------------
+
+    async def operator_tx(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        """Commit a signed ``operator`` transaction in a block of its own, now (also while
+        halted: selective cancellation and market modes are part of a recovery)."""
+        _only(args, {"tx"})
+        try:
+            tx = decode_tx(bytes.fromhex(_need(args, "tx")))
+            tx.verify_signature()
+        except (ValueError, ChainError) as e:
+            raise AdminRefused("bad_args", f"tx: {e}") from e
+        if not isinstance(tx.payload, OperatorCall):
+            raise AdminRefused("bad_args", "tx must be an operator transaction")
+        node = self.node
+        if tx.sender not in node.params.operators:
+            raise AdminRefused("bad_args", "the transaction's sender is not an operator")
+        expected = node.committed_nonce(tx.sender)
+        if tx.nonce != expected:
+            raise AdminRefused("bad_args", f"tx nonce {tx.nonce}, the sender's next is "
+                               f"{expected}")
+        async with node._produce_lock:
+            if node.mempool.pending_nonce(tx.sender) is not None:
+                raise AdminRefused("refused", "the operator key has transactions pending in "
+                                   "the mempool; use another key or wait")
+            head, results = await trio.to_thread.run_sync(
+                node.commit_block_now, [tx], node.system_block_time())
+        r = results[0]
+        out = {"height": str(head.height), "hash": tx.hash.hex(), **result_json(r)}
+        if len(results) > 1:
+            out["end_block_events"] = result_json(results[1])["events"]
+        inner = AdminEnvelope.decode(tx.payload.envelope).command
+        out["summary"] = (f"{inner.command} in block {head.height}: "
+                          f"{'ok' if r.code == 0 else 'failed: ' + r.log}")
+        return out
+
     # -- audit -----------------------------------------------------------------------------
 
     async def audit_log(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
@@ -344,4 +403,5 @@ COMMANDS: dict[str, Command] = {
     "maintenance_begin": AdminService.maintenance_begin,
     "maintenance_end": AdminService.maintenance_end,
     "audit": AdminService.audit_log,
+    "operator_tx": AdminService.operator_tx,
 }

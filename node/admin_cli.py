@@ -79,10 +79,14 @@ def halt(ctx: Ctx, reason: str, at_height: int | None) -> None:
 
 
 @admin.command()
+@click.option("--force", is_flag=True,
+              help="After a rollback: resume without reopening the markets post-only.")
 @click.pass_obj
-def resume(ctx: Ctx) -> None:
-    """Clear a halt: production goes on (held-back transactions are re-admitted)."""
-    _call(ctx, lambda c: c.run("resume"))
+def resume(ctx: Ctx, force: bool) -> None:
+    """Clear a halt: production goes on (held-back transactions are re-admitted). After a
+    rollback, markets first reopen post-only with a price band, liquidations waiting for
+    fresh oracle prices (node config [recovery])."""
+    _call(ctx, lambda c: c.resume(force))
 
 
 @admin.group()
@@ -153,6 +157,37 @@ def rollback(ctx: Ctx, to_snapshot: str | None, to_height: int | None, reason: s
         raise click.UsageError("--reason is required (it is signed into the fork certificate)")
     _call(ctx, lambda c: c.rollback(reason or "", to_height=to_height, to_snapshot=to_snapshot,
                                     dry_run=dry_run))
+
+
+@admin.command("cancel-orders")
+@click.option("--keep", default="take-profit,stop-loss", show_default=True,
+              help="Order kinds to keep: any of limit, take-profit, stop-loss (comma "
+                   "separated; empty keeps none).")
+@click.option("--market", default=None, help="Only this market (default: every market).")
+@click.pass_obj
+def cancel_orders(ctx: Ctx, keep: str, market: str | None) -> None:
+    """Cancel every open order except the kinds kept (an operator transaction)."""
+    kinds = [k.strip().replace("-", "_") for k in keep.split(",") if k.strip()]
+    args = {"keep": ",".join(kinds)}
+    if market:
+        args["market"] = market
+    _call(ctx, lambda c: c.operator_tx("cancel_orders", args))
+
+
+@admin.command("market-mode")
+@click.argument("market")
+@click.argument("mode", type=click.Choice(["active", "post-only", "cancel-only", "paused"]))
+@click.option("--price-band-ppm", type=click.IntRange(0, 1_000_000), default=0,
+              help="In post-only mode: orders must be this close to the oracle (ppm).")
+@click.option("--liquidation-wait", type=click.IntRange(0, 1_000_000), default=0,
+              help="Oracle updates to wait for before liquidations resume.")
+@click.pass_obj
+def market_mode(ctx: Ctx, market: str, mode: str, price_band_ppm: int,
+                liquidation_wait: int) -> None:
+    """Switch MARKET (or * for every market) to MODE (an operator transaction)."""
+    _call(ctx, lambda c: c.operator_tx("market_mode", {
+        "market": market, "mode": mode, "price_band_ppm": str(price_band_ppm),
+        "liquidation_wait": str(liquidation_wait)}))
 
 
 @admin.command("audit")

@@ -62,6 +62,30 @@ class AdminClient:
         """Sign and send one command; raises ``RPCCallError`` when the node refuses it."""
         return self.send(self.envelope(command, args or {}))
 
+    def operator_tx(self, command: str, args: dict[str, str]) -> Any:
+        """An ``operator`` transaction (state/operator.py): the command signed by every key,
+        sent by the first key, committed by the node in a block of its own."""
+        from chain.tx import OperatorCall, make_tx
+
+        env = self.envelope(command, args)
+        sender = self.keys[0]
+        nonce = int(self.rpc.call("admin_info", address=sender.public_key.hex())["next_nonce"])
+        tx = make_tx(sender, self.info()["chain_id"], nonce, OperatorCall(env.encode()))
+        return self.run("operator_tx", {"tx": tx.raw.hex()})
+
+    def resume(self, force: bool = False) -> Any:
+        """Resume; after a rollback, first reopen every market post-only with the node's
+        configured price band and liquidation wait (one operator transaction)."""
+        info = self.rpc.call("admin_info")
+        out: dict[str, Any] = {}
+        if info.get("reopen_pending") and not force:
+            out["reopen"] = self.operator_tx("market_mode", {
+                "market": "*", "mode": "post-only",
+                "price_band_ppm": info["reopen"]["price_band_ppm"],
+                "liquidation_wait": info["reopen"]["liquidation_wait"]})
+        out.update(self.run("resume", {"force": "true"} if force else {}))
+        return out
+
     def rollback(self, reason: str, to_height: int | None = None,
                  to_snapshot: str | None = None, dry_run: bool = False) -> Any:
         """Dry run first (it names the target block), then sign the fork certificate of the

@@ -39,6 +39,7 @@ from node.rpc import (
     RPCError,
     serve_app,
 )
+from state.schema import META_REOPEN
 
 log = logging.getLogger("appchain.admin")
 
@@ -79,10 +80,20 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
         if method == "admin_info":
             p = node.params
             cfg = node.cfg.admin
-            return _answer(id_, {
+            extra: dict[str, Any] = {}
+            addr = params.get("address")
+            if isinstance(addr, str):
+                try:
+                    extra["next_nonce"] = str(node.committed_nonce(bytes.fromhex(addr)))
+                except ValueError:
+                    return _answer(id_, err=RPCError(INVALID_PARAMS, "address must be hex"))
+            return _answer(id_, {**extra,
                 "chain_id": p.chain_id, "operators": [o.hex() for o in p.operators],
                 "threshold": p.operator_threshold, "now_ms": str(wall_ms()),
                 "max_age_ms": str(cfg.max_age_ms), "max_skew_ms": str(cfg.max_skew_ms),
+                "reopen_pending": node.store.db.get(META_REOPEN) is not None,
+                "reopen": {"price_band_ppm": str(node.cfg.recovery.reopen_price_band_ppm),
+                           "liquidation_wait": str(node.cfg.recovery.fresh_oracle_updates)},
                 "commands": sorted(COMMANDS)})
         if method != "admin":
             return _answer(id_, err=RPCError(METHOD_NOT_FOUND, f"method {method!r} not found",

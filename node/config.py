@@ -84,7 +84,10 @@ class SnapshotConfig:
 class RecoveryConfig:
     fresh_oracle_updates: int = 3
     """After a rollback, liquidations stay suspended in a market until it has received this
-    many oracle updates."""
+    many oracle updates (``admin resume`` reopens the markets with it)."""
+    reopen_price_band_ppm: int = 20_000
+    """After a rollback, markets reopen post-only with orders limited to this band around the
+    oracle price (2%) until an operator activates them (``admin market-mode M active``)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,9 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     parse_laddr(cfg.admin.laddr, "admin.laddr")
     for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
                            ("snapshots.interval", cfg.snapshots.interval),
-                           ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates)):
+                           ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
+                           ("recovery.reopen_price_band_ppm",
+                            cfg.recovery.reopen_price_band_ppm)):
         if value < 0:
             raise ConfigError(f"{setting} must be >= 0, got {value}")
     return cfg

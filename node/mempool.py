@@ -20,7 +20,7 @@ from itertools import islice
 
 from chain.block import MAX_BLOCK_BYTES
 from chain.errors import DecodeError, InvalidSignature, InvalidTransaction
-from chain.tx import Deposit, OraclePrice, Transaction, decode_tx
+from chain.tx import Deposit, OperatorCall, OraclePrice, Transaction, decode_tx
 from state.params import ChainParams
 
 
@@ -80,6 +80,9 @@ def precheck(raw: bytes, params: ChainParams, max_tx_bytes: int) -> Transaction:
         raise MempoolReject(RejectCode.UNAUTHORIZED, "only the faucet key may deposit")
     if isinstance(tx.payload, OraclePrice) and tx.sender not in params.oracles:
         raise MempoolReject(RejectCode.UNAUTHORIZED, "only genesis oracle keys may post prices")
+    if isinstance(tx.payload, OperatorCall) and tx.sender not in params.operators:
+        raise MempoolReject(RejectCode.UNAUTHORIZED,
+                            "only genesis operator keys may send operator commands")
     return tx
 
 

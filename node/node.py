@@ -330,7 +330,9 @@ class Node:
     # -- production ------------------------------------------------------------------------
 
     def _build_and_commit(self, txs: list[Transaction], height: int,
-                          block_time: int) -> tuple[Head, list[TxResult]]:
+                          block_time: int,
+                          extra_meta: list[tuple[bytes, bytes | None]] | None = None
+                          ) -> tuple[Head, list[TxResult]]:
         """Worker-thread part: apply, sign (recording it first), commit. Returns the
         transactions' results followed by the block's own result (if it has events)."""
         if self.signer is None:
@@ -352,8 +354,33 @@ class Node:
         new_head = Head(height, header.hash, header.state_root, header.era, block_time)
         pins = auto_pin_writes(self.store, new_head, snaps.interval, snaps.keep_recent,
                                wall_ms())
-        head = commit(self.store, block, raw, txs, outcome, extra_meta=pins)
+        head = commit(self.store, block, raw, txs, outcome,
+                      extra_meta=pins + (extra_meta or []))
         return head, outcome.results  # after the transactions': the block's own events
+
+    def commit_block_now(self, txs: list[Transaction], block_time: int,
+                         extra_meta: list[tuple[bytes, bytes | None]] | None = None
+                         ) -> tuple[Head, list[TxResult]]:
+        """Build, sign and commit a block of exactly ``txs`` at ``block_time``, also while
+        halted (operator transactions, replay). Synchronous: call it holding the producer
+        lock, from a worker thread. Returns the head and every result (the block's own
+        last, if it has events)."""
+        head, results = self._build_and_commit(txs, self.head.height + 1, block_time,
+                                               extra_meta)
+        self.head = head
+        self.next_era = head.era
+        self.metrics.block_committed(time.perf_counter(), head.height, head.era, len(txs), 0.0)
+        if len(results) > len(txs):
+            self.metrics.block_events([e.type for e in results[len(txs)].events])
+        return head, results
+
+    def system_block_time(self) -> int:
+        """Time of a block made by an operator command: wall clock when running; while
+        halted, one millisecond after the head, so the chain's clock does not jump (replayed
+        blocks keep their original times after it)."""
+        if self.halted is not None:
+            return self.head.time + 1
+        return max(self.head.time + 1, wall_ms())
 
     async def produce_block(self) -> Head:
         """Build, sign and commit one block from the mempool; notify waiters.

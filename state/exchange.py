@@ -50,7 +50,7 @@ from state.orderbook import (
     trigger_direction,
 )
 from state.positions import FLAT, Position, apply_fill, settle_funding
-from state.scales import FUNDING_DIVISOR
+from state.scales import FUNDING_DIVISOR, PPM
 from state.store import Overlay
 
 POSITION = b"pos/"
@@ -336,6 +336,12 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
     if st.mode == "post-only" and p.tif != "post_only":
         raise ExecutionFailure(ResultCode.MARKET_CLOSED,
                                f"market {p.market} accepts post-only orders only")
+    if st.mode == "post-only" and st.price_band_ppm and \
+            abs(p.price - st.oracle_price) * PPM > st.oracle_price * st.price_band_ppm:
+        raise ExecutionFailure(ResultCode.INVALID_PRICE,
+                               f"price {p.price} is outside the reopening band of "
+                               f"{st.price_band_ppm} ppm around the oracle price "
+                               f"{st.oracle_price}")
     if p.price % market.tick_size:
         raise ExecutionFailure(ResultCode.INVALID_PRICE,
                            f"price {p.price} is not a multiple of the tick {market.tick_size}")

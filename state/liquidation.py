@@ -6,7 +6,8 @@ sees the block's final oracle prices and funding indices.
 **Which accounts are liquidated.** An account is liquidatable when its equity (collateral +
 unrealized PnL + unsettled funding, at oracle prices) is below its total maintenance
 requirement (state/margin.py). It is liquidated only if every market it holds a position in
-is *eligible*: not ``paused``, and its oracle price was observed at most the market's
+is *eligible*: not ``paused``, not waiting for fresh oracle updates after a reopening
+(``liquidation_wait`` is 0), and its oracle price was observed at most the market's
 ``oracle_max_age_ms`` before the block time (a stale price never liquidates anyone). An
 account that is liquidatable but not eligible is checked again every block until it is.
 
@@ -173,7 +174,7 @@ def _candidates(view: Overlay, market: Market, st: MarketState) -> list[bytes]:
 
 
 def _eligible(h: Held, ctx: TxContext) -> bool:
-    return (h.state.mode != "paused"
+    return (h.state.mode != "paused" and h.state.liquidation_wait == 0
             and ctx.time - h.state.oracle_time <= h.market.oracle_max_age_ms)
 
 

@@ -18,6 +18,7 @@ from chain.tx import (
     CancelAll,
     CancelOrder,
     Deposit,
+    OperatorCall,
     OraclePrice,
     PlaceOrder,
     Transaction,
@@ -106,7 +107,9 @@ def _oracle_price(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]
         raise ExecutionFailure(ResultCode.STALE_PRICE,
                                f"observed at {p.time}, older than {market.oracle_max_age_ms} ms "
                                f"at block time {ctx.time}")
-    put_market_state(view, p.market, replace(st, oracle_price=p.price, oracle_time=p.time))
+    put_market_state(view, p.market, replace(
+        st, oracle_price=p.price, oracle_time=p.time,
+        liquidation_wait=max(0, st.liquidation_wait - 1)))
     return [Event("oracle_price", (Attr("market", p.market), Attr("price", str(p.price)),
                                    Attr("time", str(p.time))))]
 
@@ -121,7 +124,14 @@ HANDLERS: dict[str, Handler] = {
     CancelOrder.TYPE: lambda view, ctx, tx: cancel_order(view, tx),
     CancelAll.TYPE: lambda view, ctx, tx: cancel_all(view, tx),
     Withdraw.TYPE: lambda view, ctx, tx: withdraw(view, tx, ctx.margin_touched),
+    OperatorCall.TYPE: lambda view, ctx, tx: _operator_call(view, ctx, tx),
 }
+
+
+def _operator_call(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
+    from state.operator import operator_call  # it needs TxContext from this module
+
+    return operator_call(view, ctx, tx)
 
 
 def check_nonce(view: Overlay, tx: Transaction) -> Account:

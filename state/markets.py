@@ -78,6 +78,12 @@ class MarketState(Struct):
     """Total size of short positions; always equal to the long side."""
     mode: Annotated[str, Length(1, 16)]
     """``active``, ``post-only``, ``cancel-only`` or ``paused``."""
+    price_band_ppm: U32
+    """In ``post-only`` mode, orders must be priced within this fraction of the oracle price
+    (0: no band). Set by the operators' ``market_mode`` command."""
+    liquidation_wait: U32
+    """Oracle updates this market must still receive before liquidations resume in it (set
+    on reopening after a rollback, so stale prices cannot liquidate anyone)."""
 
 
 def market_key(symbol: str) -> bytes:
@@ -133,4 +139,6 @@ def initial_state(oracle_price: int, genesis_time_ms: int) -> MarketState:
         open_interest_long=0,
         open_interest_short=0,
         mode="active",
+        price_band_ppm=0,
+        liquidation_wait=0,
     )

@@ -57,6 +57,8 @@ META_OP = META + b"op"
 META_FORK = META + b"fork/"
 META_AUDIT = META + b"audit/"
 META_ADMIN_NONCE = META + b"admin_nonce/"
+META_REOPEN = META + b"reopen"
+META_FATE = META + b"fate/"
 
 ACCOUNT = b"acct/"
 PARAM = b"param/"
