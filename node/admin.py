@@ -328,6 +328,67 @@ class AdminService:
         return {"summary": f"maintenance ended, resumed at height {node.head.height}",
                 "verification": _report_json(report)}
 
+    # -- replay ----------------------------------------------------------------------------
+
+    async def replay(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"from_era", "exclude_tx", "exclude_sender", "exclude_type", "dry_run"})
+        from node import replay as rp
+        from state.replay import Exclusions, archived_blocks, classify
+
+        node = self.node
+        era = _int_arg(args, "from_era")
+        if era is None:
+            if node.next_era == 0:
+                raise AdminRefused("refused", "nothing to replay: no rollback happened")
+            era = node.next_era - 1
+
+        def hexes(name: str, size: int) -> frozenset[bytes]:
+            out = set()
+            for item in filter(None, args.get(name, "").split(",")):
+                try:
+                    b = bytes.fromhex(item.strip())
+                except ValueError:
+                    b = b""
+                if len(b) != size:
+                    raise AdminRefused("bad_args", f"{name}: {item!r} is not {size} hex bytes")
+                out.add(b)
+            return frozenset(out)
+
+        ex = Exclusions(hexes("exclude_tx", 32), hexes("exclude_sender", 32),
+                        frozenset(filter(None, args.get("exclude_type", "").split(","))))
+        blocks = await trio.to_thread.run_sync(archived_blocks, self.store, era)
+        if not blocks:
+            raise AdminRefused("refused", f"no abandoned blocks archived for era {era}")
+        if _bool_arg(args, "dry_run"):
+            static: dict[str, int] = {}
+            tried = 0
+            for ab in blocks:
+                for raw in ab.txs:
+                    tx, why = classify(raw, ex)
+                    if tx is None:
+                        static[why] = static.get(why, 0) + 1
+                    else:
+                        tried += 1
+            return {"summary": f"era {era}: {len(blocks)} block(s); {tried} transaction(s) "
+                               f"to execute, {sum(static.values())} dropped before execution",
+                    "era": str(era), "blocks": len(blocks), "to_execute": tried,
+                    "dropped_before_execution": static,
+                    "note": "failures on the restored state are only known by executing"}
+        if node.halted is None:
+            raise AdminRefused("refused", "halt the chain first (`admin halt`)")
+        if blocks[0].height <= node.head.height:
+            raise AdminRefused("refused", f"era {era}'s abandoned blocks start at height "
+                               f"{blocks[0].height}, the head is {node.head.height}: roll "
+                               "back first")
+        async with node._produce_lock:
+            record = rp.begin(node, era, ex, [o.hex() for o in ops], wall_ms())
+            out = await trio.to_thread.run_sync(rp.run, node, record)
+        s = out["summary"]
+        return {"summary": f"replayed era {era} up to height {node.head.height}: "
+                           f"{s['identical']} identical, {s['diverged']} diverged, "
+                           f"{s['dropped']} dropped", "era": str(era),
+                "height": str(node.head.height), "counts": s, "report": out["path"]}
+
     # -- operator transactions -------------------------------------------------------------
 
     async def operator_tx(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
@@ -404,4 +465,5 @@ COMMANDS: dict[str, Command] = {
     "maintenance_end": AdminService.maintenance_end,
     "audit": AdminService.audit_log,
     "operator_tx": AdminService.operator_tx,
+    "replay": AdminService.replay,
 }

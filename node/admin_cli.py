@@ -190,6 +190,26 @@ def market_mode(ctx: Ctx, market: str, mode: str, price_band_ppm: int,
         "liquidation_wait": str(liquidation_wait)}))
 
 
+@admin.command()
+@click.option("--from-era", type=click.IntRange(0), default=None,
+              help="Era whose abandoned blocks to replay (default: the last rolled back).")
+@click.option("--exclude-tx", multiple=True, help="Transaction hash to leave out (repeat).")
+@click.option("--exclude-sender", multiple=True, help="Sender address to leave out (repeat).")
+@click.option("--exclude-type", multiple=True, help="Transaction type to leave out (repeat).")
+@click.option("--dry-run", is_flag=True, help="Only classify; execute nothing.")
+@click.pass_obj
+def replay(ctx: Ctx, from_era: int | None, exclude_tx: tuple[str, ...],
+           exclude_sender: tuple[str, ...], exclude_type: tuple[str, ...],
+           dry_run: bool) -> None:
+    """Re-execute the abandoned blocks' user transactions in new blocks (same boundaries and
+    times); writes a report classifying each as identical, diverged or dropped."""
+    args = {"exclude_tx": ",".join(exclude_tx), "exclude_sender": ",".join(exclude_sender),
+            "exclude_type": ",".join(exclude_type), "dry_run": "true" if dry_run else "false"}
+    if from_era is not None:
+        args["from_era"] = str(from_era)
+    _call(ctx, lambda c: c.run("replay", {k: v for k, v in args.items() if v}))
+
+
 @admin.command("audit")
 @click.option("--after", type=click.IntRange(0), default=0, help="Entries after this seq.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100)

@@ -36,7 +36,7 @@ from state.params import ChainParams, load_params
 from state.pins import auto_pin_writes
 from state.schema import META_HALT_AT, STATE, TREE, account_key
 from state.store import Head, Store, StoreError
-from state.transition import apply_body, commit, import_block
+from state.transition import BlockOutcome, apply_body, commit, import_block
 from state.tree import StateTree
 
 log = logging.getLogger("appchain.node")
@@ -101,6 +101,17 @@ class Node:
         self.metrics.height.set(self.head.height)
         self.held_back: list[Transaction] = []
         """Mempool transactions set aside by a rollback, re-admitted on resume."""
+        if self._pending_replay is not None:
+            from node import replay
+
+            log.warning("finishing the interrupted replay of era %s from block %s",
+                        self._pending_replay["era"], self._pending_replay["next"])
+            try:
+                replay.run(self, self._pending_replay)
+            except BaseException:
+                self.store.close()
+                raise
+            log.warning("replay finished at height %d", self.head.height)
 
     # -- startup ---------------------------------------------------------------------------
 
@@ -116,14 +127,22 @@ class Node:
                 f"{self.genesis.hash.hex()}"
             )
         op = rollback.operation(self.store)
-        if op is not None:
+        self._pending_replay: dict[str, Any] | None = None
+        if op is not None and op.get("kind") == "rollback":
             # A rollback was interrupted (crash, kill): finish exactly that one first.
             log.warning("resuming the interrupted rollback to height %s (head %d)",
                         op["to_height"], head.height)
             head = rollback.run(self.store, op)
             log.warning("rollback finished at height %d", head.height)
+        elif op is not None and op.get("kind") == "replay":
+            if self.signer is None:
+                raise NodeError("a replay was interrupted; only the producer can finish it: "
+                                "start the node with its producer key")
+            self._pending_replay = op  # finished once the node is set up (__init__)
         self.next_era = rollback.next_era(self.store, head)
-        if self.signer is not None and self.next_era > head.era:
+        if self._pending_replay is not None:
+            pass  # the interrupted step is rebuilt identically; the signer accepts it
+        elif self.signer is not None and self.next_era > head.era:
             # Rolled back: whatever the producer signed above the head belongs to the
             # abandoned era; the new era's blocks cannot collide with it.
             if self.signer.era >= self.next_era:
@@ -331,13 +350,15 @@ class Node:
 
     def _build_and_commit(self, txs: list[Transaction], height: int,
                           block_time: int,
-                          extra_meta: list[tuple[bytes, bytes | None]] | None = None
+                          extra_meta: list[tuple[bytes, bytes | None]] | None = None,
+                          outcome: BlockOutcome | None = None
                           ) -> tuple[Head, list[TxResult]]:
         """Worker-thread part: apply, sign (recording it first), commit. Returns the
         transactions' results followed by the block's own result (if it has events)."""
         if self.signer is None:
             raise NodeError("this node has no producer key")
-        outcome = apply_body(self.store, self.params, height, block_time, txs)
+        if outcome is None:
+            outcome = apply_body(self.store, self.params, height, block_time, txs)
         header = Header(
             chain_id=self.params.chain_id,
             era=self.next_era,
@@ -359,14 +380,15 @@ class Node:
         return head, outcome.results  # after the transactions': the block's own events
 
     def commit_block_now(self, txs: list[Transaction], block_time: int,
-                         extra_meta: list[tuple[bytes, bytes | None]] | None = None
+                         extra_meta: list[tuple[bytes, bytes | None]] | None = None,
+                         outcome: BlockOutcome | None = None
                          ) -> tuple[Head, list[TxResult]]:
         """Build, sign and commit a block of exactly ``txs`` at ``block_time``, also while
         halted (operator transactions, replay). Synchronous: call it holding the producer
         lock, from a worker thread. Returns the head and every result (the block's own
         last, if it has events)."""
         head, results = self._build_and_commit(txs, self.head.height + 1, block_time,
-                                               extra_meta)
+                                               extra_meta, outcome)
         self.head = head
         self.next_era = head.era
         self.metrics.block_committed(time.perf_counter(), head.height, head.era, len(txs), 0.0)

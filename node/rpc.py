@@ -228,10 +228,16 @@ async def rpc_tx(node: Node, params: Params) -> Any:
     _only(params, {"hash"})
     th = _hex32(params, "hash")
     loc = node.store.tx_location(th)
+    abandoned = _abandoned(node, th)
     if loc is None:
         if th in node.mempool:
             raise RPCError(NOT_FOUND, "transaction is pending in the mempool, not yet committed",
                            {"pending": True})
+        if abandoned is not None:
+            raise RPCError(NOT_FOUND, "transaction was in an abandoned block "
+                           f"(era {abandoned['era']}, height {abandoned['height']}) and is "
+                           "not on the chain: " + (abandoned.get("fate") or {}).get(
+                               "reason", "not replayed (yet)"), {"abandoned": abandoned})
         raise RPCError(NOT_FOUND, "transaction not found")
     height, index = loc
     block = _block_at(node, height)
@@ -247,7 +253,27 @@ async def rpc_tx(node: Node, params: Params) -> Any:
         "tx": b64(raw),
         "decoded": decoded_or_error(raw),
         "tx_result": result_json(TxResult.decode(results[index])),
+        **({"abandoned": abandoned} if abandoned is not None else {}),
     }
+
+
+def _abandoned(node: Node, th: bytes) -> dict[str, Any] | None:
+    """Where an abandoned block held this transaction, and what replay did with it."""
+    from node.replay import fate_of
+    from state.schema import TX_FATE, height_from, tx_location_from
+
+    raw = node.store.db.get(TX_FATE + th)
+    if raw is None:
+        return None
+    era = height_from(raw[:8])
+    height, index = tx_location_from(raw[8:])
+    fate = fate_of(node.store, th)
+    out: dict[str, Any] = {"era": str(era), "height": str(height), "index": index}
+    if fate is not None:
+        out["fate"] = {k: (str(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+                       for k, v in fate.items() if k not in ("hash", "era", "height",
+                                                             "index")}
+    return out
 
 
 async def rpc_account(node: Node, params: Params) -> Any:
