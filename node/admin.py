@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,9 +23,9 @@ from chain.errors import ChainError, DecodeError
 from chain.tx import OperatorCall, decode_tx
 from node.node import Node, wall_ms
 from node.views import result_json
-from state import audit, pins, rollback
+from state import audit, pins, rollback, snapshot_file
 from state.rollback import RollbackPlan
-from state.schema import META_ADMIN_NONCE, META_REOPEN
+from state.schema import META_ADMIN_NONCE, META_REOPEN, META_REPLAYED
 from state.store import StoreError
 from state.verify import verify_store
 
@@ -159,9 +160,10 @@ class AdminService:
             raise AdminRefused("refused", "the chain is not halted")
         if rollback.operation(self.store) is not None:
             raise AdminRefused("refused", "a rollback is in progress")
-        if node.halted is not None and node.halted.get("check") == "maintenance":
+        if node.halted is not None and node.halted.get("check") == "maintenance" and not force:
             raise AdminRefused("refused", "a maintenance window is open: end it with "
-                               "`admin maintenance end` (it verifies before resuming)")
+                               "`admin maintenance end` (it verifies before resuming), or "
+                               "force=true to resume without verifying")
         if self.store.db.get(META_REOPEN) is not None and not force:
             active = [m["symbol"] for m in self._market_modes() if m["mode"] == "active"]
             if active:
@@ -247,8 +249,12 @@ class AdminService:
         if node.halted is None:
             raise AdminRefused("refused", "halt the chain first (`admin halt`)")
         cert = self._check_certificate(_need(args, "certificate"), plan, reason)
+        restore = None
+        label = args.get("to_snapshot")
+        if label is not None and self.snapshot_path(label).exists():
+            restore = str(self.snapshot_path(label))
         async with node._produce_lock:
-            record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms())
+            record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms(), restore)
             head = await trio.to_thread.run_sync(rollback.run, self.store, record)
             node.head = head
             node.next_era = rollback.next_era(self.store, head)
@@ -259,6 +265,7 @@ class AdminService:
                           f"the next block starts era {node.next_era}")
         out["height"] = str(head.height)
         out["state_root"] = head.state_root.hex()
+        out["restored_from_file"] = restore
         out["next_era"] = str(node.next_era)
         out["held_back"] = len(node.held_back)
         return out
@@ -302,11 +309,32 @@ class AdminService:
                                    f"chain is halted: {report.problems}")
             label = f"pre-maintenance-{node.head.height}"
             pin = pins.create_pin(self.store, label, wall_ms(), tuple(ops))
+            # The state itself, not only its root: a write that bypasses the blocks during
+            # the window cannot be undone from undo records (state/snapshot_file.py).
+            hdr = await trio.to_thread.run_sync(snapshot_file.export, self.store,
+                                                self.snapshot_path(label), label)
             node.halt(f"maintenance: {reason}", "maintenance",
                       {"snapshot": label, "state_root": node.head.state_root.hex(),
                        "state_keys": str(report.keys)}, node.head.height, by=self.by(ops))
         return {"summary": f"maintenance begun at height {pin.height}; snapshot {label}",
-                "snapshot": _pin_json(pin), "verification": _report_json(report)}
+                "snapshot": _pin_json(pin), "verification": _report_json(report),
+                "snapshot_file": str(self.snapshot_path(label)), "state_keys": hdr.keys}
+
+    def snapshot_path(self, label: str) -> Path:
+        return Path(self.node.home.data_dir) / "snapshots" / f"{label}.snap"
+
+    async def snapshot_export(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        _only(args, {"label", "path"})
+        label = _need(args, "label")
+        pin = pins.get_pin(self.store, label)
+        if pin is None:
+            raise AdminRefused("refused", f"no snapshot {label!r}")
+        path = Path(args.get("path") or self.snapshot_path(label))
+        hdr = await trio.to_thread.run_sync(snapshot_file.export, self.store, path, label,
+                                            pin.height)
+        return {"summary": f"exported snapshot {label} (height {pin.height}, {hdr.keys} "
+                           f"keys) to {path}", "path": str(path), "keys": hdr.keys,
+                "height": str(hdr.height), "state_root": hdr.state_root.hex()}
 
     async def maintenance_end(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
         _only(args, set())
@@ -376,10 +404,9 @@ class AdminService:
                     "note": "failures on the restored state are only known by executing"}
         if node.halted is None:
             raise AdminRefused("refused", "halt the chain first (`admin halt`)")
-        if blocks[0].height <= node.head.height:
-            raise AdminRefused("refused", f"era {era}'s abandoned blocks start at height "
-                               f"{blocks[0].height}, the head is {node.head.height}: roll "
-                               "back first")
+        if self.store.db.get(META_REPLAYED + str(era).encode()) is not None:
+            raise AdminRefused("refused", f"era {era} was already replayed (report: "
+                               f"data/reports/replay-era-{era}.json)")
         async with node._produce_lock:
             record = rp.begin(node, era, ex, [o.hex() for o in ops], wall_ms())
             out = await trio.to_thread.run_sync(rp.run, node, record)
@@ -388,6 +415,24 @@ class AdminService:
                            f"{s['identical']} identical, {s['diverged']} diverged, "
                            f"{s['dropped']} dropped", "era": str(era),
                 "height": str(node.head.height), "counts": s, "report": out["path"]}
+
+    async def compensation_report(self, args: dict[str, str], ops: list[bytes]
+                                  ) -> dict[str, Any]:
+        _only(args, {"era"})
+        from node.compensation import build_report
+
+        era = _int_arg(args, "era")
+        if era is None:
+            if self.node.next_era == 0:
+                raise AdminRefused("refused", "no rollback happened: nothing to compare")
+            era = self.node.next_era - 1
+        report = await trio.to_thread.run_sync(build_report, self.store, era)
+        t = report["totals"]
+        report["summary"] = (f"era {era}: {t['accounts']} account(s), "
+                             f"{t['liquidated_only_on_abandoned_fork']} liquidated only on the "
+                             f"abandoned fork, {t['accounts_to_compensate']} to compensate "
+                             f"({t['compensation_total']} micro-USDC)")
+        return report
 
     # -- operator transactions -------------------------------------------------------------
 
@@ -460,10 +505,12 @@ COMMANDS: dict[str, Command] = {
     "snapshot_list": AdminService.snapshot_list,
     "snapshot_show": AdminService.snapshot_show,
     "snapshot_delete": AdminService.snapshot_delete,
+    "snapshot_export": AdminService.snapshot_export,
     "rollback": AdminService.rollback,
     "maintenance_begin": AdminService.maintenance_begin,
     "maintenance_end": AdminService.maintenance_end,
     "audit": AdminService.audit_log,
     "operator_tx": AdminService.operator_tx,
     "replay": AdminService.replay,
+    "compensation_report": AdminService.compensation_report,
 }

@@ -122,6 +122,19 @@ def snapshot_delete(ctx: Ctx, label: str) -> None:
     _call(ctx, lambda c: c.run("snapshot_delete", {"label": label}))
 
 
+@snapshot.command("export")
+@click.argument("label")
+@click.option("--path", default=None, help="File to write, on the node's machine (default: "
+              "HOME/data/snapshots/LABEL.snap).")
+@click.pass_obj
+def snapshot_export(ctx: Ctx, label: str, path: str | None) -> None:
+    """Write the pinned state to a portable file (import it with `appchain snapshot import`)."""
+    args = {"label": label}
+    if path:
+        args["path"] = str(Path(path).resolve())
+    _call(ctx, lambda c: c.run("snapshot_export", args))
+
+
 @admin.group()
 def maintenance() -> None:
     """Maintenance windows: begin (halt, verify, pin) and end (verify, resume)."""
@@ -208,6 +221,60 @@ def replay(ctx: Ctx, from_era: int | None, exclude_tx: tuple[str, ...],
     if from_era is not None:
         args["from_era"] = str(from_era)
     _call(ctx, lambda c: c.run("replay", {k: v for k, v in args.items() if v}))
+
+
+@admin.command("compensation-report")
+@click.option("--era", type=click.IntRange(0), default=None,
+              help="Abandoned era to compare (default: the last rolled back).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for report.json and report.csv.")
+@click.pass_obj
+def compensation_report(ctx: Ctx, era: int | None, out_dir: Path) -> None:
+    """Per account: the abandoned fork against the recovered chain; writes JSON and CSV and
+    prints a table."""
+    from node.compensation import to_csv, to_table
+
+    args = {} if era is None else {"era": str(era)}
+    try:
+        with ctx.client() as c:
+            report = c.run("compensation_report", args)
+    except RPCCallError as e:
+        reason = e.data.get("reason") if isinstance(e.data, dict) else None
+        raise click.ClickException(f"refused ({reason or e.code}): {e.message}") from e
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "report.csv").write_text(to_csv(report))
+    click.echo(to_table(report))
+    click.echo(f"wrote {out_dir / 'report.json'} and {out_dir / 'report.csv'}")
+
+
+@admin.command()
+@click.option("--report", "report_file", required=True, type=click.Path(path_type=Path),
+              help="A report.json from compensation-report (amounts may be edited).")
+@click.pass_obj
+def compensate(ctx: Ctx, report_file: Path) -> None:
+    """Pay each account its ``compensation`` from the insurance fund (operator transactions,
+    up to 60 accounts each; recorded on chain with the report's id)."""
+    try:
+        report = json.loads(report_file.read_text())
+        pays = [(r["account"], int(r["compensation"])) for r in report["accounts"]
+                if int(r["compensation"]) > 0]
+        ref = str(report["id"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise click.ClickException(f"{report_file}: not a compensation report ({e})") from e
+    if not pays:
+        click.echo(json.dumps({"summary": "nothing to pay", "paid": 0}, indent=2))
+        return
+
+    def run(c: AdminClient) -> Any:
+        out = []
+        for i in range(0, len(pays), 60):
+            args = {"ref": ref, **{f"pay.{a}": str(v) for a, v in pays[i:i + 60]}}
+            out.append(c.operator_tx("compensate", args))
+        return {"summary": f"paid {len(pays)} account(s), {sum(v for _, v in pays)} "
+                           "micro-USDC in all", "transactions": out}
+
+    _call(ctx, run)
 
 
 @admin.command("audit")

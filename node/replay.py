@@ -66,6 +66,8 @@ def run(node: Node, record: dict[str, Any]) -> dict[str, Any]:
             (schema.META_FATE + f.hash, encode(f.to_obj())) for f in a.fates]
         nxt = dict(record, next=idx + 1)
         meta.append((schema.META_OP, None if done else encode(nxt)))
+        if done:
+            meta.append((schema.META_REPLAYED + str(era).encode(), b"1"))
         node.commit_block_now(a.included, a.time, meta, a.outcome)
         record = nxt
     return report(node, era)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from chain.admin import SignedForkCertificate
@@ -48,6 +49,9 @@ class RollbackPlan:
     """Hex addresses whose account or positions the abandoned blocks changed, sorted."""
     keys_undone: int = 0
     """Database keys the rollback rewrites (state and tree)."""
+    account_keys: list[bytes] = field(default_factory=list)
+    """State keys of the accounts and positions the abandoned blocks changed (their values
+    at the abandoned head are kept for the compensation report)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
     blocks: list[dict[str, Any]] = []
     txs: list[dict[str, Any]] = []
     accounts: set[bytes] = set()
+    account_keys: set[bytes] = set()
     keys = 0
     target: Head | None = None
     for h in range(head.height, to_height, -1):
@@ -99,13 +104,15 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
         for k, _ in undo["prior"]:
             if k.startswith(schema.STATE + schema.ACCOUNT):
                 accounts.add(k[len(schema.STATE + schema.ACCOUNT):])
+                account_keys.add(k[len(schema.STATE):])
             elif k.startswith(schema.STATE + POSITION):
                 accounts.add(k[len(schema.STATE + POSITION):][:32])
+                account_keys.add(k[len(schema.STATE):])
     assert target is not None
     blocks.reverse()
     txs.sort(key=lambda t: (int(t["height"]), t["index"]))
     return RollbackPlan(head.height, to_height, head.era, head.era + 1, target, blocks, txs,
-                        sorted(a.hex() for a in accounts), keys)
+                        sorted(a.hex() for a in accounts), keys, sorted(account_keys))
 
 
 def operation(store: Store) -> dict[str, Any] | None:
@@ -115,14 +122,30 @@ def operation(store: Store) -> dict[str, Any] | None:
 
 
 def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
-          operators: list[bytes], started_ms: int) -> dict[str, Any]:
-    """Record the rollback (durably) before any block is undone."""
+          operators: list[bytes], started_ms: int,
+          restore_file: str | None = None) -> dict[str, Any]:
+    """Record the rollback (durably) before any block is undone. With ``restore_file`` (a
+    snapshot file of the target height, state/snapshot_file.py), the last step also makes
+    the state equal to the file: writes that bypassed the blocks are undone too."""
     if operation(store) is not None:
         raise StoreError("another recovery operation is in progress")
+    if restore_file is not None:
+        from state.snapshot_file import SnapshotReader
+
+        with SnapshotReader(Path(restore_file)) as r:
+            if (r.header.height, r.header.state_root) != (plan.to_height,
+                                                          plan.target.state_root):
+                raise StoreError(f"{restore_file} holds height {r.header.height} (root "
+                                 f"{r.header.state_root.hex()}), not the target")
     record = {"kind": "rollback", "from_height": plan.from_height, "to_height": plan.to_height,
               "new_era": plan.new_era, "reason": reason, "certificate": certificate,
-              "by": [o.hex() for o in operators], "started_ms": started_ms}
-    store.db.put(schema.META_OP, encode(record), sync=True)
+              "by": [o.hex() for o in operators], "started_ms": started_ms,
+              "restore_file": restore_file}
+    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
+        # The abandoned head's accounts and positions, for the compensation report.
+        for k in plan.account_keys:
+            wb.put(schema.abandoned_key(plan.era, k), encode([store.state_get(k)]))
+        wb.put(schema.META_OP, encode(record))
     return record
 
 
@@ -161,9 +184,25 @@ def step(store: Store, record: dict[str, Any]) -> Head:
         wb.delete(schema.undo_key(h))
         wb.put(schema.META_HEAD, undo["prev_head"])
         if prev.height == to_height:
+            if record.get("restore_file"):
+                _restore_writes(store, undo, str(record["restore_file"]), wb)
             wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
             wb.delete(schema.META_OP)
     return prev
+
+
+def _restore_writes(store: Store, undo: dict[str, Any], path: str, wb: Any) -> None:
+    """Writes (into the last step's batch) that make the state equal to the snapshot file."""
+    from state.snapshot_file import SnapshotReader, differences, overlaid
+
+    n = len(schema.STATE)
+    prior = {k[n:]: v for k, v in undo["prior"] if k[:n] == schema.STATE}
+    with SnapshotReader(Path(path)) as r:
+        for k, v in differences(overlaid(store, prior), r.pairs()):
+            if v is None:
+                wb.delete(schema.STATE + k)
+            else:
+                wb.put(schema.STATE + k, v)
 
 
 def run(store: Store, record: dict[str, Any],

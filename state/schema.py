@@ -18,6 +18,8 @@ store is created and checked on every open, so an old binary never misreads a ne
 |        |                              | (``r``), archived by a rollback, never deleted  |
 | ``y``  | ``y`` + tx hash(32)          | era(8) + height(8) + index(4) of the last       |
 |        |                              | abandoned block that held the transaction       |
+| ``z``  | ``z`` + era(8) + state key   | ``[value or nil]``: an account or position as   |
+|        |                              | the abandoned head of ``era`` left it           |
 
 Metadata under ``m``: ``head``, ``schema``, ``genesis_hash``, ``chain_id``, ``halt`` (the halt
 record), ``halt_at`` (a scheduled halt height), ``pin/`` + label (snapshot pins,
@@ -45,6 +47,7 @@ UNDO = b"u"
 TREE = b"n"
 ARCHIVE = b"x"
 TX_FATE = b"y"
+ABANDONED = b"z"
 
 META_SCHEMA = META + b"schema"
 META_HEAD = META + b"head"
@@ -59,6 +62,7 @@ META_AUDIT = META + b"audit/"
 META_ADMIN_NONCE = META + b"admin_nonce/"
 META_REOPEN = META + b"reopen"
 META_FATE = META + b"fate/"
+META_REPLAYED = META + b"replayed/"
 
 ACCOUNT = b"acct/"
 PARAM = b"param/"
@@ -107,6 +111,10 @@ def undo_key(height: int) -> bytes:
 
 def archive_key(era: int, height: int, kind: bytes) -> bytes:
     return ARCHIVE + _U64.pack(era) + _U64.pack(height) + kind
+
+
+def abandoned_key(era: int, state_key: bytes) -> bytes:
+    return ABANDONED + _U64.pack(era) + state_key
 
 
 def fork_key(era: int) -> bytes:

@@ -1,0 +1,203 @@
+"""The incident, end to end, on a real node process (../shared/DESIGN.md):
+
+a trading chain; maintenance begins (halt, verify, pin); a faulty upgrade writes corrupted
+funding indices straight into the store; maintenance end refuses to resume; forced through,
+a liquidation cascade follows; then halt, rollback to the pre-maintenance snapshot, cancel
+every order except take-profit/stop-loss, replay, and a compensation report that names
+exactly the accounts liquidated only on the bad fork; resume reopens post-only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chain.crypto import PrivateKey
+from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, Transfer, make_tx
+from node.admin_client import AdminClient
+from node.client import RPCCallError, RPCClient
+from node.views import b64
+from state.exchange import INSURANCE_ADDRESS
+from state.markets import MarketState, market_state_key
+from state.schema import STATE
+from state.store import Store
+from tests.helpers import REPO, make_genesis, make_home, running_node
+
+BTC = "BTC-USD-PERP"
+USD = 10**6
+SIZE = 10**8
+
+
+def px(usd: float) -> int:
+    return int(round(usd * 10)) * 100_000
+
+
+class Chain:
+    def __init__(self, c: RPCClient, chain_id: str) -> None:
+        self.c = c
+        self.chain_id = chain_id
+
+    def commit(self, key: PrivateKey, payload: Payload, ok: bool = True) -> dict[str, Any]:
+        nonce = int(self.c.call("account", address=key.public_key.hex())["next_nonce"])
+        t = make_tx(key, self.chain_id, nonce, payload)
+        res = self.c.call("broadcast_tx_commit", tx=b64(t.raw))
+        if ok:
+            assert res["tx_result"]["code"] == 0, res
+        return dict(res, hash=t.hash.hex())
+
+    def height(self) -> int:
+        return int(self.c.call("status")["sync_info"]["latest_block_height"])
+
+    def end_events(self, lo: int, hi: int, kind: str) -> list[dict[str, str]]:
+        out = []
+        for h in range(lo, hi + 1):
+            for e in self.c.call("block_results", height=h)["end_block_events"]:
+                if e["type"] == kind:
+                    out.append({a["key"]: a["value"] for a in e["attributes"]})
+        return out
+
+
+def order(side: str, kind: str, price: float, size: float, tif: str = "gtc",
+          trigger: float = 0) -> PlaceOrder:
+    return PlaceOrder(BTC, side, kind, tif, px(price), int(size * SIZE),
+                      kind in ("take_profit", "stop_loss"), px(trigger) if trigger else 0)
+
+
+def admin_url(root: Path) -> str:
+    return (root / "data" / "admin_address").read_text().strip()
+
+
+def test_the_incident_end_to_end(tmp_path: Path) -> None:
+    g, keys = make_genesis(accounts=5, balance=10_000 * USD, markets=True)
+    alice, bob, carol, dave, erin = keys.accounts
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50)
+    ops = list(keys.operators)
+
+    # -- a trading chain --------------------------------------------------------------------
+    with running_node(home) as n, RPCClient(n.url) as c:
+        ch = Chain(c, g.chain_id)
+        ch.commit(keys.faucet, Deposit(alice.public_key, 500_000 * USD))
+        ch.commit(keys.faucet, Deposit(INSURANCE_ADDRESS, 100_000 * USD))
+        ch.commit(alice, order("sell", "limit", 60_000, 3))
+        ch.commit(alice, order("buy", "limit", 59_000, 3))
+        ch.commit(bob, order("buy", "market", 60_100, 1, "ioc"))      # ~6x long
+        ch.commit(carol, order("buy", "market", 60_100, 1.5, "ioc"))  # ~9x long
+        ch.commit(dave, order("buy", "market", 60_100, 0.1, "ioc"))   # small long
+        sl = ch.commit(dave, order("sell", "stop_loss", 45_000, 0.1, "ioc", 50_000))
+        tp = ch.commit(dave, order("sell", "take_profit", 69_000, 0.1, "ioc", 70_000))
+        ch.commit(erin, order("buy", "limit", 58_000, 0.2))
+        index_before = c.call("market", symbol=BTC)["state"]["funding_index"]
+        with AdminClient(admin_url(home.root), ops) as adm:
+            mb = adm.run("maintenance_begin", {"reason": "database upgrade"})
+        label = mb["snapshot"]["label"]
+        pinned = int(mb["snapshot"]["height"])
+        assert mb["verification"]["ok"] is True
+        assert n.terminate() == 0
+
+    # -- the faulty upgrade writes corrupted funding indices straight into the store -----------
+    with Store(home.store_dir) as s:
+        key = STATE + market_state_key(BTC)
+        st = MarketState.decode(s.db.get(key) or b"")
+        s.db.put(key, replace(st, funding_index=st.funding_index + 9_000 * 10**12).encode())
+
+    with running_node(home) as n, RPCClient(n.url) as c, \
+            AdminClient(admin_url(home.root), ops) as adm:
+        ch = Chain(c, g.chain_id)
+        assert c.call("status")["halted"]["check"] == "maintenance"  # survives the restart
+        # Maintenance end refuses to resume, with the report.
+        with pytest.raises(RPCCallError) as e:
+            adm.run("maintenance_end")
+        assert e.value.data["reason"] == "refused" and "state root" in e.value.message
+        assert c.call("status")["halted"] is not None
+        # Forced through: with the oracle feed posting again, the cascade follows.
+        adm.run("resume", {"force": "true"})
+        ch.commit(keys.oracles[0], OraclePrice(BTC, px(60_000), time.time_ns() // 10**6 - 10))
+        deadline = time.monotonic() + 20
+        liquidated: set[str] = set()
+        while time.monotonic() < deadline and len(liquidated) < 2:
+            liquidated = {x["account"] for x in ch.end_events(pinned + 1, ch.height(),
+                                                             "liquidation_settled")}
+            time.sleep(0.05)
+        assert liquidated == {bob.public_key.hex(), carol.public_key.hex()}
+        erin_tx = ch.commit(erin, Transfer(alice.public_key, 5 * USD))  # life goes on
+
+        # -- recovery ---------------------------------------------------------------------------
+        adm.run("halt", {"reason": "incident: corrupted funding indices"})
+        dry = adm.rollback("corrupted funding indices", to_snapshot=label, dry_run=True)
+        assert erin_tx["hash"] in {t["hash"] for t in dry["plan"]["txs"]}
+        rb = adm.rollback("corrupted funding indices", to_snapshot=label)
+        assert int(rb["height"]) == pinned and rb["next_era"] == "1"
+        # The corruption was written outside any block, so undo records cannot see it: the
+        # pre-maintenance snapshot file restores it (rb["restored_from_file"]).
+        assert rb["restored_from_file"] and rb["restored_from_file"].endswith(f"{label}.snap")
+        assert c.call("market", symbol=BTC)["state"]["funding_index"] == index_before
+        cancel = adm.operator_tx("cancel_orders", {"keep": "take_profit,stop_loss"})
+        assert cancel["code"] == 0
+        reasons = {e["type"] for e in cancel["events"]}
+        assert reasons == {"order_cancelled", "operator_cancel_orders"}
+        dave_orders = c.call("orders", address=dave.public_key.hex())["orders"]
+        assert {o["id"] for o in dave_orders} == {  # the take-profit and stop-loss survive
+            str(ch_id) for ch_id in (_order_id(sl), _order_id(tp))}
+        assert c.call("orders", address=erin.public_key.hex())["orders"] == []
+        rp = adm.run("replay", {})
+        assert rp["counts"]["dropped"] == 0, rp
+        assert rp["counts"]["identical"] + rp["counts"]["diverged"] >= 1
+        fate = c.call("tx", hash=erin_tx["hash"])
+        assert fate["abandoned"]["fate"]["fate"] in ("identical", "diverged")
+        assert int(fate["height"]) > pinned
+        # No cascade on the recovered chain: the restored indices are sane.
+        assert ch.end_events(pinned + 1, ch.height(), "liquidation_settled") == []
+        report = adm.run("compensation_report", {})
+        assert sorted(report["liquidated_only_on_abandoned_fork"]) == sorted(
+            [bob.public_key.hex(), carol.public_key.hex()])
+        rows = {r["account"]: r for r in report["accounts"]}
+        assert rows[bob.public_key.hex()]["liquidated_recovered"] is False
+        assert rows[erin.public_key.hex()]["orders_cancelled_by_operator"] == "1"
+        # Resume: markets reopen post-only, liquidations wait for fresh prices.
+        out = adm.resume()
+        assert out["reopen"]["code"] == 0
+        st = c.call("market", symbol=BTC)["state"]
+        assert st["mode"] == "post-only" and int(st["liquidation_wait"]) > 0
+        assert c.call("status")["halted"] is None
+        h = ch.height()
+        deadline = time.monotonic() + 10
+        while ch.height() <= h + 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        blk = c.call("block", height=ch.height())["block"]["header"]
+        assert blk["era"] == "1"
+        assert n.terminate() == 0
+
+    # The CLI writes the report files and prints the table.
+    with running_node(home) as n:
+        out_dir = tmp_path / "report"
+        r = subprocess.run(
+            [sys.executable, "-m", "node.cli", "admin", "--home", str(home.root),
+             "--key", str(_keyfile(tmp_path, ops[0])), "compensation-report", "--out",
+             str(out_dir)], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "liquidated only on the bad fork 2" in r.stdout
+        doc = json.loads((out_dir / "report.json").read_text())
+        assert sorted(doc["liquidated_only_on_abandoned_fork"]) == sorted(
+            report["liquidated_only_on_abandoned_fork"])
+        assert (out_dir / "report.csv").read_text().count("\n") == len(doc["accounts"]) + 1
+        assert n.terminate() == 0
+
+
+def _order_id(res: dict[str, Any]) -> int:
+    return (int(res["height"]) << 20) | int(res["index"])
+
+
+def _keyfile(tmp: Path, key: PrivateKey) -> Path:
+    from node.keyfile import write_key
+
+    p = tmp / "operator.json"
+    if not p.exists():
+        write_key(p, key, "operator-0")
+    return p
