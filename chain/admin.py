@@ -25,7 +25,7 @@ from chain.crypto import TAG_ADMIN, TAG_FORK, PrivateKey, is_valid_signature, si
 from chain.errors import ChainError
 from chain.tx import ChainId
 
-MAX_ADMIN_BYTES = 64 * 1024
+MAX_ARG_BYTES = 120_000
 MAX_SIGNATURES = 64
 
 REFUSALS = {
@@ -54,12 +54,15 @@ class AdminRefused(ChainError):
 
 
 ArgKey = Annotated[str, Length(1, 80)]
+ArgValue = Annotated[str, Length(0, MAX_ARG_BYTES)]
 
 
 @dataclass(frozen=True, slots=True)
 class AdminArg(Struct):
     key: ArgKey
-    value: Str1024
+    value: ArgValue
+    """Text; large enough for a hex-encoded signed fork certificate or operator
+    transaction (the envelope as a whole is bounded by the endpoint's body limit)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,8 +158,10 @@ class AdminService:
         node = self.node
         if node.halted is None and node.halt_at is None:
             raise AdminRefused("refused", "the chain is not halted")
-        if rollback.operation(self.store) is not None:
-            raise AdminRefused("refused", "a rollback is in progress")
+        op = rollback.operation(self.store)
+        if op is not None:
+            raise AdminRefused("refused", f"a {op.get('kind', 'recovery')} operation is in "
+                               "progress")
         if node.halted is not None and node.halted.get("check") == "maintenance" and not force:
             raise AdminRefused("refused", "a maintenance window is open: end it with "
                                "`admin maintenance end` (it verifies before resuming), or "
@@ -229,6 +231,9 @@ class AdminService:
             pin = pins.get_pin(self.store, label)
             if pin is None:
                 raise AdminRefused("refused", f"no snapshot {label!r}")
+            if pin.height >= self.node.head.height:
+                raise AdminRefused("refused", f"snapshot {label!r} is at height {pin.height}, "
+                                   f"not below the head {self.node.head.height}")
             return pin.height
         assert h is not None
         return h
@@ -239,6 +244,15 @@ class AdminService:
         dry = _bool_arg(args, "dry_run")
         node = self.node
         plan = await trio.to_thread.run_sync(rollback.plan_rollback, self.store, target)
+        label = args.get("to_snapshot")
+        if label is not None:
+            pin = pins.get_pin(self.store, label)
+            if pin is not None and (pin.block_hash, pin.state_root) != (
+                    plan.target.hash, plan.target.state_root):
+                raise AdminRefused("refused", f"snapshot {label!r} pinned block "
+                                   f"{pin.block_hash.hex()} at height {pin.height}, but the "
+                                   f"chain now has {plan.target.hash.hex()} there (an earlier "
+                                   "rollback abandoned the pinned block)")
         out: dict[str, Any] = {"dry_run": dry, "plan": plan.to_json()}
         if dry:
             out["summary"] = (f"would roll back {len(plan.blocks)} block(s) "
@@ -259,7 +273,11 @@ class AdminService:
             node.head = head
             node.next_era = rollback.next_era(self.store, head)
             node.held_back.extend(node.mempool.drain())
-            self.store.db.put(META_REOPEN, str(plan.new_era).encode(), sync=True)
+            # The halt now belongs to the recovery (a maintenance window it interrupted is
+            # over: its "nothing changed" check cannot hold after a rollback).
+            node.halt(f"rolled back to height {head.height}: {reason}", "recovery",
+                      {"from_height": str(plan.from_height), "era": str(plan.new_era)},
+                      head.height, by=self.by(ops))
         node.metrics.height.set(head.height)
         out["summary"] = (f"rolled back {len(plan.blocks)} block(s) to height {head.height}; "
                           f"the next block starts era {node.next_era}")
@@ -450,6 +468,9 @@ class AdminService:
         node = self.node
         if tx.sender not in node.params.operators:
             raise AdminRefused("bad_args", "the transaction's sender is not an operator")
+        if node.halted is not None and node.halted.get("check") == "maintenance":
+            raise AdminRefused("refused", "a maintenance window is open: a block now would "
+                               "change the state it verifies; end the window first")
         expected = node.committed_nonce(tx.sender)
         if tx.nonce != expected:
             raise AdminRefused("bad_args", f"tx nonce {tx.nonce}, the sender's next is "

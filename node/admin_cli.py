@@ -11,7 +11,7 @@ import click
 
 from node.admin_client import DEFAULT_ADMIN, AdminClient
 from node.client import NodeUnreachable, RPCCallError
-from node.keyfile import read_key
+from node.keyfile import KeyFileError, read_key
 
 
 def _endpoint(admin_url: str | None, home: Path | None) -> str:
@@ -34,7 +34,13 @@ class Ctx:
         if not self.key_files:
             raise click.ClickException("give at least one operator key: --key FILE "
                                        "(repeat it to meet the genesis threshold)")
-        return AdminClient(self.url, [read_key(p) for p in self.key_files])
+        keys = []
+        for p in self.key_files:
+            try:
+                keys.append(read_key(p))
+            except (KeyFileError, OSError, ValueError) as e:
+                raise click.ClickException(f"cannot read operator key {p}: {e}") from e
+        return AdminClient(self.url, keys)
 
 
 def _call(ctx: Ctx, fn: Any) -> None:

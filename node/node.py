@@ -134,6 +134,13 @@ class Node:
                         op["to_height"], head.height)
             head = rollback.run(self.store, op)
             log.warning("rollback finished at height %d", head.height)
+            from state import audit
+
+            audit.append(self.store, {
+                "time_ms": wall_ms(), "command": "rollback", "outcome": "ok",
+                "operators": op.get("by", []), "args": {"to_height": str(op["to_height"])},
+                "nonce": "", "summary": f"interrupted rollback finished at startup, height "
+                                        f"{head.height}"})
         elif op is not None and op.get("kind") == "replay":
             if self.signer is None:
                 raise NodeError("a replay was interrupted; only the producer can finish it: "
@@ -144,8 +151,20 @@ class Node:
             pass  # the interrupted step is rebuilt identically; the signer accepts it
         elif self.signer is not None and self.next_era > head.era:
             # Rolled back: whatever the producer signed above the head belongs to the
-            # abandoned era; the new era's blocks cannot collide with it.
-            if self.signer.era >= self.next_era:
+            # abandoned era; the new era's blocks cannot collide with it. The one exception:
+            # the new era's first block, signed but not committed before a crash.
+            pending = self.signer.pending_block(self.next_era, head.height)
+            if pending is not None:
+                try:
+                    head = import_block(self.store, pending)
+                except ChainError as e:
+                    raise NodeError(
+                        f"the last-signed block opening era {self.next_era} does not apply "
+                        f"on the stored head: {e}") from e
+                log.info("re-committed signed block %d (era %d) from the last-signed record",
+                         head.height, head.era)
+                self.next_era = head.era
+            elif self.signer.era >= self.next_era:
                 raise NodeError(
                     f"the producer already signed in era {self.signer.era}, not below the "
                     f"new era {self.next_era}: refusing to produce")

@@ -187,6 +187,9 @@ def step(store: Store, record: dict[str, Any]) -> Head:
             if record.get("restore_file"):
                 _restore_writes(store, undo, str(record["restore_file"]), wb)
             wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
+            # Markets must reopen carefully (node/admin.py resume), also when this last
+            # step ran at startup after a crash.
+            wb.put(schema.META_REOPEN, str(record["new_era"]).encode())
             wb.delete(schema.META_OP)
     return prev
 

@@ -18,7 +18,7 @@ from state.blockend import end_block
 from state.invariants import check_block
 from state.machine import TxContext, apply_tx
 from state.params import ChainParams, load_params
-from state.rollback import next_era
+from state.rollback import fork_certificates, next_era
 from state.schema import TREE
 from state.store import Head, Overlay, PendingBlock, Store
 from state.tree import StateTree
@@ -54,6 +54,27 @@ def check_linkage(head: Head, header: Header, params: ChainParams, era: int) -> 
         raise InvalidBlock(f"block time {header.time} is not after {head.time}")
     if header.producer != params.producer:
         raise InvalidBlock("block is not from the genesis producer")
+
+
+def check_fork(store: Store, head: Head, era: int, params: ChainParams) -> None:
+    """A block opening a new era: its fork certificate must carry enough genesis operator
+    signatures (certificates can arrive from elsewhere; never trust one unchecked)."""
+    from chain.admin import AdminRefused
+
+    for signed in fork_certificates(store):
+        c = signed.certificate
+        if c.era == era and c.to_height == head.height and c.to_block_hash == head.hash:
+            try:
+                signed.verify(params.operators, params.operator_threshold)
+            except AdminRefused as e:
+                raise InvalidBlock(f"fork certificate of era {era}: {e.message}",
+                                   reason="fork_certificate") from e
+            if c.chain_id != params.chain_id:
+                raise InvalidBlock(f"fork certificate of era {era} is for chain "
+                                   f"{c.chain_id!r}", reason="fork_certificate")
+            return
+    raise InvalidBlock(f"no fork certificate opens era {era} at this head",
+                       reason="fork_certificate")
 
 
 def apply_body(store: Store, params: ChainParams, height: int, time: int,
@@ -134,7 +155,10 @@ def import_block(store: Store, block_bytes: bytes, *, verify_txs: bool = True) -
         raise InvalidBlock("store has no genesis")
     block = Block.decode_block(block_bytes)
     params = load_params(store.overlay())
-    check_linkage(head, block.header, params, next_era(store, head))
+    era = next_era(store, head)
+    check_linkage(head, block.header, params, era)
+    if era != head.era:
+        check_fork(store, head, era, params)
     try:
         block.signed_header.verify(params.producer)
     except InvalidSignature as e:

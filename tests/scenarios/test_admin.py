@@ -167,3 +167,34 @@ def test_halt_snapshot_maintenance_and_rollback(tmp_path: Path) -> None:
         # A rollback while running is refused.
         assert refused(lambda: adm.rollback("x", to_height=1))[1] == "refused"
         assert n.terminate() == 0
+
+
+def test_recovery_with_a_threshold_of_three_and_a_stale_pin(tmp_path: Path) -> None:
+    """Three operators must sign everything: the fork certificate and the reopening operator
+    transaction travel as long arguments. A pin whose block a rollback abandoned is refused."""
+    g, keys = make_genesis(accounts=2, balance=10**9, operators=3, threshold=3, markets=True)
+    a, b = keys.accounts
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=40)
+    with running_node(home) as n, RPCClient(n.url) as c, \
+            AdminClient(admin_url(home.root), list(keys.operators)) as adm:
+        wait_height(c, 3)
+        adm.run("snapshot_create", {"label": "early"})
+        early = int(adm.run("snapshot_show", {"label": "early"})["height"])
+        for i in range(2):
+            t = make_tx(a, g.chain_id, i, Transfer(b.public_key, 7))
+            assert c.call("broadcast_tx_commit", tx=b64(t.raw))["tx_result"]["code"] == 0
+        adm.run("halt", {"reason": "drill"})
+        reason = "drill: " + "x" * 300
+        done = adm.rollback(reason, to_height=early - 1)
+        assert done["next_era"] == "1"
+        # The pin's block was abandoned: rolling back "to" it would pick the wrong block.
+        out = adm.resume()
+        assert out["reopen"]["code"] == 0, out
+        st = c.call("market", symbol="BTC-USD-PERP")["state"]
+        assert st["mode"] == "post-only" and st["liquidation_wait"] == "3"
+        wait_height(c, early + 2)
+        adm.run("halt", {"reason": "drill 2"})
+        with pytest.raises(RPCCallError) as e:
+            adm.rollback("again", to_snapshot="early")
+        assert e.value.data["reason"] == "refused" and "abandoned" in e.value.message
+        assert n.terminate() == 0

@@ -170,3 +170,17 @@ def test_pins_and_automatic_pins(ex: Exchange) -> None:
     with pytest.raises(StoreError, match="no snapshot"):
         pins.delete_pin(ex.store, "before-upgrade")
     assert ARCHIVE == b"x"
+
+
+def test_a_new_era_needs_a_certificate_with_operator_signatures(ex: Exchange) -> None:
+    from chain.crypto import PrivateKey
+
+    trade_blocks(ex, 3)
+    plan = rollback.plan_rollback(ex.store, 1)
+    cert = ForkCertificate(ex.g.chain_id, plan.new_era, plan.from_height, plan.to_height,
+                           plan.target.hash, plan.target.state_root, "forged")
+    forged = sign_fork(cert, [PrivateKey.generate()], 1).encode()
+    rollback.run(ex.store, rollback.begin(ex.store, plan, forged, "forged", [], 0))
+    with pytest.raises(InvalidBlock, match="fork certificate of era 1") as e:
+        import_block(ex.store, block_in_era(ex, 1, []))
+    assert e.value.reason == "fork_certificate"
