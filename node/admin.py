@@ -269,7 +269,8 @@ class AdminService:
             restore = str(self.snapshot_path(label))
         async with node._produce_lock:
             record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms(), restore)
-            head = await trio.to_thread.run_sync(rollback.run, self.store, record)
+            head = await trio.to_thread.run_sync(rollback.run, self.store, record,
+                                                 test_kill_hook("APPCHAIN_TEST_KILL_ROLLBACK"))
             node.head = head
             node.next_era = rollback.next_era(self.store, head)
             node.held_back.extend(node.mempool.drain())
@@ -499,6 +500,25 @@ class AdminService:
         found = audit.entries(self.store, after, limit)
         return {"summary": f"{len(found)} entr(y/ies)", "entries": [_jsonable(e)
                                                                     for e in found]}
+
+
+def test_kill_hook(var: str) -> Callable[[Any], None] | None:
+    """Test-only crash injection: with ``var=N`` in the environment, SIGKILL this process
+    after the N-th step of the operation (tests/scenarios/test_recovery_crash.py)."""
+    import os
+    import signal
+
+    n = int(os.environ.get(var, "0") or 0)
+    if n <= 0:
+        return None
+    steps = [0]
+
+    def hook(_: Any) -> None:
+        steps[0] += 1
+        if steps[0] >= n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 def _report_json(r: Any) -> dict[str, Any]:

@@ -58,6 +58,9 @@ def run(node: Node, record: dict[str, Any]) -> dict[str, Any]:
     era = int(record["era"])
     ex = Exclusions.from_json(record["exclusions"])
     blocks = archived_blocks(store, era)
+    from node.admin import test_kill_hook
+
+    hook = test_kill_hook("APPCHAIN_TEST_KILL_REPLAY")
     for idx in range(int(record["next"]), len(blocks)):
         ab = blocks[idx]
         done = idx + 1 == len(blocks)
@@ -70,6 +73,8 @@ def run(node: Node, record: dict[str, Any]) -> dict[str, Any]:
             meta.append((schema.META_REPLAYED + str(era).encode(), b"1"))
         node.commit_block_now(a.included, a.time, meta, a.outcome)
         record = nxt
+        if hook is not None:
+            hook(None)
     return report(node, era)
 
 
