@@ -16,12 +16,15 @@ checked against that root:
 Every refusal is a :class:`LightClientError` whose ``check`` names what failed (a stable short
 name, see :data:`CHECKS`), so callers and users can tell a forged signature from a broken link.
 
-Eras and fork certificates (the recovery work) slot in at one place: when a header's era
-differs from the previous one, :meth:`HeaderVerifier.verify` asks :meth:`HeaderVerifier.
-accept_era_change` with the certificate the client fetched for it (:meth:`LightClient.
-fork_certificate`; none exist yet), which today always refuses with the reason
-``era_change_without_certificate``. Trusted headers are kept per height, and the producer key
-per era, so a certificate that names a new producer or a fork height changes nothing else.
+Eras (after an operator rollback) are followed only through a fork certificate
+(chain/admin.py) signed by at least the genesis threshold of genesis operators: when the node's
+era is newer than the latest trusted header's, the client fetches the certificate
+(``fork_certificate`` RPC), checks its signatures, checks that it continues from a header it
+already trusts (height and hash), forgets the trusted headers above that point (they belong to
+the abandoned fork) and then verifies the new era's headers from there. From then on a header
+of an older era is refused (``abandoned_era``). Refusals: ``era_change_without_certificate``,
+``certificate_signatures`` (unsigned, unknown key, bad signature, under threshold),
+``certificate_mismatch`` (wrong chain, era, or fork point).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chain.admin import AdminRefused, SignedForkCertificate
 from chain.block import SignedHeader
 from chain.errors import ChainError
 from chain.stateproof import InvalidProof, StateProof, check_proof, decode_proof
@@ -102,11 +106,14 @@ class TrustRoot:
     genesis_time_ms: int
     producer: bytes
     state_root: bytes
+    operators: tuple[bytes, ...] = ()
+    operator_threshold: int = 1
 
     @classmethod
     def from_genesis(cls, g: Genesis) -> TrustRoot:
         return cls(g.chain_id, g.hash, g.initial_height, g.genesis_time_ms,
-                   g.producer.pub_key, genesis_state_root(g))
+                   g.producer.pub_key, genesis_state_root(g),
+                   tuple(o.pub_key for o in g.operators), g.operator_threshold)
 
     @property
     def genesis_height(self) -> int:
@@ -193,16 +200,38 @@ class HeaderVerifier:
 
     def accept_era_change(self, prev: TrustedHeader, sh: SignedHeader,
                           certificate: object | None) -> None:
-        """Accept ``sh`` opening a new era, or raise.
+        """Accept ``sh`` opening a new era after ``prev``, or raise: the certificate must be
+        signed by the genesis operators (threshold), name this chain and era, and continue
+        from exactly ``prev``. The new era keeps the genesis producer."""
+        h = sh.header
+        where = f"header at height {h.height}"
+        if h.era < prev.era:
+            raise LightClientError("era", f"{where} is of era {h.era}, abandoned for era "
+                                   f"{prev.era}", reason="abandoned_era")
+        if not isinstance(certificate, SignedForkCertificate):
+            raise LightClientError(
+                "era", f"{where} moves from era {prev.era} to era {h.era} without a fork "
+                "certificate", reason=ERA_CHANGE_WITHOUT_CERTIFICATE)
+        check_certificate(self.trust, certificate)
+        c = certificate.certificate
+        if (c.era, c.to_height, c.to_block_hash) != (h.era, prev.height, prev.hash):
+            raise LightClientError(
+                "era", f"the fork certificate opens era {c.era} after height {c.to_height} "
+                f"({c.to_block_hash.hex()}), not era {h.era} after the trusted header "
+                f"{prev.height} ({prev.hash.hex()})", reason="certificate_mismatch")
+        self.producers.setdefault(h.era, self.producers[prev.era])
 
-        The recovery work adds fork certificates (operator-signed, naming the fork point, the
-        new era and its producer): this is where one will be checked and ``producers`` and the
-        expected predecessor updated. Until then every era change is refused.
-        """
-        raise LightClientError(
-            "era", f"header at height {sh.header.height} moves from era {prev.era} to era "
-            f"{sh.header.era} without a fork certificate (not supported yet)",
-            reason=ERA_CHANGE_WITHOUT_CERTIFICATE)
+
+def check_certificate(trust: TrustRoot, signed: SignedForkCertificate) -> None:
+    """The certificate's chain and operator signatures, against the genesis."""
+    if signed.certificate.chain_id != trust.chain_id:
+        raise LightClientError("era", f"fork certificate for chain "
+                               f"{signed.certificate.chain_id!r}", reason="certificate_mismatch")
+    try:
+        signed.verify(trust.operators, trust.operator_threshold)
+    except AdminRefused as e:
+        raise LightClientError("era", f"fork certificate of era {signed.certificate.era}: "
+                               f"{e.message}", reason="certificate_signatures") from e
 
 
 @dataclass(frozen=True)
@@ -229,8 +258,17 @@ class LightClient:
         anchor = self.trust.anchor()
         self.trusted: dict[int, TrustedHeader] = {anchor.height: anchor}
         self.latest = anchor
+        self.pending_certificate: SignedForkCertificate | None = None
+        """A checked certificate whose era's first header is still to be verified."""
 
     # -- headers -----------------------------------------------------------------------------
+
+    async def node_era(self) -> int:
+        st = await self.rpc.call("status")
+        try:
+            return int(st["sync_info"]["era"])
+        except (TypeError, KeyError, ValueError) as e:
+            raise LightClientError("response", "status answer is malformed") from e
 
     async def node_height(self) -> int:
         """The node's latest height (from ``status``; a target only, not trusted)."""
@@ -246,15 +284,54 @@ class LightClient:
         return height
 
     async def fork_certificate(self, prev: TrustedHeader, sh: SignedHeader) -> object | None:
-        """The fork certificate for an era change at ``sh`` (the recovery work will fetch it
-        from the node; until then there are none)."""
-        return None
+        """The fork certificate opening ``sh``'s era, from the node (None if it has none)."""
+        return await self._fetch_certificate(sh.header.era)
+
+    async def _fetch_certificate(self, era: int) -> SignedForkCertificate | None:
+        try:
+            ans = await self.rpc.call("fork_certificate", era=str(era))
+        except RPCCallError:
+            return None
+        try:
+            return SignedForkCertificate.decode(bytes.fromhex(ans["certificate"]))
+        except (TypeError, KeyError, ValueError, ChainError) as e:
+            raise LightClientError("response", f"fork certificate of era {era} does not "
+                                   f"decode ({e})") from e
+
+    async def follow_fork(self, node_era: int) -> None:
+        """The node is in a newer era than our latest header: move our trusted chain back to
+        the fork point the certificate names (fetching headers up to it if needed)."""
+        era = node_era
+        cert = await self._fetch_certificate(era)
+        if cert is None:
+            raise LightClientError("era", f"the node is in era {era} but serves no fork "
+                                   "certificate for it", reason=ERA_CHANGE_WITHOUT_CERTIFICATE)
+        check_certificate(self.trust, cert)
+        c = cert.certificate
+        if c.era <= self.latest.era:
+            raise LightClientError("era", f"fork certificate of era {c.era} is not newer than "
+                                   f"the trusted era {self.latest.era}",
+                                   reason="certificate_mismatch")
+        if self.latest.height < c.to_height:
+            await self.sync(c.to_height)
+        fork_point = self.trusted.get(c.to_height)
+        if fork_point is None or fork_point.hash != c.to_block_hash:
+            raise LightClientError("era", f"the fork certificate continues from block "
+                                   f"{c.to_block_hash.hex()} at height {c.to_height}, which "
+                                   "is not a header this client trusts",
+                                   reason="certificate_mismatch")
+        for h in [h for h in self.trusted if h > c.to_height]:
+            del self.trusted[h]  # the abandoned fork's headers
+        self.latest = fork_point
+        self.pending_certificate = cert
 
     async def sync(self, target: int) -> TrustedHeader:
         """Verify headers from the latest trusted one up to ``target``; return ``target``'s."""
         if target < self.trust.genesis_height:
             raise LightClientError("height", f"height {target} is before the genesis height "
                                    f"{self.trust.genesis_height}")
+        if target in self.trusted:
+            return self.trusted[target]
         while self.latest.height < target:
             start = self.latest.height + 1
             heights = list(range(start, min(target, start + MAX_BATCH - 1) + 1))
@@ -270,7 +347,9 @@ class LightClient:
                 sh = decode_header_answer(ans, f"header {h}")
                 cert = None
                 if sh.header.era != self.latest.era:
-                    cert = await self.fork_certificate(self.latest, sh)
+                    cert = self.pending_certificate
+                    if cert is None or cert.certificate.era != sh.header.era:
+                        cert = await self.fork_certificate(self.latest, sh)
                 th = self.verifier.verify(self.latest, sh, cert)
                 self.trusted[th.height] = th
                 self.latest = th
@@ -278,6 +357,12 @@ class LightClient:
 
     async def header(self, height: int | None = None) -> TrustedHeader:
         """The verified header at ``height`` (default: the node's latest)."""
+        node_era = await self.node_era()
+        if node_era > self.latest.era:
+            await self.follow_fork(node_era)
+        elif node_era < self.latest.era:
+            raise LightClientError("era", f"the node is in era {node_era}, abandoned for era "
+                                   f"{self.latest.era}", reason="abandoned_era")
         if height is not None and height in self.trusted:
             return self.trusted[height]
         latest = await self.node_height()

@@ -155,6 +155,30 @@ async def rpc_health(node: Node, params: Params) -> Any:
     return {}
 
 
+async def rpc_fork_certificate(node: Node, params: Params) -> Any:
+    """The operator-signed certificate that opened ``era`` (hex of its canonical bytes)."""
+    _only(params, {"era"})
+    from state.schema import fork_key
+
+    raw_era = params.get("era")
+    try:
+        era = int(str(raw_era))
+    except ValueError:
+        era = -1
+    if era < 1:
+        raise RPCError(INVALID_PARAMS, "era must be an integer >= 1")
+    raw = node.store.db.get(fork_key(era))
+    if raw is None:
+        raise RPCError(NOT_FOUND, f"no fork certificate for era {era}")
+    from chain.admin import SignedForkCertificate
+
+    c = SignedForkCertificate.decode(raw).certificate
+    return {"era": str(era), "certificate": raw.hex(),
+            "from_height": str(c.from_height), "to_height": str(c.to_height),
+            "to_block_hash": c.to_block_hash.hex(), "state_root": c.state_root.hex(),
+            "reason": c.reason}
+
+
 async def rpc_status(node: Node, params: Params) -> Any:
     _only(params, set())
     h = node.head
@@ -464,6 +488,7 @@ METHODS: dict[str, Handler] = {
     "broadcast_tx_sync": rpc_broadcast_tx_sync,
     "broadcast_tx_commit": rpc_broadcast_tx_commit,
     "num_unconfirmed_txs": rpc_num_unconfirmed_txs,
+    "fork_certificate": rpc_fork_certificate,
 }
 
 
