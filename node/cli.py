@@ -745,6 +745,47 @@ def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interv
     sys.exit(code)
 
 
+@main.group("snapshot")
+def snapshot_files() -> None:
+    """Snapshot files: check one, or start a fresh home from one (offline)."""
+
+
+@snapshot_files.command("verify")
+@click.option("--file", "path", required=True, type=click.Path(path_type=Path, exists=True))
+@friendly
+def snapshot_verify(path: Path) -> None:
+    """Recompute a snapshot file's state root and check it against its header."""
+    from state.snapshot_file import check_file
+
+    hdr, n = check_file(path)
+    _print_json({"ok": True, "label": hdr.label, "height": str(hdr.height),
+                 "state_root": hdr.state_root.hex(), "block_hash": hdr.block_hash.hex(),
+                 "era": str(hdr.era), "keys": n, "chain_id": hdr.chain_id})
+
+
+@snapshot_files.command("import")
+@click.option("--home", required=True, type=click.Path(path_type=Path),
+              help="A home made by `appchain init` whose store is still empty.")
+@click.option("--file", "path", required=True, type=click.Path(path_type=Path, exists=True))
+@friendly
+def snapshot_import(home: Path, path: Path) -> None:
+    """Start a fresh home from a snapshot file: the state root is recomputed and checked
+    before anything is written; then `appchain start` serves it from that height."""
+    from genesis.format import load_genesis
+    from state.snapshot_file import import_into
+    from state.store import Store
+
+    h = Home(home)
+    if not h.genesis_file.exists():
+        raise click.ClickException(f"{h.genesis_file} does not exist: run `appchain init` "
+                                   "first")
+    g = load_genesis(h.genesis_file)
+    with Store(h.store_dir) as store:
+        hdr = import_into(store, path, g.hash, g.chain_id)
+    _print_json({"imported": str(path), "height": str(hdr.height),
+                 "state_root": hdr.state_root.hex(), "keys": hdr.keys, "home": str(home)})
+
+
 def _register_admin() -> None:
     from node.admin_cli import admin
 

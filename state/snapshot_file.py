@@ -216,3 +216,29 @@ def differences(store_pairs: Iterator[tuple[bytes, bytes]],
                 yield b[0], b[1]
             a = next(store_pairs, None)
             b = next(file_pairs, None)
+
+
+def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str) -> SnapshotHeader:
+    """Initialise an EMPTY store from a snapshot file: check the file (root recomputed from
+    its pairs, count, digest), that it belongs to this genesis, then write the state, its
+    tree and the head in one batch."""
+    from state.schema import TREE
+
+    if store.head() is not None:
+        raise StoreError("the store is not empty: import needs a fresh home")
+    with SnapshotReader(path) as r:
+        hdr = r.header
+        if hdr.genesis_hash != genesis_hash or hdr.chain_id != chain_id:
+            raise StoreError(f"{path} is a snapshot of chain {hdr.chain_id!r} (genesis "
+                             f"{hdr.genesis_hash.hex()}), this home runs {chain_id!r} "
+                             f"(genesis {genesis_hash.hex()})")
+        state = store.overlay()
+        for k, v in r.pairs():
+            state.put(k, v)
+    tree = store.overlay(TREE)
+    root = StateTree(tree).apply(state.changes())
+    if root != hdr.state_root:
+        raise StoreError(f"{path}: the state recomputes to root {root.hex()}, the header says "
+                         f"{hdr.state_root.hex()}; nothing was written")
+    store.init_genesis(genesis_hash, chain_id, (state, tree), hdr.head())
+    return hdr
