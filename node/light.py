@@ -345,10 +345,12 @@ class LightClient:
                     raise LightClientError("response", f"the node did not serve header {h}: "
                                            f"{ans.message} (code {ans.code})")
                 sh = decode_header_answer(ans, f"header {h}")
-                cert = None
+                cert: object | None = None
                 if sh.header.era != self.latest.era:
-                    cert = self.pending_certificate
-                    if cert is None or cert.certificate.era != sh.header.era:
+                    pending = self.pending_certificate
+                    if pending is not None and pending.certificate.era == sh.header.era:
+                        cert = pending
+                    else:
                         cert = await self.fork_certificate(self.latest, sh)
                 th = self.verifier.verify(self.latest, sh, cert)
                 self.trusted[th.height] = th
