@@ -156,6 +156,22 @@ def classify(raw: bytes, ex: Exclusions) -> tuple[Transaction | None, str]:
     return tx, ""
 
 
+def classify_all(raws: Sequence[bytes], ex: Exclusions) -> list[tuple[Transaction | None, str]]:
+    """:func:`classify` for a whole block; signatures are checked on every core (libsodium
+    releases the GIL), the answers are the same as one by one."""
+    if len(raws) < 256:
+        return [classify(r, ex) for r in raws]
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = os.cpu_count() or 1
+    chunk = -(-len(raws) // workers)
+    parts = [raws[i:i + chunk] for i in range(0, len(raws), chunk)]
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(lambda part: [classify(r, ex) for r in part], parts))
+    return [c for part in done for c in part]
+
+
 def _same(a: TxResult, b_raw: bytes | None) -> tuple[bool, int | None]:
     if b_raw is None:
         return False, None
@@ -176,8 +192,7 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, ex: Exclusion
     time = max(ab.time, min_time)
     fates: dict[int, Fate] = {}
     trying: list[tuple[int, Transaction]] = []
-    for i, raw in enumerate(ab.txs):
-        tx, why = classify(raw, ex)
+    for i, (raw, (tx, why)) in enumerate(zip(ab.txs, classify_all(ab.txs, ex), strict=True)):
         f = Fate(sha256(raw), ab.era, ab.height, i, "dropped", why)
         if tx is not None:
             f.sender, f.type = tx.sender.hex(), tx.type
