@@ -243,7 +243,8 @@ class AdminService:
         target = self._target(args)
         dry = _bool_arg(args, "dry_run")
         node = self.node
-        plan = await trio.to_thread.run_sync(rollback.plan_rollback, self.store, target)
+        plan = await trio.to_thread.run_sync(
+            lambda: rollback.plan_rollback(self.store, target, details=dry))
         label = args.get("to_snapshot")
         if label is not None:
             pin = pins.get_pin(self.store, label)
@@ -269,8 +270,9 @@ class AdminService:
             restore = str(self.snapshot_path(label))
         async with node._produce_lock:
             record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms(), restore)
-            head = await trio.to_thread.run_sync(rollback.run, self.store, record,
-                                                 test_kill_hook("APPCHAIN_TEST_KILL_ROLLBACK"))
+            head = await trio.to_thread.run_sync(
+                rollback.run, self.store, record, test_kill_hook("APPCHAIN_TEST_KILL_ROLLBACK"),
+                node.cfg.recovery.rollback_chunk_blocks)
             node.head = head
             node.next_era = rollback.next_era(self.store, head)
             node.held_back.extend(node.mempool.drain())
@@ -280,7 +282,8 @@ class AdminService:
                       {"from_height": str(plan.from_height), "era": str(plan.new_era)},
                       head.height, by=self.by(ops))
         node.metrics.height.set(head.height)
-        out["summary"] = (f"rolled back {len(plan.blocks)} block(s) to height {head.height}; "
+        out["summary"] = (f"rolled back {plan.from_height - plan.to_height} block(s) to height "
+                          f"{head.height}; "
                           f"the next block starts era {node.next_era}")
         out["height"] = str(head.height)
         out["state_root"] = head.state_root.hex()

@@ -85,6 +85,9 @@ class RecoveryConfig:
     fresh_oracle_updates: int = 3
     """After a rollback, liquidations stay suspended in a market until it has received this
     many oracle updates (``admin resume`` reopens the markets with it)."""
+    rollback_chunk_blocks: int = 1000
+    """A rollback undoes at most this many blocks per atomic batch (each key written once
+    per batch); lower it to bound memory, or to make progress visible."""
     reopen_price_band_ppm: int = 20_000
     """After a rollback, markets reopen post-only with orders limited to this band around the
     oracle price (2%) until an operator activates them (``admin market-mode M active``)."""
@@ -123,6 +126,7 @@ _SECTIONS: dict[str, type] = {
 _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
+    "rollback_chunk_blocks",
 }
 
 

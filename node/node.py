@@ -132,7 +132,8 @@ class Node:
             # A rollback was interrupted (crash, kill): finish exactly that one first.
             log.warning("resuming the interrupted rollback to height %s (head %d)",
                         op["to_height"], head.height)
-            head = rollback.run(self.store, op)
+            head = rollback.run(self.store, op,
+                                max_blocks=self.cfg.recovery.rollback_chunk_blocks)
             log.warning("rollback finished at height %d", head.height)
             from state import audit
 

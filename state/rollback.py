@@ -1,15 +1,16 @@
 """Rollback: undo blocks from the head down to a target height, archiving what is abandoned.
 
-Each block is undone in ONE transactional, synced ``WriteBatch``: the prior value of every
-key it changed (state and state tree alike, from its undo record), its block, hash, results,
-undo and transaction index entries removed, the block and its results archived under their
-era (``x`` keyspace) and each transaction's last known place recorded (``y``: what ``tx``
-answers for an abandoned transaction), and the head moved to the previous one. The cost
-follows the keys the undone blocks changed, never the size of the state.
+Blocks are undone in chunks, each ONE transactional, synced ``WriteBatch`` (:func:`step`):
+the value every key had before the chunk (state and state tree alike, from the undo
+records), the chunk's blocks, hashes, results, undo and transaction index entries removed,
+the blocks and their results archived under their era (``x`` keyspace), each transaction's
+last known place recorded (``y``: what ``tx`` answers for an abandoned transaction), and the
+head moved below the chunk. The cost follows the distinct keys the undone blocks changed,
+never the size of the state.
 
 The operation is recorded (``m`` + ``op``) before its first step and removed by its last, so
-a crash at any point leaves either the record (``resume`` finishes the same rollback: each
-step only ever moves the head one block down, so re-running is safe) or the finished result.
+a crash at any point leaves either the record (``run`` finishes the same rollback: each step
+only ever moves the head down by whole blocks, so re-running is safe) or the finished result.
 The last step also stores the fork certificate of the new era (``m`` + ``fork/`` + era).
 """
 
@@ -53,12 +54,16 @@ class RollbackPlan:
     """State keys of the accounts and positions the abandoned blocks changed (their values
     at the abandoned head are kept for the compensation report)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, limit: int = 10_000) -> dict[str, Any]:
+        """JSON for the operator; lists longer than ``limit`` are cut (counts are exact)."""
         return {
             "from_height": str(self.from_height), "to_height": str(self.to_height),
             "era": str(self.era), "new_era": str(self.new_era),
             "to_block_hash": self.target.hash.hex(), "state_root": self.target.state_root.hex(),
-            "blocks": self.blocks, "txs": self.txs, "accounts": self.accounts,
+            "blocks": self.blocks[:limit], "txs": self.txs[:limit],
+            "accounts": self.accounts[:limit], "block_count": len(self.blocks),
+            "tx_count": len(self.txs), "account_count": len(self.accounts),
+            "truncated": max(len(self.blocks), len(self.txs), len(self.accounts)) > limit,
             "keys_undone": str(self.keys_undone),
         }
 
@@ -90,6 +95,13 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
         keys += len(undo["prior"])
         if h == to_height + 1:
             target = Head.decode(undo["prev_head"])
+        for k, _ in undo["prior"]:
+            if k.startswith(schema.STATE + schema.ACCOUNT):
+                accounts.add(k[len(schema.STATE + schema.ACCOUNT):])
+                account_keys.add(k[len(schema.STATE):])
+            elif k.startswith(schema.STATE + POSITION):
+                accounts.add(k[len(schema.STATE + POSITION):][:32])
+                account_keys.add(k[len(schema.STATE):])
         if not details:
             continue
         raw = store.block_bytes(h)
@@ -101,13 +113,6 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
                        "txs": len(block.txs)})
         for i, t in enumerate(block.txs):
             txs.append({"hash": sha256(t).hex(), "height": str(h), "index": i})
-        for k, _ in undo["prior"]:
-            if k.startswith(schema.STATE + schema.ACCOUNT):
-                accounts.add(k[len(schema.STATE + schema.ACCOUNT):])
-                account_keys.add(k[len(schema.STATE):])
-            elif k.startswith(schema.STATE + POSITION):
-                accounts.add(k[len(schema.STATE + POSITION):][:32])
-                account_keys.add(k[len(schema.STATE):])
     assert target is not None
     blocks.reverse()
     txs.sort(key=lambda t: (int(t["height"]), t["index"]))
@@ -129,6 +134,9 @@ def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
     the state equal to the file: writes that bypassed the blocks are undone too."""
     if operation(store) is not None:
         raise StoreError("another recovery operation is in progress")
+    head = store.head()
+    if head is None or head.height != plan.from_height:
+        raise StoreError("the head moved since the rollback was planned; plan it again")
     if restore_file is not None:
         from state.snapshot_file import SnapshotReader
 
@@ -149,43 +157,72 @@ def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
     return record
 
 
-def step(store: Store, record: dict[str, Any]) -> Head:
-    """Undo the head block in one batch; the last step also finishes the operation."""
+CHUNK_BYTES = 64 * 1024 * 1024
+"""A step reads at most about this much (undo records, blocks, results) before writing."""
+CHUNK_BLOCKS = 1000
+
+
+def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -> Head:
+    """Undo a chunk of blocks from the head down in ONE batch; the last step also finishes
+    the operation.
+
+    Within a chunk each key is written once, with its prior from the LOWEST block of the
+    chunk that changed it (the value it had before the chunk): the cost is the distinct keys
+    the chunk changed, not the sum over its blocks. A chunk ends after
+    :data:`CHUNK_BLOCKS` blocks or :data:`CHUNK_BYTES` read, so memory stays bounded and a
+    crash loses at most one chunk's work (the head only ever moves down by whole chunks).
+    ``max_blocks`` lowers the block limit (node config ``recovery.rollback_chunk_blocks``)."""
     head = store.head()
     assert head is not None
-    h = head.height
     to_height = int(record["to_height"])
-    if h <= to_height:
+    if head.height <= to_height:
         raise StoreError("rollback already at its target")
-    undo = _undo(store, h)
-    raw = store.block_bytes(h)
-    results = store.db.get(schema.results_key(h))
-    if raw is None:
-        raise StoreError(f"block {h} is missing")
-    block = Block.decode_block(raw)
-    era = block.header.era
-    prev = Head.decode(undo["prev_head"])
-    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
-        for k, prior in undo["prior"]:
-            if prior is None:
-                wb.delete(k)
-            else:
-                wb.put(k, prior)
-        wb.put(schema.archive_key(era, h, b"b"), raw)
+    prior: dict[bytes, bytes | None] = {}
+    archive: list[tuple[bytes, bytes]] = []
+    deletes: list[bytes] = []
+    read = 0
+    h = head.height
+    prev_raw = b""
+    while h > to_height:
+        undo = _undo(store, h)
+        raw = store.block_bytes(h)
+        results = store.db.get(schema.results_key(h))
+        if raw is None:
+            raise StoreError(f"block {h} is missing")
+        block = Block.decode_block(raw)
+        era = block.header.era
+        for k, v in undo["prior"]:
+            prior[k] = v  # lower heights come later: their prior wins
+        archive.append((schema.archive_key(era, h, b"b"), raw))
         if results is not None:
-            wb.put(schema.archive_key(era, h, b"r"), results)
+            archive.append((schema.archive_key(era, h, b"r"), results))
         for i, t in enumerate(block.txs):
             th = sha256(t)
-            wb.delete(schema.tx_key(th))
-            wb.put(schema.TX_FATE + th, schema.height_bytes(era) + schema.tx_location(h, i))
-        wb.delete(schema.block_key(h))
-        wb.delete(schema.block_hash_key(block.hash))
-        wb.delete(schema.results_key(h))
-        wb.delete(schema.undo_key(h))
-        wb.put(schema.META_HEAD, undo["prev_head"])
+            deletes.append(schema.tx_key(th))
+            archive.append((schema.TX_FATE + th,
+                            schema.height_bytes(era) + schema.tx_location(h, i)))
+        deletes += [schema.block_key(h), schema.block_hash_key(block.hash),
+                    schema.results_key(h), schema.undo_key(h)]
+        prev_raw = undo["prev_head"]
+        read += len(raw) + len(results or b"") + 64 * len(undo["prior"])
+        h -= 1
+        if read >= CHUNK_BYTES or head.height - h >= max_blocks:
+            break
+    prev = Head.decode(prev_raw)
+    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
+        for k, v in prior.items():
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        for k in deletes:
+            wb.delete(k)
+        for k, v in archive:
+            wb.put(k, v)
+        wb.put(schema.META_HEAD, prev_raw)
         if prev.height == to_height:
             if record.get("restore_file"):
-                _restore_writes(store, undo, str(record["restore_file"]), wb)
+                _restore_writes(store, prior, str(record["restore_file"]), wb)
             wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
             # Markets must reopen carefully (node/admin.py resume), also when this last
             # step ran at startup after a crash.
@@ -194,12 +231,13 @@ def step(store: Store, record: dict[str, Any]) -> Head:
     return prev
 
 
-def _restore_writes(store: Store, undo: dict[str, Any], path: str, wb: Any) -> None:
+def _restore_writes(store: Store, chunk_prior: dict[bytes, bytes | None], path: str,
+                    wb: Any) -> None:
     """Writes (into the last step's batch) that make the state equal to the snapshot file."""
     from state.snapshot_file import SnapshotReader, differences, overlaid
 
     n = len(schema.STATE)
-    prior = {k[n:]: v for k, v in undo["prior"] if k[:n] == schema.STATE}
+    prior = {k[n:]: v for k, v in chunk_prior.items() if k[:n] == schema.STATE}
     with SnapshotReader(Path(path)) as r:
         for k, v in differences(overlaid(store, prior), r.pairs()):
             if v is None:
@@ -209,12 +247,13 @@ def _restore_writes(store: Store, undo: dict[str, Any], path: str, wb: Any) -> N
 
 
 def run(store: Store, record: dict[str, Any],
-        after_step: Callable[[Head], None] | None = None) -> Head:
+        after_step: Callable[[Head], None] | None = None,
+        max_blocks: int = CHUNK_BLOCKS) -> Head:
     """Step until the head is at the target (also used to resume after a crash)."""
     head = store.head()
     assert head is not None
     while head.height > int(record["to_height"]):
-        head = step(store, record)
+        head = step(store, record, max_blocks)
         if after_step is not None:
             after_step(head)
     return head

@@ -25,6 +25,7 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
+WRITE_BUFFER_BYTES = 64 * 1024 * 1024
 ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/", b"mkt/", b"liq/")
 """State key prefixes walked in key order while a block runs (see Overlay.first_key_after)."""
 
@@ -477,7 +478,10 @@ class Store:
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
-            self.db = plyvel.DB(self.path, create_if_missing=create)
+            # A 64 MiB memtable (LevelDB's default is 4 MiB): large batches (full blocks,
+            # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
+            self.db = plyvel.DB(self.path, create_if_missing=create,
+                                write_buffer_size=WRITE_BUFFER_BYTES)
         except plyvel.IOError as e:
             raise StoreError(f"cannot open store at {self.path}: {e}") from e
         except plyvel.Error as e:

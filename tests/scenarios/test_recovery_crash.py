@@ -5,6 +5,7 @@ state, same blocks)."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def test_sigkill_during_rollback_and_replay(tmp_path: Path,
     ops = list(keys.operators)
     a, b, c_ = keys.accounts
     home = make_home(tmp_path / "a", g, keys.producer, block_interval_ms=30)
+    cfg = home.load_config()  # one block per rollback step, so a kill lands mid-way
+    home.write_config(replace(cfg, recovery=replace(cfg.recovery, rollback_chunk_blocks=1)))
     with running_node(home) as n, RPCClient(n.url) as c, \
             AdminClient(admin_url(home.root), ops) as adm:
         def commit(key, payload) -> None:  # type: ignore[no-untyped-def]
