@@ -159,7 +159,7 @@ def classify(raw: bytes, ex: Exclusions) -> tuple[Transaction | None, str]:
 def classify_all(raws: Sequence[bytes], ex: Exclusions) -> list[tuple[Transaction | None, str]]:
     """:func:`classify` for a whole block; signatures are checked on every core (libsodium
     releases the GIL), the answers are the same as one by one."""
-    if len(raws) < 256:
+    if len(raws) < 32:
         return [classify(r, ex) for r in raws]
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -224,7 +224,11 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, ex: Exclusion
             fates[i].code = code
     for k, (i, _) in enumerate(trying):
         r = outcome.results[k]
-        same, orig = _same(r, ab.results[i] if i < len(ab.results) else None)
+        old = ab.results[i] if i < len(ab.results) else None
+        if old is not None and old == outcome.result_bytes[k]:
+            same, orig = True, r.code  # byte-identical stored result: the fast path
+        else:
+            same, orig = _same(r, old)
         f = fates[i]
         f.fate, f.reason = ("identical" if same else "diverged"), ""
         f.new_height, f.new_index, f.code, f.original_code = height, k, r.code, orig
