@@ -87,7 +87,7 @@ class AdminService:
         """Authenticate and run one envelope; raises ``AdminRefused`` (audited) if refused."""
         async with self._lock:
             entry: dict[str, Any] = {"time_ms": wall_ms(), "command": "", "args": {},
-                                     "operators": [], "nonce": ""}
+                                     "operators": [], "claimed_keys": [], "nonce": ""}
             try:
                 env = self._authenticate(raw, entry)
                 handler = COMMANDS.get(env.command.command)
@@ -107,7 +107,7 @@ class AdminService:
                 audit.append(self.store, entry)
                 raise AdminRefused("refused", str(e)) from e
             entry.update(outcome="ok", summary=result.get("summary", ""))
-            result["audit_seq"] = audit.append(self.store, entry)
+            result["audit_seq"] = str(audit.append(self.store, entry))
             log.warning("admin command %r by %s: %s", entry["command"], entry["operators"],
                         result.get("summary", "ok"))
             return result
@@ -118,8 +118,8 @@ class AdminService:
         except DecodeError as e:
             raise AdminRefused("malformed", f"the envelope does not decode: {e.message}") from e
         cmd = env.command
-        entry.update(command=cmd.command, args=cmd.arg_dict(), nonce=str(cmd.nonce),
-                     operators=[s.key.hex() for s in env.signatures])
+        entry.update(command=cmd.command, args=_audit_args(cmd.arg_dict()),
+                     nonce=str(cmd.nonce), claimed_keys=[s.key.hex() for s in env.signatures])
         p = self.node.params
         cfg = self.node.cfg.admin
         signers = check_command(env, p.chain_id, p.operators, p.operator_threshold, wall_ms(),
@@ -501,8 +501,8 @@ class AdminService:
         after = _int_arg(args, "after") or 0
         limit = min(_int_arg(args, "limit") or 100, 1000)
         found = audit.entries(self.store, after, limit)
-        return {"summary": f"{len(found)} entr(y/ies)", "entries": [_jsonable(e)
-                                                                    for e in found]}
+        return {"summary": f"{len(found)} audit entries", "entries": [_jsonable(e)
+                                                                      for e in found]}
 
 
 def test_kill_hook(var: str) -> Callable[[Any], None] | None:
@@ -522,6 +522,14 @@ def test_kill_hook(var: str) -> Callable[[Any], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
+
+
+def _audit_args(args: dict[str, str]) -> dict[str, str]:
+    """Arguments as audited: long values (certificates, transactions) by their hash."""
+    import hashlib
+
+    return {k: (v if len(v) <= 256 else f"sha256:{hashlib.sha256(v.encode()).hexdigest()}"
+                                        f" ({len(v)} chars)") for k, v in args.items()}
 
 
 def _report_json(r: Any) -> dict[str, Any]:

@@ -497,6 +497,10 @@ class Node:
             next_at = max(next_at + interval, now)
             if self.halted is not None:
                 continue
+            if self.halt_at is not None:
+                async with self._produce_lock:
+                    if self._scheduled_halt_due():
+                        continue
             if not self.cfg.producer.empty_blocks and not len(self.mempool):
                 continue
             try:

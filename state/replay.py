@@ -225,6 +225,7 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, ex: Exclusion
     for k, (i, _) in enumerate(trying):
         r = outcome.results[k]
         old = ab.results[i] if i < len(ab.results) else None
+        orig: int | None
         if old is not None and old == outcome.result_bytes[k]:
             same, orig = True, r.code  # byte-identical stored result: the fast path
         else:
