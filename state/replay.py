@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain.block import Block, TxResult
-from chain.codec import decode
 from chain.codes import ResultCode
 from chain.crypto import sha256
 from chain.errors import ChainError, InvalidBlock
@@ -39,7 +38,7 @@ from chain.tx import OperatorCall, Transaction, decode_tx
 from state import schema
 from state.invariants import InvariantViolation
 from state.params import ChainParams
-from state.store import Store
+from state.store import Store, decode_local
 from state.transition import BlockOutcome, apply_body
 
 REASONS = ("decode", "signature", "excluded_tx", "excluded_sender", "excluded_type",
@@ -122,7 +121,7 @@ def archived_blocks(store: Store, era: int) -> list[ArchivedBlock]:
         if kind == b"b":
             blocks[height] = v
         elif kind == b"r":
-            results[height] = list(decode(v, 1 << 30))
+            results[height] = list(decode_local(v))
     for height in sorted(blocks):
         raw = blocks[height]
         try:

@@ -27,7 +27,7 @@ from chain.codec import decode, encode
 from chain.crypto import sha256
 from state import schema
 from state.exchange import POSITION
-from state.store import Head, Store, StoreError
+from state.store import Head, Store, StoreError, decode_local
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _undo(store: Store, height: int) -> dict[str, Any]:
     raw = store.db.get(schema.undo_key(height))
     if raw is None:
         raise StoreError(f"no undo record for height {height}: cannot roll back past it")
-    return dict(decode(raw, 1 << 30))
+    return dict(decode_local(raw))
 
 
 def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> RollbackPlan:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgpack
 import plyvel
 
 from chain.codec import U64, Bytes32, Struct, decode, encode
@@ -25,6 +26,15 @@ from chain.errors import ChainError
 from state import schema
 
 _MISSING = object()
+
+
+def decode_local(raw: bytes) -> Any:
+    """Decode a record this node wrote itself (undo records, stored results): plain msgpack,
+    without the canonical-form checks that data from other parties gets. Undo records are
+    the hot path of a rollback; re-checking their form cost more than undoing them."""
+    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
+
+
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
 ORDERED_PREFIXES = (b"book/", b"trig/", b"pos/", b"aord/", b"mkt/", b"liq/")
 """State key prefixes walked in key order while a block runs (see Overlay.first_key_after)."""
@@ -428,7 +438,7 @@ class HistoricalView:
             if undo is None:
                 raise StoreError(f"no undo record for height {h}: height {height} is no "
                                  "longer held")
-            for k, v in decode(undo, 1 << 30)["prior"]:
+            for k, v in decode_local(undo)["prior"]:
                 self._prior[k] = v
 
     def get(self, db_key: bytes) -> bytes | None:
@@ -532,7 +542,7 @@ class Store:
 
     def results(self, height: int) -> list[bytes] | None:
         raw = self.db.get(schema.results_key(height))
-        return None if raw is None else list(decode(raw, 1 << 30))
+        return None if raw is None else list(decode_local(raw))
 
     def undo_record(self, height: int, keyspace: bytes | None = schema.STATE
                     ) -> list[tuple[bytes, bytes | None]] | None:
@@ -541,7 +551,7 @@ class Store:
         raw = self.db.get(schema.undo_key(height))
         if raw is None:
             return None
-        obj = decode(raw, 1 << 30)
+        obj = decode_local(raw)
         if keyspace is None:
             return [(k, v) for k, v in obj["prior"]]
         n = len(keyspace)
