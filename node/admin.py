@@ -268,6 +268,15 @@ class AdminService:
         label = args.get("to_snapshot")
         if label is not None and self.snapshot_path(label).exists():
             restore = str(self.snapshot_path(label))
+            try:  # never restore from a file whose own root does not check out
+                hdr, _ = await trio.to_thread.run_sync(snapshot_file.check_file,
+                                                       self.snapshot_path(label))
+            except StoreError as e:
+                raise AdminRefused("refused", f"the snapshot file of {label!r} is damaged: "
+                                   f"{e}") from e
+            if hdr.state_root != plan.target.state_root:
+                raise AdminRefused("refused", f"the snapshot file of {label!r} holds root "
+                                   f"{hdr.state_root.hex()}, not the target's")
         async with node._produce_lock:
             record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms(), restore)
             head = await trio.to_thread.run_sync(
@@ -330,11 +339,16 @@ class AdminService:
                 raise AdminRefused("refused", "verification failed before maintenance; the "
                                    f"chain is halted: {report.problems}")
             label = f"pre-maintenance-{node.head.height}"
-            pin = pins.create_pin(self.store, label, wall_ms(), tuple(ops))
             # The state itself, not only its root: a write that bypasses the blocks during
             # the window cannot be undone from undo records (state/snapshot_file.py).
-            hdr = await trio.to_thread.run_sync(snapshot_file.export, self.store,
-                                                self.snapshot_path(label), label)
+            # Written first: if it fails, nothing else has changed.
+            try:
+                hdr = await trio.to_thread.run_sync(snapshot_file.export, self.store,
+                                                    self.snapshot_path(label), label)
+            except OSError as e:
+                raise AdminRefused("refused", f"cannot write the pre-maintenance snapshot "
+                                   f"file: {e}") from e
+            pin = pins.create_pin(self.store, label, wall_ms(), tuple(ops))
             node.halt(f"maintenance: {reason}", "maintenance",
                       {"snapshot": label, "state_root": node.head.state_root.hex(),
                        "state_keys": str(report.keys)}, node.head.height, by=self.by(ops))
@@ -352,8 +366,19 @@ class AdminService:
         if pin is None:
             raise AdminRefused("refused", f"no snapshot {label!r}")
         path = Path(args.get("path") or self.snapshot_path(label))
-        hdr = await trio.to_thread.run_sync(snapshot_file.export, self.store, path, label,
-                                            pin.height)
+        if pin.height > self.node.head.height:
+            raise AdminRefused("refused", f"snapshot {label!r} is above the head (rolled back)")
+        try:
+            hdr = await trio.to_thread.run_sync(snapshot_file.export, self.store, path, label,
+                                                pin.height)
+        except OSError as e:
+            raise AdminRefused("refused", f"cannot write {path}: {e}") from e
+        if (hdr.block_hash, hdr.state_root) != (pin.block_hash, pin.state_root):
+            await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+            raise AdminRefused("refused", f"snapshot {label!r} pinned block "
+                               f"{pin.block_hash.hex()}, the chain now has "
+                               f"{hdr.block_hash.hex()} at height {pin.height} (an earlier "
+                               "rollback abandoned it)")
         return {"summary": f"exported snapshot {label} (height {pin.height}, {hdr.keys} "
                            f"keys) to {path}", "path": str(path), "keys": hdr.keys,
                 "height": str(hdr.height), "state_root": hdr.state_root.hex()}
@@ -475,6 +500,15 @@ class AdminService:
         if node.halted is not None and node.halted.get("check") == "maintenance":
             raise AdminRefused("refused", "a maintenance window is open: a block now would "
                                "change the state it verifies; end the window first")
+        # The chain checks the inner command against the block time only (it may run behind
+        # the wall clock during a recovery): check it against the wall clock here.
+        p, cfg = node.params, node.cfg.admin
+        try:
+            inner = AdminEnvelope.decode(tx.payload.envelope)
+        except DecodeError as e:
+            raise AdminRefused("malformed", f"operator command: {e.message}") from e
+        check_command(inner, p.chain_id, p.operators, p.operator_threshold, wall_ms(),
+                      cfg.max_age_ms, cfg.max_skew_ms)
         expected = node.committed_nonce(tx.sender)
         if tx.nonce != expected:
             raise AdminRefused("bad_args", f"tx nonce {tx.nonce}, the sender's next is "
@@ -489,8 +523,7 @@ class AdminService:
         out = {"height": str(head.height), "hash": tx.hash.hex(), **result_json(r)}
         if len(results) > 1:
             out["end_block_events"] = result_json(results[1])["events"]
-        inner = AdminEnvelope.decode(tx.payload.envelope).command
-        out["summary"] = (f"{inner.command} in block {head.height}: "
+        out["summary"] = (f"{inner.command.command} in block {head.height}: "
                           f"{'ok' if r.code == 0 else 'failed: ' + r.log}")
         return out
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from node.admin_client import DEFAULT_ADMIN, AdminClient
+from node.admin_client import DEFAULT_ADMIN, AdminClient, OperatorTxFailed
 from node.client import NodeUnreachable, RPCCallError
 from node.keyfile import KeyFileError, read_key
 
@@ -50,7 +50,7 @@ def _call(ctx: Ctx, fn: Any) -> None:
     except RPCCallError as e:
         reason = e.data.get("reason") if isinstance(e.data, dict) else None
         raise click.ClickException(f"refused ({reason or e.code}): {e.message}") from e
-    except NodeUnreachable as e:
+    except (NodeUnreachable, OperatorTxFailed) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(out, indent=2))
 
@@ -86,7 +86,8 @@ def halt(ctx: Ctx, reason: str, at_height: int | None) -> None:
 
 @admin.command()
 @click.option("--force", is_flag=True,
-              help="After a rollback: resume without reopening the markets post-only.")
+              help="Resume without the usual safety: after a rollback, without reopening the "
+                   "markets post-only; in a maintenance window, WITHOUT verifying the state.")
 @click.pass_obj
 def resume(ctx: Ctx, force: bool) -> None:
     """Clear a halt: production goes on (held-back transactions are re-admitted). After a
@@ -196,17 +197,22 @@ def cancel_orders(ctx: Ctx, keep: str, market: str | None) -> None:
 @admin.command("market-mode")
 @click.argument("market")
 @click.argument("mode", type=click.Choice(["active", "post-only", "cancel-only", "paused"]))
-@click.option("--price-band-ppm", type=click.IntRange(0, 1_000_000), default=0,
-              help="In post-only mode: orders must be this close to the oracle (ppm).")
-@click.option("--liquidation-wait", type=click.IntRange(0, 1_000_000), default=0,
-              help="Oracle updates to wait for before liquidations resume.")
+@click.option("--price-band-ppm", type=click.IntRange(0, 1_000_000), default=None,
+              help="In post-only mode: orders must be this close to the oracle (ppm; 0: no "
+                   "band). Unchanged if not given.")
+@click.option("--liquidation-wait", type=click.IntRange(0, 1_000_000), default=None,
+              help="Oracle updates to wait for before liquidations resume. Unchanged if not "
+                   "given.")
 @click.pass_obj
-def market_mode(ctx: Ctx, market: str, mode: str, price_band_ppm: int,
-                liquidation_wait: int) -> None:
+def market_mode(ctx: Ctx, market: str, mode: str, price_band_ppm: int | None,
+                liquidation_wait: int | None) -> None:
     """Switch MARKET (or * for every market) to MODE (an operator transaction)."""
-    _call(ctx, lambda c: c.operator_tx("market_mode", {
-        "market": market, "mode": mode, "price_band_ppm": str(price_band_ppm),
-        "liquidation_wait": str(liquidation_wait)}))
+    args = {"market": market, "mode": mode}
+    if price_band_ppm is not None:
+        args["price_band_ppm"] = str(price_band_ppm)
+    if liquidation_wait is not None:
+        args["liquidation_wait"] = str(liquidation_wait)
+    _call(ctx, lambda c: c.operator_tx("market_mode", args))
 
 
 @admin.command()
@@ -274,9 +280,17 @@ def compensate(ctx: Ctx, report_file: Path) -> None:
 
     def run(c: AdminClient) -> Any:
         out = []
+        paid = 0
         for i in range(0, len(pays), 60):
-            args = {"ref": ref, **{f"pay.{a}": str(v) for a, v in pays[i:i + 60]}}
-            out.append(c.operator_tx("compensate", args))
+            chunk = pays[i:i + 60]
+            args = {"ref": ref, **{f"pay.{a.lower()}": str(v) for a, v in chunk}}
+            try:
+                out.append(c.operator_tx("compensate", args))
+            except OperatorTxFailed as e:
+                raise click.ClickException(
+                    f"{e}; paid so far: {paid} of {len(pays)} account(s) (the rest were not "
+                    "paid; fix the cause and run compensate with a report of the rest)") from e
+            paid += len(chunk)
         return {"summary": f"paid {len(pays)} account(s), {sum(v for _, v in pays)} "
                            "micro-USDC in all", "transactions": out}
 

@@ -25,6 +25,16 @@ from node.client import RPCClient
 DEFAULT_ADMIN = "http://127.0.0.1:26659"
 
 
+class OperatorTxFailed(Exception):
+    """An operator transaction was committed but failed (its result code is not 0)."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(f"operator transaction {result.get('hash')} in block "
+                         f"{result.get('height')} failed: code {result.get('code')} "
+                         f"({result.get('codespace')}): {result.get('log')}")
+        self.result = result
+
+
 class AdminClient:
     """Signs each command with ``keys`` and sends it to the admin endpoint at ``url``."""
 
@@ -71,7 +81,10 @@ class AdminClient:
         sender = self.keys[0]
         nonce = int(self.rpc.call("admin_info", address=sender.public_key.hex())["next_nonce"])
         tx = make_tx(sender, self.info()["chain_id"], nonce, OperatorCall(env.encode()))
-        return self.run("operator_tx", {"tx": tx.raw.hex()})
+        out = self.run("operator_tx", {"tx": tx.raw.hex()})
+        if out.get("code") != 0:
+            raise OperatorTxFailed(out)
+        return out
 
     def resume(self, force: bool = False) -> Any:
         """Resume; after a rollback, first reopen every market post-only with the node's
