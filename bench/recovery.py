@@ -528,7 +528,7 @@ def replay_all(store: Store, keys: DevnetKeys) -> int:
 
     params = load_params(store.overlay())
     n = 0
-    for ab in replay.archived_blocks(store, 0):
+    for ab in replay.archived_blocks(store, 0, keys.producer.public_key):
         head = store.head()
         assert head is not None
         a = replay.assemble(store, params, ab, replay.Exclusions(), head.height + 1,

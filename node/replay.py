@@ -57,7 +57,7 @@ def run(node: Node, record: dict[str, Any]) -> dict[str, Any]:
     store = node.store
     era = int(record["era"])
     ex = Exclusions.from_json(record["exclusions"])
-    blocks = archived_blocks(store, era)
+    blocks = archived_blocks(store, era, node.params.producer)
     from node.admin import test_kill_hook
 
     hook = test_kill_hook("APPCHAIN_TEST_KILL_REPLAY")

@@ -8,8 +8,8 @@ before it: an old signed command cannot be used later) and the envelope's nonce,
 used once per chain (``opn/`` + nonce(8) in the state). A command issued AFTER the block time
 is accepted: during a recovery the chain's clock runs behind the wall clock (blocks made while
 halted, and replayed blocks, keep the restored chain's times), and the admin endpoint has
-already checked the command against the node's wall clock before committing it. Failures are ordinary failed
-results (code 2 ``unauthorized``, or 1 ``invalid_payload`` for bad arguments).
+already checked the command against the node's wall clock before committing it. Failures are
+ordinary failed results (code 2 ``unauthorized``, or 1 ``invalid_payload`` for bad arguments).
 
 Commands:
 

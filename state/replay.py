@@ -7,7 +7,9 @@ millisecond after the head), holding the block's transactions that still apply, 
 original order. Dropped, each with a reason (:data:`REASONS`):
 
 * ``decode`` / ``signature``: the stored bytes no longer decode, or the signature fails
-  (e.g. corrupted on disk);
+  (e.g. corrupted on disk). Signatures are re-checked only for blocks that are not
+  ``intact`` (header signature and ``tx_root`` no longer match the bytes): an intact
+  block's transactions are the exact bytes every node verified when it was committed;
 * ``excluded_tx`` / ``excluded_sender`` / ``excluded_type``: the operators excluded it;
 * ``operator_command``: operator transactions are never replayed (they were decisions on the
   abandoned fork);
@@ -34,6 +36,7 @@ from chain.block import Block, TxResult
 from chain.codes import ResultCode
 from chain.crypto import sha256
 from chain.errors import ChainError, InvalidBlock
+from chain.merkle import merkle_root
 from chain.tx import OperatorCall, Transaction, decode_tx
 from state import schema
 from state.invariants import InvariantViolation
@@ -53,6 +56,12 @@ class ArchivedBlock:
     txs: tuple[bytes, ...]
     results: list[bytes]
     """The abandoned fork's TxResult bytes (transactions first, then the block's own)."""
+    intact: bool = False
+    """The producer's signature over the header verifies and the transactions hash to its
+    ``tx_root``: the bytes are exactly what was committed, whose signatures every node
+    checked then, so replay need not check them again (one header check per block instead
+    of one per transaction). Any corruption of a transaction's bytes makes this False, and
+    then every transaction's signature is checked."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,10 @@ class Assembled:
     fates: list[Fate] = field(default_factory=list)
 
 
-def archived_blocks(store: Store, era: int) -> list[ArchivedBlock]:
-    """The abandoned blocks of ``era``, ascending height."""
+def archived_blocks(store: Store, era: int, producer: bytes | None = None
+                    ) -> list[ArchivedBlock]:
+    """The abandoned blocks of ``era``, ascending height (``intact`` checked against
+    ``producer``, the genesis producer key, when given)."""
     prefix = schema.ARCHIVE + schema.height_bytes(era)
     out: list[ArchivedBlock] = []
     results: dict[int, list[bytes]] = {}
@@ -124,26 +135,37 @@ def archived_blocks(store: Store, era: int) -> list[ArchivedBlock]:
             results[height] = list(decode_local(v))
     for height in sorted(blocks):
         raw = blocks[height]
+        intact = False
         try:
             block = Block.decode_block(raw)
-            time, txs = block.header.time, block.txs
         except ChainError:
             # A corrupted archived block: its transactions cannot be recovered one by one.
-            time, txs = 0, ()
-        out.append(ArchivedBlock(era, height, time, tuple(txs), results.get(height, [])))
+            out.append(ArchivedBlock(era, height, 0, (), results.get(height, [])))
+            continue
+        time, txs = block.header.time, block.txs
+        if producer is not None:
+            try:
+                block.signed_header.verify(producer)
+                intact = merkle_root(txs) == block.header.tx_root
+            except ChainError:
+                intact = False  # check every transaction's signature instead
+        out.append(ArchivedBlock(era, height, time, tuple(txs), results.get(height, []),
+                                 intact))
     return out
 
 
-def classify(raw: bytes, ex: Exclusions) -> tuple[Transaction | None, str]:
+def classify(raw: bytes, ex: Exclusions, verify: bool = True
+             ) -> tuple[Transaction | None, str]:
     """The transaction to try, or None and why it is dropped before execution."""
     try:
         tx = decode_tx(raw)
     except ChainError:
         return None, "decode"
-    try:
-        tx.verify_signature()
-    except ChainError:
-        return None, "signature"
+    if verify:
+        try:
+            tx.verify_signature()
+        except ChainError:
+            return None, "signature"
     if tx.hash in ex.tx_hashes:
         return None, "excluded_tx"
     if tx.sender in ex.senders:
@@ -155,11 +177,12 @@ def classify(raw: bytes, ex: Exclusions) -> tuple[Transaction | None, str]:
     return tx, ""
 
 
-def classify_all(raws: Sequence[bytes], ex: Exclusions) -> list[tuple[Transaction | None, str]]:
+def classify_all(raws: Sequence[bytes], ex: Exclusions, verify: bool = True
+                 ) -> list[tuple[Transaction | None, str]]:
     """:func:`classify` for a whole block; signatures are checked on every core (libsodium
     releases the GIL), the answers are the same as one by one."""
-    if len(raws) < 32:
-        return [classify(r, ex) for r in raws]
+    if not verify or len(raws) < 32:
+        return [classify(r, ex, verify) for r in raws]
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -191,7 +214,8 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, ex: Exclusion
     time = max(ab.time, min_time)
     fates: dict[int, Fate] = {}
     trying: list[tuple[int, Transaction]] = []
-    for i, (raw, (tx, why)) in enumerate(zip(ab.txs, classify_all(ab.txs, ex), strict=True)):
+    classified = classify_all(ab.txs, ex, verify=not ab.intact)
+    for i, (raw, (tx, why)) in enumerate(zip(ab.txs, classified, strict=True)):
         f = Fate(sha256(raw), ab.era, ab.height, i, "dropped", why)
         if tx is not None:
             f.sender, f.type = tx.sender.hex(), tx.type

@@ -19,7 +19,7 @@ def replay_all(ex: Exchange, era: int, exclusions: replay.Exclusions | None = No
     exclusions = exclusions or replay.Exclusions()
     fates: list[replay.Fate] = []
     params = load_params(ex.store.overlay())
-    for ab in replay.archived_blocks(ex.store, era):
+    for ab in replay.archived_blocks(ex.store, era, ex.keys.producer.public_key):
         head = ex.store.head()
         assert head is not None
         a = replay.assemble(ex.store, params, ab, exclusions, head.height + 1, head.time + 1)
