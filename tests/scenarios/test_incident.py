@@ -187,6 +187,30 @@ def test_the_incident_end_to_end(tmp_path: Path) -> None:
         assert sorted(doc["liquidated_only_on_abandoned_fork"]) == sorted(
             report["liquidated_only_on_abandoned_fork"])
         assert (out_dir / "report.csv").read_text().count("\n") == len(doc["accounts"]) + 1
+        assert "liquidated_only_abandoned" in (out_dir / "report.csv").read_text()
+        # The operators decide the amounts (here: 250 USDC to each account liquidated only
+        # on the bad fork) and pay them from the insurance fund, on chain.
+        for row in doc["accounts"]:
+            row["compensation"] = str(250 * USD if row["liquidated_only_abandoned"] else 0)
+        (out_dir / "report.json").write_text(json.dumps(doc))
+        with RPCClient(n.url) as c:
+            before = {a: int(c.call("account", address=a)["balance"])
+                      for a in doc["liquidated_only_on_abandoned_fork"]}
+            fund_before = int(c.call("markets")["insurance_fund"]["balance"])
+            r = subprocess.run(
+                [sys.executable, "-m", "node.cli", "admin", "--home", str(home.root),
+                 "--key", str(_keyfile(tmp_path, ops[0])), "compensate", "--report",
+                 str(out_dir / "report.json")], cwd=REPO, capture_output=True, text=True,
+                timeout=60)
+            assert r.returncode == 0, r.stderr
+            paid = json.loads(r.stdout)
+            assert paid["summary"].startswith("paid 2 account(s)")
+            events = paid["transactions"][0]["events"]
+            assert {e["type"] for e in events} == {"compensation"}
+            for a, b0 in before.items():
+                assert int(c.call("account", address=a)["balance"]) == b0 + 250 * USD
+            assert int(c.call("markets")["insurance_fund"]["balance"]) == \
+                fund_before - 500 * USD
         assert n.terminate() == 0
 
 
