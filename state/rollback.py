@@ -50,9 +50,6 @@ class RollbackPlan:
     """Hex addresses whose account or positions the abandoned blocks changed, sorted."""
     keys_undone: int = 0
     """Database keys the rollback rewrites (state and tree)."""
-    account_keys: list[bytes] = field(default_factory=list)
-    """State keys of the accounts and positions the abandoned blocks changed (their values
-    at the abandoned head are kept for the compensation report)."""
 
     def to_json(self, limit: int = 10_000) -> dict[str, Any]:
         """JSON for the operator; lists longer than ``limit`` are cut (counts are exact)."""
@@ -76,7 +73,9 @@ def _undo(store: Store, height: int) -> dict[str, Any]:
 
 
 def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> RollbackPlan:
-    """Check that ``to_height`` can be reached and list what would be abandoned."""
+    """Check that ``to_height`` can be reached and (with ``details``) list what would be
+    abandoned. Without details only the target's undo record is read: a real rollback reads
+    every undo record once, in its steps."""
     head = store.head()
     if head is None:
         raise StoreError("store has no genesis")
@@ -84,26 +83,26 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
         raise StoreError(f"target height {to_height} is not below the head ({head.height})")
     if to_height < 0:
         raise StoreError("target height must be >= 0")
+    if not details:
+        target = Head.decode(_undo(store, to_height + 1)["prev_head"])
+        for h in range(head.height, to_height, -1):  # every block must still be undoable
+            if store.db.get(schema.undo_key(h)) is None:
+                raise StoreError(f"no undo record for height {h}: cannot roll back past it")
+        return RollbackPlan(head.height, to_height, head.era, head.era + 1, target)
     blocks: list[dict[str, Any]] = []
     txs: list[dict[str, Any]] = []
     accounts: set[bytes] = set()
-    account_keys: set[bytes] = set()
     keys = 0
-    target: Head | None = None
+    target_head: Head | None = None
     for h in range(head.height, to_height, -1):
         undo = _undo(store, h)
         keys += len(undo["prior"])
         if h == to_height + 1:
-            target = Head.decode(undo["prev_head"])
+            target_head = Head.decode(undo["prev_head"])
         for k, _ in undo["prior"]:
-            if k.startswith(schema.STATE + schema.ACCOUNT):
-                accounts.add(k[len(schema.STATE + schema.ACCOUNT):])
-                account_keys.add(k[len(schema.STATE):])
-            elif k.startswith(schema.STATE + POSITION):
-                accounts.add(k[len(schema.STATE + POSITION):][:32])
-                account_keys.add(k[len(schema.STATE):])
-        if not details:
-            continue
+            owner = _owner(k)
+            if owner is not None:
+                accounts.add(owner)
         raw = store.block_bytes(h)
         if raw is None:
             raise StoreError(f"block {h} is missing")
@@ -113,11 +112,20 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
                        "txs": len(block.txs)})
         for i, t in enumerate(block.txs):
             txs.append({"hash": sha256(t).hex(), "height": str(h), "index": i})
-    assert target is not None
+    assert target_head is not None
     blocks.reverse()
     txs.sort(key=lambda t: (int(t["height"]), t["index"]))
-    return RollbackPlan(head.height, to_height, head.era, head.era + 1, target, blocks, txs,
-                        sorted(a.hex() for a in accounts), keys, sorted(account_keys))
+    return RollbackPlan(head.height, to_height, head.era, head.era + 1, target_head, blocks,
+                        txs, sorted(a.hex() for a in accounts), keys)
+
+
+def _owner(db_key: bytes) -> bytes | None:
+    """The account an ``acct/`` or ``pos/`` database key belongs to (else None)."""
+    if db_key.startswith(schema.STATE + schema.ACCOUNT):
+        return db_key[len(schema.STATE + schema.ACCOUNT):]
+    if db_key.startswith(schema.STATE + POSITION):
+        return db_key[len(schema.STATE + POSITION):][:32]
+    return None
 
 
 def operation(store: Store) -> dict[str, Any] | None:
@@ -146,14 +154,10 @@ def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
                 raise StoreError(f"{restore_file} holds height {r.header.height} (root "
                                  f"{r.header.state_root.hex()}), not the target")
     record = {"kind": "rollback", "from_height": plan.from_height, "to_height": plan.to_height,
-              "new_era": plan.new_era, "reason": reason, "certificate": certificate,
-              "by": [o.hex() for o in operators], "started_ms": started_ms,
-              "restore_file": restore_file}
-    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
-        # The abandoned head's accounts and positions, for the compensation report.
-        for k in plan.account_keys:
-            wb.put(schema.abandoned_key(plan.era, k), encode([store.state_get(k)]))
-        wb.put(schema.META_OP, encode(record))
+              "era": plan.era, "new_era": plan.new_era, "reason": reason,
+              "certificate": certificate, "by": [o.hex() for o in operators],
+              "started_ms": started_ms, "restore_file": restore_file}
+    store.db.put(schema.META_OP, encode(record), sync=True)
     return record
 
 
@@ -209,7 +213,15 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
         if read >= CHUNK_BYTES or head.height - h >= max_blocks:
             break
     prev = Head.decode(prev_raw)
+    era_abandoned = int(record.get("era", head.era))
     with store.db.write_batch(transaction=True, sync=store.sync) as wb:
+        # The abandoned head's accounts and positions, for the compensation report: the
+        # first chunk that touches a key still sees its value at the abandoned head.
+        for k in prior:
+            if _owner(k) is not None:
+                zk = schema.abandoned_key(era_abandoned, k[len(schema.STATE):])
+                if store.db.get(zk) is None:
+                    wb.put(zk, encode([store.db.get(k)]))
         for k, v in prior.items():
             if v is None:
                 wb.delete(k)
