@@ -60,6 +60,10 @@ class MempoolConfig:
 class StorageConfig:
     sync: bool = True
     """fsync every block commit; turning it off risks losing the newest blocks on power loss."""
+    keep_undo_blocks: int = 0
+    """Keep the undo records of this many recent blocks (0: keep them all). Older ones are
+    pruned, but never those a snapshot pin needs (every height above the oldest pin is
+    kept): a rollback can always reach every pin, and queries at pruned heights say so."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     parse_laddr(cfg.admin.laddr, "admin.laddr")
     for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
                            ("snapshots.interval", cfg.snapshots.interval),
+                           ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
                            ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
                            ("recovery.reopen_price_band_ppm",
                             cfg.recovery.reopen_price_band_ppm)):

@@ -33,7 +33,7 @@ from state import rollback
 from state.accounts import Account
 from state.invariants import InvariantViolation
 from state.params import ChainParams, load_params
-from state.pins import auto_pin_writes
+from state.pins import auto_pin_writes, prunable_below
 from state.schema import META_HALT_AT, STATE, TREE, account_key
 from state.store import Head, Store, StoreError
 from state.transition import BlockOutcome, apply_body, commit, import_block
@@ -397,6 +397,9 @@ class Node:
                                wall_ms())
         head = commit(self.store, block, raw, txs, outcome,
                       extra_meta=pins + (extra_meta or []))
+        keep = self.cfg.storage.keep_undo_blocks
+        if keep:
+            self.store.prune_undo(prunable_below(self.store, head, keep))
         return head, outcome.results  # after the transactions': the block's own events
 
     def commit_block_now(self, txs: list[Transaction], block_time: int,

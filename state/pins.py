@@ -2,8 +2,8 @@
 
 A pin records what identifies the state at a height (block hash, state root, block time) plus
 who made it and when. Creating one writes a single small metadata record: the state at that
-height stays reachable because undo records are kept for every height (nothing prunes them
-yet; when pruning comes, it must stop at the oldest pin). ``appchain admin rollback
+height stays reachable through the undo records of the blocks after it, which pruning
+(``storage.keep_undo_blocks``, :func:`prunable_below`) never removes. ``appchain admin rollback
 --to-snapshot LABEL`` restores it; ``snapshot export`` writes it out as a portable file.
 
 Stored under the store's metadata keyspace (``m`` + ``pin/`` + label), outside the state:
@@ -86,6 +86,19 @@ def delete_pin(store: Store, label: str) -> SnapshotPin:
         raise StoreError(f"no snapshot {label!r}")
     store.db.delete(pin_key(label), sync=True)
     return pin
+
+
+def prunable_below(store: Store, head: Head, keep: int) -> int:
+    """Undo records of heights below the result may be pruned: the most recent ``keep``
+    blocks' are kept, and so is every height above the oldest pin (rolling back to a pin
+    needs the undo records of every block after it). 0 when nothing may go."""
+    if keep <= 0:
+        return 0
+    limit = head.height - keep + 1
+    oldest = min((p.height for p in list_pins(store)), default=None)
+    if oldest is not None:
+        limit = min(limit, oldest + 1)
+    return max(0, limit)
 
 
 def auto_pin_writes(store: Store, head: Head, interval: int, keep: int, created_ms: int

@@ -141,21 +141,24 @@ class Overlay:
         return obj  # type: ignore[return-value]
 
     def _write(self, key: bytes, value: bytes | Struct | None) -> None:
+        writes = self.writes
+        old = writes.get(key, _MISSING)
         if key.startswith(ORDERED_PREFIXES):
-            if key not in self.writes:
-                i = bisect_left(self._ordered, key)
-                if i == len(self._ordered) or self._ordered[i] != key:
-                    self._ordered.insert(i, key)
+            if old is _MISSING:
+                ordered = self._ordered
+                i = bisect_left(ordered, key)
+                if i == len(ordered) or ordered[i] != key:
+                    ordered.insert(i, key)
             if value is not None and self._floors:
                 floors = self._floors
                 for n in self._floor_lens:
                     f = floors.get(key[:n])
                     if f is not None and key < f:
                         floors[key[:n]] = key  # a live key below the memo lowers it
-        if key not in self.priors:
-            self.priors[key] = self._db.get(self.keyspace + key)
-        writes = self.writes
-        self._journal.append((key, writes.get(key, _MISSING)))
+        priors = self.priors
+        if key not in priors:
+            priors[key] = self._db.get(self.keyspace + key)
+        self._journal.append((key, old))
         writes[key] = value
         self._changes = None
 
@@ -215,6 +218,13 @@ class Overlay:
         from_floor = inclusive
         if floor is not None:
             if lo < floor:
+                # The memo is the smallest live key when set (or the prefix end: none) and
+                # stays so until it is deleted: a live write below it lowers it, a revert
+                # drops it. So unless this block deleted it, it is the answer, no seek.
+                if not floor.startswith(prefix):
+                    return None
+                if self.writes.get(floor, _MISSING) is not None:
+                    return floor
                 lo, inclusive, from_floor = floor, True, True  # nothing live below the memo
             elif after == floor and self.writes.get(after, _MISSING) is None:
                 from_floor = True  # the memo's key was removed: nothing live up to it
@@ -581,6 +591,23 @@ class Store:
             self.db.delete(schema.META_HALT, sync=True)
         else:
             self.db.put(schema.META_HALT, encode(record), sync=True)
+
+    def prune_undo(self, below: int, max_records: int = 64) -> int:
+        """Delete up to ``max_records`` undo records of heights below ``below`` (oldest
+        first), in one batch; returns how many. Idempotent: a crash just leaves some for the
+        next call. A rollback or historical read below the oldest kept height then fails
+        with "no undo record"."""
+        keys: list[bytes] = []
+        with self.db.iterator(prefix=schema.UNDO, include_value=False) as it:
+            for k in it:
+                if schema.height_from(k[1:]) >= below or len(keys) >= max_records:
+                    break
+                keys.append(k)
+        if keys:
+            with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+                for k in keys:
+                    wb.delete(k)
+        return len(keys)
 
     def snapshot(self) -> StoreSnapshot:
         """A consistent read view (head and state from the same instant) while blocks commit."""

@@ -81,4 +81,43 @@ def verify_store(store: Store) -> VerifyReport:
         if want[0] != want[1]:
             report.problems.append(f"market {symbol}: positions are not balanced "
                                    f"(long {want[0]}, short {want[1]})")
+    _check_risk_index(state, report)
     return report
+
+
+def _check_risk_index(state: list[tuple[bytes, bytes]], report: VerifyReport) -> None:
+    """The liquidation index (state/liquidation.py) covers every open position exactly:
+    each account with positions has its ``lqa/`` record naming one ``liq/`` key per open
+    position, and no ``liq/`` key exists that no record names."""
+    from state.exchange import INSURANCE_ADDRESS
+    from state.liquidation import RISK, RISK_OF, RiskEntries
+
+    open_by_owner: dict[bytes, int] = {}
+    liq_keys: set[bytes] = set()
+    named: set[bytes] = set()
+    records: dict[bytes, RiskEntries] = {}
+    for key, raw in state:
+        if key.startswith(POSITION):
+            owner = key[len(POSITION):len(POSITION) + 32]
+            if Position.decode(raw).size != 0 and owner != INSURANCE_ADDRESS:
+                open_by_owner[owner] = open_by_owner.get(owner, 0) + 1
+        elif key.startswith(RISK):
+            liq_keys.add(key)
+        elif key.startswith(RISK_OF):
+            records[key[len(RISK_OF):]] = RiskEntries.decode(raw)
+    for owner, n in sorted(open_by_owner.items()):
+        rec = records.get(owner)
+        if rec is None or len(rec.keys) != n:
+            report.problems.append(
+                f"account {owner.hex()} has {n} open position(s) but "
+                f"{0 if rec is None else len(rec.keys)} liquidation index entr"
+                f"{'y' if rec is not None and len(rec.keys) == 1 else 'ies'}: it could escape "
+                "liquidation")
+    for owner, rec in sorted(records.items()):
+        for k in rec.keys:
+            named.add(k)
+            if k not in liq_keys:
+                report.problems.append(f"liquidation index record of {owner.hex()} names a "
+                                       f"missing key {k.hex()}")
+    for k in sorted(liq_keys - named):
+        report.problems.append(f"liquidation index key {k.hex()} is named by no account")

@@ -46,3 +46,19 @@ def test_verify_passes_then_catches_a_funding_index_written_into_the_store(
     assert doc["head_state_root"] != doc["recomputed_state_root"]
     assert any("open interest" in p for p in doc["problems"])
     assert any("state root recomputed" in p for p in doc["problems"])
+
+
+def test_verify_catches_a_position_missing_from_the_liquidation_index(tmp_path: Path) -> None:
+    from state.liquidation import RISK_OF
+    from state.verify import verify_store
+
+    ex = Exchange(tmp_path / "db")
+    ex.block(ex.tx(ex.alice, limit("sell", 60_000, 0.5)))
+    ex.block(ex.tx(ex.bob, market("buy", 61_000, 0.2)))
+    assert verify_store(ex.store).ok
+    ex.store.db.delete(STATE + RISK_OF + ex.bob.public_key)  # Bob would escape liquidation
+    problems = verify_store(ex.store).problems
+    assert any("could escape liquidation" in p and ex.bob.public_key.hex() in p
+               for p in problems)
+    assert any("named by no account" in p for p in problems)
+    ex.store.close()

@@ -184,3 +184,31 @@ def test_a_new_era_needs_a_certificate_with_operator_signatures(ex: Exchange) ->
     with pytest.raises(InvalidBlock, match="fork certificate of era 1") as e:
         import_block(ex.store, block_in_era(ex, 1, []))
     assert e.value.reason == "fork_certificate"
+
+
+def test_undo_pruning_keeps_recent_blocks_and_everything_above_the_oldest_pin(
+        ex: Exchange) -> None:
+    from state.schema import UNDO, height_from
+
+    def held() -> list[int]:
+        return [height_from(k[1:]) for k, _ in ex.store.db.iterator(prefix=UNDO)]
+
+    trade_blocks(ex, 4)
+    pins.create_pin(ex.store, "p", 0, ())  # pinned at height 4
+    trade_blocks(ex, 8)  # head 12
+    head = ex.store.head()
+    assert head is not None and head.height == 12
+    # keep 3: heights 10-12 by age, but the pin at 4 needs 5-12.
+    below = pins.prunable_below(ex.store, head, 3)
+    assert below == 5
+    assert ex.store.prune_undo(below) == 4
+    assert held() == list(range(5, 13))
+    rollback.plan_rollback(ex.store, 4)  # the pin is still reachable
+    with pytest.raises(StoreError, match="no undo record"):
+        rollback.plan_rollback(ex.store, 3)
+    pins.delete_pin(ex.store, "p")
+    assert pins.prunable_below(ex.store, head, 3) == 10
+    assert ex.store.prune_undo(10, max_records=2) == 2  # bounded work per call
+    assert ex.store.prune_undo(10) == 3
+    assert held() == [10, 11, 12]
+    assert pins.prunable_below(ex.store, head, 0) == 0  # 0: keep everything
