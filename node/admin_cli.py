@@ -253,6 +253,8 @@ def compensation_report(ctx: Ctx, era: int | None, out_dir: Path) -> None:
     except RPCCallError as e:
         reason = e.data.get("reason") if isinstance(e.data, dict) else None
         raise click.ClickException(f"refused ({reason or e.code}): {e.message}") from e
+    except NodeUnreachable as e:
+        raise click.ClickException(str(e)) from e
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     (out_dir / "report.csv").write_text(to_csv(report))
