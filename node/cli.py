@@ -752,12 +752,20 @@ def snapshot_files() -> None:
 
 @snapshot_files.command("verify")
 @click.option("--file", "path", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--genesis", "genesis_file", default=None,
+              type=click.Path(path_type=Path, exists=True),
+              help="Also check that the genesis producer signed the snapshot's header.")
 @friendly
-def snapshot_verify(path: Path) -> None:
+def snapshot_verify(path: Path, genesis_file: Path | None) -> None:
     """Recompute a snapshot file's state root and check it against its header."""
     from state.snapshot_file import check_file
 
-    hdr, n = check_file(path)
+    producer = None
+    if genesis_file is not None:
+        from genesis.format import load_genesis
+
+        producer = load_genesis(genesis_file).producer.pub_key
+    hdr, n = check_file(path, producer)
     _print_json({"ok": True, "label": hdr.label, "height": str(hdr.height),
                  "state_root": hdr.state_root.hex(), "block_hash": hdr.block_hash.hex(),
                  "era": str(hdr.era), "keys": n, "chain_id": hdr.chain_id})
@@ -781,7 +789,7 @@ def snapshot_import(home: Path, path: Path) -> None:
                                    "first")
     g = load_genesis(h.genesis_file)
     with Store(h.store_dir) as store:
-        hdr = import_into(store, path, g.hash, g.chain_id)
+        hdr = import_into(store, path, g.hash, g.chain_id, g.producer.pub_key)
     _print_json({"imported": str(path), "height": str(hdr.height),
                  "state_root": hdr.state_root.hex(), "keys": hdr.keys, "home": str(home)})
 

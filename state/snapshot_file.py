@@ -10,7 +10,8 @@ The same file moves a node's state to another machine (``snapshot import``).
 Format (all msgpack, canonical as in chain/codec.py; read as a stream)::
 
     MAGIC
-    header   {chain_id, genesis_hash, label, height, block_hash, state_root, era, time, keys}
+    header   {chain_id, genesis_hash, label, height, block_hash, state_root, era, time, keys,
+              signed_header}   (the producer-signed header of that block; checked on import)
     keys x   [key, value]          state keys in ascending byte order
     trailer  {count, sha256}       sha256 over the canonical bytes of every [key, value]
 
@@ -48,12 +49,34 @@ class SnapshotHeader:
     era: int
     time: int
     keys: int
+    signed_header: bytes = b""
+    """The producer-signed header of the block at ``height`` (canonical ``SignedHeader``
+    bytes; empty at the genesis height, whose root follows from the genesis file)."""
 
     def to_obj(self) -> dict[str, Any]:
         return {"chain_id": self.chain_id, "genesis_hash": self.genesis_hash,
                 "label": self.label, "height": self.height, "block_hash": self.block_hash,
                 "state_root": self.state_root, "era": self.era, "time": self.time,
-                "keys": self.keys}
+                "keys": self.keys, "signed_header": self.signed_header}
+
+    def check_header(self, producer: bytes | None) -> None:
+        """The signed header must be for this block and state root, and (when ``producer``
+        is given) signed by it."""
+        from chain.block import SignedHeader
+        from chain.errors import ChainError
+
+        if not self.signed_header:
+            return
+        try:
+            sh = SignedHeader.decode(self.signed_header)
+            if producer is not None:
+                sh.verify(producer)
+        except ChainError as e:
+            raise StoreError(f"the snapshot's signed header does not verify: {e}") from e
+        h = sh.header
+        if (h.hash, h.height, h.state_root, h.era) != (self.block_hash, self.height,
+                                                       self.state_root, self.era):
+            raise StoreError("the snapshot's signed header is for another block or root")
 
     def head(self) -> Head:
         return Head(self.height, self.block_hash, self.state_root, self.era, self.time)
@@ -111,11 +134,15 @@ def export(store: Store, path: Path, label: str, height: int | None = None) -> S
             raise StoreError(f"height {h} is no longer held")
         target = Head.decode(decode(raw, 1 << 30)["prev_head"])
     pairs = list(state_at(store, h))
+    raw_block = store.block_bytes(h)
+    from chain.block import Block
+
+    signed = Block.signed_header_of(raw_block).encode() if raw_block is not None else b""
     hdr = SnapshotHeader(
         chain_id=(store.db.get(schema.META_CHAIN_ID) or b"").decode(),
         genesis_hash=store.genesis_hash() or b"", label=label, height=h,
         block_hash=target.hash, state_root=target.state_root, era=target.era,
-        time=target.time, keys=len(pairs))
+        time=target.time, keys=len(pairs), signed_header=signed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     digest = hashlib.sha256()
@@ -149,7 +176,8 @@ class SnapshotReader:
             self.header = SnapshotHeader(
                 str(h["chain_id"]), bytes(h["genesis_hash"]), str(h["label"]),
                 int(h["height"]), bytes(h["block_hash"]), bytes(h["state_root"]),
-                int(h["era"]), int(h["time"]), int(h["keys"]))
+                int(h["era"]), int(h["time"]), int(h["keys"]),
+                bytes(h.get("signed_header", b"")))
         except (StopIteration, KeyError, TypeError, ValueError) as e:
             self.close()
             raise StoreError(f"{path}: bad snapshot header ({e})") from e
@@ -186,9 +214,11 @@ class SnapshotReader:
         raise StoreError(f"{self.path}: no trailer: the file is truncated")
 
 
-def check_file(path: Path) -> tuple[SnapshotHeader, int]:
-    """Recompute the root of a snapshot file; raises unless it matches its header."""
+def check_file(path: Path, producer: bytes | None = None) -> tuple[SnapshotHeader, int]:
+    """Recompute the root of a snapshot file; raises unless it matches its header (and the
+    signed header matches too, signed by ``producer`` when given)."""
     with SnapshotReader(path) as r:
+        r.header.check_header(producer)
         pairs = list(r.pairs())
         root = StateTree(DictNodeStore()).apply(pairs)
         if root != r.header.state_root:
@@ -218,7 +248,8 @@ def differences(store_pairs: Iterator[tuple[bytes, bytes]],
             b = next(file_pairs, None)
 
 
-def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str) -> SnapshotHeader:
+def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
+                producer: bytes | None = None) -> SnapshotHeader:
     """Initialise an EMPTY store from a snapshot file: check the file (root recomputed from
     its pairs, count, digest), that it belongs to this genesis, then write the state, its
     tree and the head in one batch."""
@@ -232,6 +263,7 @@ def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str) ->
             raise StoreError(f"{path} is a snapshot of chain {hdr.chain_id!r} (genesis "
                              f"{hdr.genesis_hash.hex()}), this home runs {chain_id!r} "
                              f"(genesis {genesis_hash.hex()})")
+        hdr.check_header(producer)
         state = store.overlay()
         for k, v in r.pairs():
             state.put(k, v)

@@ -43,11 +43,15 @@ def test_export_verify_import(tmp_path: Path) -> None:
         assert n.terminate() == 0
     r = cli("snapshot", "verify", "--file", str(file))
     assert r.returncode == 0, r.stderr
+    gfile = tmp_path / "genesis.json"
+    gfile.write_text(g.to_json())
+    assert cli("snapshot", "verify", "--file", str(file), "--genesis", str(gfile)
+               ).returncode == 0
     assert json.loads(r.stdout)["state_root"] == pin["state_root"]
 
     # A damaged copy is refused by verify and by import (nothing written).
     raw = bytearray(file.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
+    raw[len(raw) - 60] ^= 0xFF  # inside the last entries / the trailer
     bad = tmp_path / "bad.snap"
     bad.write_bytes(bytes(raw))
     assert cli("snapshot", "verify", "--file", str(bad)).returncode == 1
@@ -56,6 +60,12 @@ def test_export_verify_import(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     with Store(dst.store_dir) as s:
         assert s.head() is None
+    # A header signed by someone else is refused when the genesis is given.
+    g3, _ = make_genesis(accounts=1)  # same chain id, another producer
+    other_g = tmp_path / "other-genesis.json"
+    other_g.write_text(g3.to_json())
+    r = cli("snapshot", "verify", "--file", str(file), "--genesis", str(other_g))
+    assert r.returncode == 1 and "signed header" in r.stderr
     # Another chain's home refuses the file.
     g2, _ = make_genesis(accounts=1, chain_id="other-chain")
     other = make_home(tmp_path / "other", g2, None)
