@@ -102,8 +102,60 @@ def _key_bytes(k: str) -> bytes:
 
 def encode(obj: Value) -> bytes:
     """Canonical bytes of an untyped value (maps sorted; shortest forms)."""
-    _check_value(obj)
-    return _packb(canonicalize(obj))
+    return _packb(_checked_canonical(obj))
+
+
+def _checked_canonical(obj: Value, depth: int = 0) -> Value:
+    """``canonicalize(obj)`` after the checks of :func:`_check_value`, in one pass.
+
+    Values are checked in the same order as ``_check_value`` (depth first, maps in their
+    own order, before they are sorted), so a value with several faults raises the same
+    error. Scalars inside arrays are handled inline and an array of scalars is returned
+    as it is (the result is only packed): undo records and result lists are long arrays
+    of short arrays of bytes, and copying them fed the garbage collector.
+    """
+    t = type(obj)
+    if obj is None or t is bool or t is bytes or t is str:
+        return obj
+    if t is int:
+        if not -(2**63) <= obj <= 2**64 - 1:
+            raise DecodeError(f"integer {obj} outside the 64-bit range", reason="out_of_range")
+        return obj
+    if t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH}", reason="out_of_range")
+        for v in obj:  # an array of scalars is its own canonical form: no copy
+            tv = type(v)
+            if tv is bytes or tv is str or v is None or tv is bool:
+                continue
+            if tv is int:
+                if not -(2**63) <= v <= 2**64 - 1:
+                    raise DecodeError(f"integer {v} outside the 64-bit range",
+                                      reason="out_of_range")
+                continue
+            break
+        else:
+            return obj if t is list else list(obj)
+        out: list[Value] = []
+        append = out.append
+        d = depth + 1
+        for v in obj:
+            tv = type(v)
+            if tv is bytes or tv is str or v is None:
+                append(v)
+            else:
+                append(_checked_canonical(v, d))
+        return out
+    if t is dict:
+        if depth >= MAX_DEPTH:
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH}", reason="out_of_range")
+        vals: dict[str, Value] = {}
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise DecodeError("map keys must be strings", reason="bad_type")
+            vals[k] = _checked_canonical(v, depth + 1)
+        return {k: vals[k] for k in sorted(vals, key=_key_bytes)}
+    raise DecodeError(f"type {t.__name__} is not encodable", reason="bad_type")
 
 
 def _check_value(obj: Value, depth: int = 0) -> None:
@@ -139,6 +191,9 @@ def _walk_decoded(obj: Value, depth: int = 0) -> None:
         raise DecodeError(f"nesting deeper than {MAX_DEPTH}", reason="out_of_range")
     if t is list:
         for v in obj:
+            tv = type(v)
+            if v is None or tv is int or tv is bytes or tv is str or tv is bool:
+                continue
             _walk_decoded(v, depth + 1)
         return
     if t is dict:
@@ -150,6 +205,9 @@ def _walk_decoded(obj: Value, depth: int = 0) -> None:
             if prev is not None and kb <= prev:
                 raise DecodeError("map keys not in canonical order", reason="non_canonical")
             prev = kb
+            tv = type(v)
+            if v is None or tv is int or tv is bytes or tv is str or tv is bool:
+                continue  # what the call below would accept at once (most fields)
             _walk_decoded(v, depth + 1)
         return
     raise DecodeError(f"value of type {t.__name__} is not allowed", reason="bad_type")
@@ -255,6 +313,16 @@ def _compile(tp: Any) -> tuple[Enc, Dec]:
                     reason="out_of_range",
                 )
             return tuple(item_dec(x, name) for x in v)
+
+        item = targs[0]
+        if isinstance(item, type) and issubclass(item, Struct):
+            # Arrays of structs (a result's events, an event's attributes): call the
+            # item type's generated encoder directly, as ``x.to_obj()`` would for it.
+            def enc_structs(v: Any) -> Value:
+                to_obj = (_PLANS.get(item) or item._plan())[1]
+                return [to_obj(x) if type(x) is item else x.to_obj() for x in v]
+
+            return enc_structs, dec_seq
 
         def enc_seq(v: Any) -> Value:
             return [item_enc(x) for x in v]

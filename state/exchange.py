@@ -21,7 +21,7 @@ Margin rules (a first, simple version, documented in docs/PROTOCOL.md):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import cast
 
 from chain.block import Attr, Event
@@ -49,7 +49,7 @@ from state.orderbook import (
     rest,
     trigger_direction,
 )
-from state.positions import FLAT, Position, apply_fill, settle_funding
+from state.positions import NO_SETTLEMENT, Position, apply_fill, settle_funding
 from state.scales import FUNDING_DIVISOR, PPM
 from state.store import Overlay
 
@@ -122,9 +122,10 @@ def _settle(view: Overlay, owner: bytes, market: str, st: MarketState) -> Positi
     """The owner's position in ``market`` with funding settled up to the current index."""
     pos = get_position(view, owner, market)
     if pos is None:
-        return replace(FLAT, funding_index=st.funding_index)
+        return Position(0, 0, st.funding_index, 0)
     pos, paid = settle_funding(pos, st.funding_index)
-    _apply_settlement(view, owner, paid)
+    if paid is not NO_SETTLEMENT:
+        _apply_settlement(view, owner, paid)
     return pos
 
 
@@ -144,13 +145,11 @@ def write_position(view: Overlay, owner: bytes, market: str, new: Position) -> N
 
 
 def store_position(view: Overlay, owner: bytes, market: str, old: Position,
-                   new: Position, st: MarketState) -> MarketState:
-    """Store a position and return the market state with its open interest updated."""
+                   new: Position) -> tuple[int, int]:
+    """Store a position; returns the change it makes to the market's (long, short) open
+    interest."""
     write_position(view, owner, market, new)
-    long_d = max(new.size, 0) - max(old.size, 0)
-    short_d = max(-new.size, 0) - max(-old.size, 0)
-    return replace(st, open_interest_long=st.open_interest_long + long_d,
-                   open_interest_short=st.open_interest_short + short_d)
+    return (max(new.size, 0) - max(old.size, 0), max(-new.size, 0) - max(-old.size, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +212,39 @@ def account_margin(view: Overlay, owner: bytes) -> AccountMargin:
 
 
 def margin_status(view: Overlay, owner: bytes) -> tuple[int, int]:
-    """(equity, initial requirement) of an account at oracle prices."""
-    am = account_margin(view, owner)
-    return am.equity, am.initial
+    """(equity, initial requirement) of an account at oracle prices: the same figures as
+    :func:`account_margin`, without the maintenance requirement or the per-position
+    records (this runs for every fill and every resting order that grows a position)."""
+    equity = get_account(view, owner).balance
+    initial = 0
+    for symbol, pos in account_positions(view, owner):
+        if pos.size == 0:
+            continue
+        m = get_market(view, symbol)
+        st = get_market_state(view, symbol)
+        if m is not None and st is not None:
+            px = st.oracle_price
+            equity += unrealized_pnl(pos, px) + settle(
+                pos.size, pos.funding_index, st.funding_index).collateral_delta
+            initial += initial_requirement(pos.size, px, m.initial_margin_ppm)
+    return equity, initial
+
+
+_ATTRS: dict[tuple[str, str], Attr] = {}
+_ATTRS_MAX = 1 << 16
+
+
+def _attr(key: str, value: str) -> Attr:
+    """``Attr(key, value)``, shared with earlier events carrying the same pair (attributes
+    are immutable values): markets, sides, prices, sizes and accounts repeat from fill to
+    fill, and a block's results then hold far fewer objects (each one is scanned by every
+    full garbage collection while the block is built). Bounded: cleared when full."""
+    a = _ATTRS.get((key, value))
+    if a is None:
+        if len(_ATTRS) >= _ATTRS_MAX:
+            _ATTRS.clear()
+        a = _ATTRS[(key, value)] = Attr(key, value)
+    return a
 
 
 class MakerCannotTrade(Exception):
@@ -223,17 +252,23 @@ class MakerCannotTrade(Exception):
 
 
 def _fill(view: Overlay, market: Market, st: MarketState, taker: bytes, maker: Order,
-          qty: int, taker_side: str) -> tuple[MarketState, Event]:
+          qty: int, taker_side: str) -> tuple[int, int, Event]:
     """Trade ``qty`` between the taker and a resting maker order at the maker's price.
+
+    Returns the change to the market's (long, short) open interest, which the caller writes
+    once after its walk (margin reads only the oracle price and funding index from the
+    market state, which no fill changes), and the ``fill`` event.
 
     Raises ``ExecutionFailure`` if the taker cannot pay, ``MakerCannotTrade`` if the maker
     cannot pay or would end below initial margin with grown exposure.
     """
     price = maker.price
     sign = 1 if taker_side == "buy" else -1
+    symbol = market.symbol
+    long_d = short_d = 0
     for owner, delta, fee_ppm in ((taker, sign * qty, market.taker_fee_ppm),
                                   (maker.owner, -sign * qty, market.maker_fee_ppm)):
-        old = _settle(view, owner, market.symbol, st)
+        old = _settle(view, owner, symbol, st)
         out = apply_fill(old, delta, price, fee_ppm)
         try:
             _credit(view, owner, out.collateral_delta)
@@ -242,23 +277,47 @@ def _fill(view: Overlay, market: Market, st: MarketState, taker: bytes, maker: O
                 raise
             raise MakerCannotTrade() from None
         pool_add(view, FEE_POOL, out.fee)
-        st = store_position(view, owner, market.symbol, old, out.new_position, st)
+        dl, ds = store_position(view, owner, symbol, old, out.new_position)
+        long_d += dl
+        short_d += ds
         if owner == maker.owner and abs(out.new_position.size) > abs(old.size):
-            # margin reads only the oracle price from the market state, which no fill
-            # changes: the caller writes ``st`` once, after its walk
             eq, req = margin_status(view, owner)
             if eq < req:
                 raise MakerCannotTrade()
-    ev = Event("fill", (Attr("maker", maker.owner.hex()), Attr("maker_order", str(maker.id)),
-                        Attr("market", market.symbol), Attr("price", str(price)),
-                        Attr("size", str(qty)), Attr("taker", taker.hex()),
-                        Attr("taker_side", taker_side)))
-    return st, ev
+    ev = Event("fill", (_attr("maker", maker.owner.hex()), Attr("maker_order", str(maker.id)),
+                        _attr("market", symbol), _attr("price", str(price)),
+                        _attr("size", str(qty)), _attr("taker", taker.hex()),
+                        _attr("taker_side", taker_side)))
+    return long_d, short_d, ev
 
 
 def _exposure(view: Overlay, owner: bytes, market: str) -> int:
     pos = get_position(view, owner, market)
     return abs(pos.size) if pos else 0
+
+
+def _resized(o: Order, size: int) -> Order:
+    """``replace(o, size=size)``, without its per-call field introspection (hot: every
+    partial fill of a maker)."""
+    return Order(o.id, o.owner, o.market, o.side, o.kind, o.tif, o.price, size, o.orig_size,
+                 o.reduce_only, o.trigger_price)
+
+
+def _with_open_interest(st: MarketState, long: int, short: int) -> MarketState:
+    """``replace(st, open_interest_long=long, open_interest_short=short)``, likewise."""
+    return MarketState(st.oracle_price, st.oracle_time, st.funding_index, st.funding_time,
+                       st.premium_sum_ppb, st.premium_samples, long, short, st.mode,
+                       st.price_band_ppm, st.liquidation_wait)
+
+
+# The two helpers above list every field positionally: refuse to load if a field is added.
+if [f.name for f in fields(Order)] != ["id", "owner", "market", "side", "kind", "tif", "price",
+                                       "size", "orig_size", "reduce_only", "trigger_price"] \
+        or [f.name for f in fields(MarketState)] != [
+            "oracle_price", "oracle_time", "funding_index", "funding_time", "premium_sum_ppb",
+            "premium_samples", "open_interest_long", "open_interest_short", "mode",
+            "price_band_ppm", "liquidation_wait"]:
+    raise TypeError("state/exchange.py: update _resized / _with_open_interest to the fields")
 
 
 def _crosses(side: str, limit: int, resting_price: int) -> bool:
@@ -282,8 +341,11 @@ def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit:
         raise ExecutionFailure(ResultCode.UNKNOWN_MARKET, f"no market {market.symbol!r}")
     events: list[Event] = []
     opposite = "sell" if side == "buy" else "buy"
-    before = _exposure(view, owner, market.symbol)
-    st0 = st
+    # the taker's exposure, read just before its first fill: nothing before that changes its
+    # position (self-trade cancels do not, a maker's failed fill is reverted)
+    before = -1
+    filled = False
+    oi_long = oi_short = 0
     # stops as soon as the size is used up, without reading the next maker (reads only)
     for maker in best_orders(view, market.symbol, opposite) if size else ():
         if not _crosses(side, limit, maker.price):
@@ -296,24 +358,31 @@ def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit:
             events.append(cancel_event(maker, "self_trade"))
             continue
         qty = min(size, maker.size)
+        if before < 0:
+            before = _exposure(view, owner, market.symbol)
         mark = view.checkpoint()
         try:
-            st, ev = _fill(view, market, st, owner, maker, qty, side)
+            dl, ds, ev = _fill(view, market, st, owner, maker, qty, side)
         except MakerCannotTrade:
             view.revert(mark)
             remove(view, maker)
             events.append(cancel_event(maker, "maker_undercollateralized"))
             continue
+        filled = True
+        oi_long += dl
+        oi_short += ds
         events.append(ev)
         size -= qty
         if qty == maker.size:
             remove(view, maker)
         else:
-            rest(view, replace(maker, size=maker.size - qty))
+            rest(view, _resized(maker, maker.size - qty))
         if size == 0:
             break
-    if st is not st0:
-        put_market_state(view, market.symbol, st)
+    if not filled:  # no position moved: nothing to write or to check
+        return size, events
+    put_market_state(view, market.symbol, _with_open_interest(
+        st, st.open_interest_long + oi_long, st.open_interest_short + oi_short))
     if _exposure(view, owner, market.symbol) > before:
         eq, req = margin_status(view, owner)
         if eq < req:
@@ -381,10 +450,10 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
                       reduce_only=p.reduce_only, trigger_price=0)
         _check_resting_margin(view, market, order)
         rest(view, order)
-        events.append(Event("order_rested", (Attr("market", p.market),
+        events.append(Event("order_rested", (_attr("market", p.market),
                                              Attr("order", str(oid)),
-                                             Attr("price", str(p.price)),
-                                             Attr("side", p.side), Attr("size", str(size)))))
+                                             _attr("price", str(p.price)),
+                                             _attr("side", p.side), _attr("size", str(size)))))
     elif size:
         events.append(Event("order_unfilled", (Attr("order", str(oid)),
                                                Attr("size", str(size)))))
@@ -411,8 +480,8 @@ def _check_resting_margin(view: Overlay, market: Market, o: Order) -> None:
 
 
 def cancel_event(o: Order, reason: str) -> Event:
-    return Event("order_cancelled", (Attr("market", o.market), Attr("order", str(o.id)),
-                                     Attr("reason", reason), Attr("size", str(o.size))))
+    return Event("order_cancelled", (_attr("market", o.market), Attr("order", str(o.id)),
+                                     _attr("reason", reason), _attr("size", str(o.size))))
 
 
 def cancel_order(view: Overlay, tx: Transaction) -> list[Event]:

@@ -147,6 +147,7 @@ def apply_tx(view: Overlay, ctx: TxContext, tx: Transaction) -> TxResult:
     if tx.chain_id != ctx.params.chain_id:
         raise InvalidTransaction(f"transaction for chain {tx.chain_id!r}", reason="wrong_chain")
     acct = check_nonce(view, tx)
+    start = view.checkpoint()
     put_account(view, tx.sender, Account(acct.balance, acct.nonce + 1))
     mark = view.checkpoint()
     try:
@@ -158,6 +159,8 @@ def apply_tx(view: Overlay, ctx: TxContext, tx: Transaction) -> TxResult:
     except ExecutionFailure as e:
         view.revert(mark)
         return TxResult(int(e.code), e.log, ())
+    finally:
+        view.release(start)  # the transaction's writes are final: no revert goes back here
     if type(tx.payload) is Deposit:
         ctx.deposited += cast(Deposit, tx.payload).amount
     elif type(tx.payload) is Withdraw:

@@ -11,7 +11,7 @@ move to the fee collector), and a flat position always has cost exactly 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chain.codec import I64, Struct
 from state.funding import Settlement, settle
@@ -109,15 +109,20 @@ def apply_fill(pos: Position, side_size_delta: int, price: int, fee_ppm: int = 0
         new_size, new_cost = size + side_size_delta, cost - portion
         if abs(side_size_delta) > abs(size):  # flipped: new_cost is 0 here (portion == cost)
             new_cost = d * (q - q_close)
-    new = replace(
-        pos, size=new_size, cost=new_cost, realized_pnl=pos.realized_pnl + realized
-    )
+    new = Position(new_size, new_cost, pos.funding_index, pos.realized_pnl + realized)
     return FillOutcome(new, realized, realized - fee, q, fee)
+
+
+NO_SETTLEMENT = Settlement(0, 0)
 
 
 def settle_funding(pos: Position, index_now: int) -> tuple[Position, Settlement]:
     """Settle ``pos``'s funding up to ``index_now``: the position re-stamped, and the payment.
 
     The caller adds ``collateral_delta`` to collateral and ``dust_scaled`` to the dust counter.
+    A position already at ``index_now`` is returned as it is, with nothing to pay.
     """
-    return replace(pos, funding_index=index_now), settle(pos.size, pos.funding_index, index_now)
+    if pos.funding_index == index_now:
+        return pos, NO_SETTLEMENT  # what settle() gives for an unchanged index
+    return (Position(pos.size, pos.cost, index_now, pos.realized_pnl),
+            settle(pos.size, pos.funding_index, index_now))

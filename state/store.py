@@ -80,22 +80,35 @@ class Overlay:
     is decoded once and encoded once. Values are immutable structs, so sharing them is safe.
     """
 
-    __slots__ = ("_db", "keyspace", "writes", "priors", "_journal", "_base_objs", "_changes",
-                 "_ordered", "_floors", "_floor_lens", "_gen", "_scans")
+    __slots__ = ("_db", "keyspace", "writes", "priors", "_jkeys", "_jolds", "_marks",
+                 "_base_objs",
+                 "_changes", "_live", "_floors", "_floor_lens", "_runs", "_gen", "_scans")
 
     def __init__(self, db: plyvel.DB | plyvel.Snapshot, keyspace: bytes = schema.STATE) -> None:
         self._db = db
         self.keyspace = keyspace
         self.writes: dict[bytes, bytes | Struct | None] = {}
         self.priors: dict[bytes, bytes | None] = {}
-        self._journal: list[tuple[bytes, object]] = []
+        # the journal of writes, for revert: each written key and the overlay's value of it
+        # before the write (_MISSING: none), in two lists (no tuple per write); only while a
+        # checkpoint is outstanding (the tree's node writes and a block's end steps need none)
+        self._jkeys: list[bytes] = []
+        self._jolds: list[object] = []
+        self._marks: list[int] = []  # checkpoints not yet released, ascending
         self._base_objs: dict[bytes, Struct | None] = {}
         self._changes: list[tuple[bytes, bytes | None]] | None = None
-        self._ordered: list[bytes] = []  # written keys under ORDERED_PREFIXES, sorted
+        # keys under ORDERED_PREFIXES whose current write in this block is live, sorted
+        self._live: list[bytes] = []
         # prefix -> F: no live key under prefix is below F (memo of first_key_after, so a
         # walk from the start of a book side skips this block's removed orders only once).
         self._floors: dict[bytes, bytes] = {}
         self._floor_lens: set[int] = set()
+        # prefix -> (A, B): every committed key under prefix from A up to (not including) B
+        # (None: the prefix end) was deleted in this block, so a walk that meets one jumps
+        # to B with one seek instead of stepping over each (the book's filled orders at the
+        # touch). Dropped by a live write of a committed key inside it and by revert;
+        # their prefix lengths are in _floor_lens.
+        self._runs: dict[bytes, tuple[bytes, bytes | None]] = {}
         self._gen = 0  # bumped by revert: open walks re-seek their database iterator
         # prefix -> committed keys under it (live_keys): the database does not change under
         # an overlay, as ``priors`` already assumes
@@ -143,24 +156,36 @@ class Overlay:
     def _write(self, key: bytes, value: bytes | Struct | None) -> None:
         writes = self.writes
         old = writes.get(key, _MISSING)
+        priors = self.priors
+        if key not in priors:
+            priors[key] = self._db.get(self.keyspace + key)
         if key.startswith(ORDERED_PREFIXES):
-            if old is _MISSING:
-                ordered = self._ordered
-                i = bisect_left(ordered, key)
-                if i == len(ordered) or ordered[i] != key:
-                    ordered.insert(i, key)
-            if value is not None and self._floors:
-                floors = self._floors
+            if (value is None) != (old is _MISSING or old is None):
+                self._set_live(key, value is not None)
+            if value is not None and (self._floors or self._runs):
+                floors, runs = self._floors, self._runs
                 for n in self._floor_lens:
                     f = floors.get(key[:n])
                     if f is not None and key < f:
                         floors[key[:n]] = key  # a live key below the memo lowers it
-        priors = self.priors
-        if key not in priors:
-            priors[key] = self._db.get(self.keyspace + key)
-        self._journal.append((key, old))
+                    r = runs.get(key[:n])
+                    if r is not None and r[0] <= key and (r[1] is None or key < r[1]) \
+                            and priors[key] is not None:
+                        del runs[key[:n]]  # a committed key of the run is live again
+        if self._marks:  # else no revert can reach this write: nothing to journal
+            self._jkeys.append(key)
+            self._jolds.append(old)
         writes[key] = value
         self._changes = None
+
+    def _set_live(self, key: bytes, live: bool) -> None:
+        """Add an ordered key to (or take it off) the sorted list of live written keys."""
+        lv = self._live
+        i = bisect_left(lv, key)
+        if live:
+            lv.insert(i, key)
+        else:
+            del lv[i]
 
     def put(self, key: bytes, value: bytes) -> None:
         self._write(key, value)
@@ -173,21 +198,61 @@ class Overlay:
         self._write(key, None)
 
     def checkpoint(self) -> int:
-        """A mark to :meth:`revert` to (e.g. before applying one transaction)."""
-        return len(self._journal)
+        """A mark to :meth:`revert` to (e.g. before applying one transaction). It is
+        outstanding until released (:meth:`release`) or voided by a revert to an earlier mark;
+        writes are journaled only while a mark is outstanding."""
+        mark = len(self._jkeys)
+        self._marks.append(mark)
+        return mark
+
+    def release(self, mark: int) -> None:
+        """The writes since ``mark`` are final for the caller: it will not revert to ``mark``
+        or to a mark taken after it (e.g. a transaction is done). The values the journal
+        kept for those reverts can go: a block's intermediate accounts, positions and pools
+        would otherwise stay alive, for the garbage collector to scan, until it is done.
+
+        With no earlier checkpoint outstanding the journal is emptied; otherwise it keeps
+        what a revert to an earlier mark needs: each key written since ``mark``, with its
+        value at ``mark``."""
+        jkeys, jolds, marks = self._jkeys, self._jolds, self._marks
+        while marks and marks[-1] > mark:
+            marks.pop()  # taken after ``mark``: void
+        if marks and marks[-1] == mark:
+            marks.pop()  # ``mark`` itself (another checkpoint of the same length stays)
+        if not marks:
+            jkeys.clear()
+            jolds.clear()
+            return
+        if len(jkeys) - mark < 2:
+            return
+        first: dict[bytes, object] = {}
+        for i in range(mark, len(jkeys)):
+            first.setdefault(jkeys[i], jolds[i])
+        del jkeys[mark:]
+        del jolds[mark:]
+        jkeys.extend(first)
+        jolds.extend(first.values())
 
     def revert(self, mark: int) -> None:
         """Undo every write made since ``mark``."""
-        j = self._journal
+        jkeys, jolds, writes, marks = self._jkeys, self._jolds, self.writes, self._marks
+        while marks and marks[-1] > mark:
+            marks.pop()  # marks taken since are void; ``mark`` stays (it may be used again)
         self._changes = None
         self._floors.clear()  # a revert may bring removed keys back
+        self._runs.clear()
         self._gen += 1
-        while len(j) > mark:
-            key, old = j.pop()
+        while len(jkeys) > mark:
+            key = jkeys.pop()
+            old = jolds.pop()
+            cur = writes[key]
             if old is _MISSING:
-                del self.writes[key]
+                del writes[key]
             else:
-                self.writes[key] = old  # type: ignore[assignment]
+                writes[key] = old  # type: ignore[assignment]
+            if (cur is None) != (old is _MISSING or old is None) and \
+                    key.startswith(ORDERED_PREFIXES):
+                self._set_live(key, cur is None)
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Live (key, value) pairs under ``prefix`` in key order, overlay applied."""
@@ -206,9 +271,10 @@ class Overlay:
     def first_key_after(self, prefix: bytes, after: bytes = b"") -> bytes | None:
         """The smallest live key under ``prefix`` greater than ``after`` (overlay applied).
 
-        Cost does not grow with the size of the range: one database seek plus a bisection
-        of this block's writes under ``prefix``, which must be one of ``ORDERED_PREFIXES``
-        (the order book walks its sides with this, one step per fill).
+        Cost does not grow with the size of the range: at most one database seek (none from
+        the start of the prefix while the memo's key is live) plus a bisection of this
+        block's live writes; ``prefix`` must be one of ``ORDERED_PREFIXES`` (the order book
+        and the liquidation index are walked with this).
         """
         if not prefix.startswith(ORDERED_PREFIXES):
             raise ValueError(f"{prefix!r} is not an ordered keyspace")
@@ -236,15 +302,13 @@ class Overlay:
         return found
 
     def _first_live_written(self, prefix: bytes, lo: bytes, inclusive: bool) -> bytes | None:
-        """The smallest key under ``prefix`` this block wrote a live value to, from ``lo``."""
-        writes = self.writes
-        ordered = self._ordered
-        i = bisect_left(ordered, lo) if inclusive else bisect_right(ordered, lo)
-        while i < len(ordered) and ordered[i].startswith(prefix):
-            v = writes.get(ordered[i], _MISSING)
-            if v is not _MISSING and v is not None:
-                return ordered[i]
-            i += 1
+        """The smallest key under ``prefix`` this block wrote a live value to, from ``lo``
+        (``lo`` at or above ``prefix``): one bisection of the live written keys, however
+        many keys the block deleted under ``prefix`` (e.g. cancelled orders)."""
+        live = self._live
+        i = bisect_left(live, lo) if inclusive else bisect_right(live, lo)
+        if i < len(live) and live[i].startswith(prefix):
+            return live[i]
         return None
 
     def _first_live(self, prefix: bytes, lo: bytes, inclusive: bool) -> bytes | None:
@@ -266,52 +330,44 @@ class Overlay:
 
     def live_keys(self, prefix: bytes) -> list[bytes]:
         """Live keys under an ordered ``prefix``, in key order, as a list taken now: one
-        database iterator plus a bisection of this block's writes (for short ranges read
-        whole, e.g. an account's positions). Same keys as ``list(iter_ordered(prefix))``."""
+        database iterator (once per overlay and prefix) less this block's deletions, plus a
+        bisection of this block's live writes (for short ranges read whole, e.g. an
+        account's positions). Same keys as ``list(iter_ordered(prefix))``."""
         if not prefix.startswith(ORDERED_PREFIXES):
             raise ValueError(f"{prefix!r} is not an ordered keyspace")
         writes = self.writes
-        out = self._scans.get(prefix)
-        if out is None:
+        scan = self._scans.get(prefix)
+        if scan is None:
             n = len(self.keyspace)
-            out = [full[n:] for full in self._db.iterator(prefix=self.keyspace + prefix,
-                                                          include_value=False)]
-            self._scans[prefix] = out
-        ordered = self._ordered
-        i = bisect_left(ordered, prefix)
+            scan = [full[n:] for full in self._db.iterator(prefix=self.keyspace + prefix,
+                                                           include_value=False)]
+            self._scans[prefix] = scan
+        out = [k for k in scan if writes.get(k, _MISSING) is not None]  # a copy: never
+        # change the cached scan
+        live = self._live
+        i = bisect_left(live, prefix)
         j = i
-        while j < len(ordered) and ordered[j].startswith(prefix):
+        while j < len(live) and live[j].startswith(prefix):
             j += 1
         if i == j:
-            return list(out)
-        out = [k for k in out if writes.get(k, _MISSING) is not None]  # a copy: never
-        # append to the cached scan
-        for k in ordered[i:j]:
-            v = writes.get(k, _MISSING)
-            if v is not _MISSING and v is not None:
-                out.append(k)
-        return sorted(set(out))
+            return out
+        return sorted(set(out).union(live[i:j]))
 
     def written_keys(self, prefix: bytes) -> list[bytes]:
         """Keys under an ordered ``prefix`` that this block has written (put or deleted, net
-        of reverts), in key order: O(log n + k) from the sorted index of ordered writes."""
+        of reverts), in key order: one pass over the block's writes (the liquidation step
+        asks once per block)."""
         if not prefix.startswith(ORDERED_PREFIXES):
             raise ValueError(f"{prefix!r} is not an ordered keyspace")
-        ordered, writes = self._ordered, self.writes
-        i = bisect_left(ordered, prefix)
-        out = []
-        while i < len(ordered) and ordered[i].startswith(prefix):
-            if ordered[i] in writes:
-                out.append(ordered[i])
-            i += 1
-        return out
+        return sorted(k for k in self.writes if k.startswith(prefix))
 
     def walk_ordered(self, prefix: bytes) -> Iterator[bytes]:
         """Live keys under an ordered ``prefix`` in key order, like :meth:`iter_ordered`
         (each step is the smallest live key above the previous one, read when the step is
         asked for, so the caller may write between steps), but with one database iterator
         for the whole walk instead of one per step. The memo of :meth:`first_key_after` is
-        kept up to date the same way."""
+        kept up to date the same way, and a run of committed keys this block deleted (the
+        orders filled at the touch) is stepped over once, then jumped (``_runs``)."""
         key = self.first_key_after(prefix)
         if key is None:
             return
@@ -320,6 +376,7 @@ class Overlay:
         end = ks + _prefix_end(prefix)
         writes = self.writes
         floors = self._floors
+        runs = self._runs
         yield key  # most walks stop at the first key: open the iterator only if asked on
         after = key
         it = self._db.iterator(start=ks + key, include_start=False, stop=end,
@@ -353,10 +410,26 @@ class Overlay:
                         nxt = next(it, None)
                     db_cur = None if nxt is None else nxt[n:]
                 # database candidate: smallest db key > after not deleted in this block
+                dead_from = None  # the first deleted db key stepped over (> after)
                 while db_cur is not None and (db_cur <= after or (
                         db_cur in writes and writes[db_cur] is None)):
+                    if db_cur > after:
+                        if dead_from is None:
+                            dead_from = db_cur
+                        run = runs.get(prefix)
+                        if run is not None and run[0] <= db_cur and (
+                                run[1] is None or db_cur < run[1]):
+                            db_cur = run[1]  # every db key up to run[1] is deleted: jump
+                            if db_cur is None:
+                                break
+                            it.seek(ks + db_cur)
+                            nxt = next(it, None)  # db_cur itself
+                            continue
                     nxt = next(it, None)
                     db_cur = None if nxt is None else nxt[n:]
+                if dead_from is not None:
+                    self._floor_lens.add(len(prefix))  # so that _write finds the run
+                    runs[prefix] = (dead_from, db_cur)
                 # overlay candidate: smallest live written key > after
                 cand = self._first_live_written(prefix, after, False)
                 if db_cur is not None and (cand is None or db_cur < cand):

@@ -63,6 +63,9 @@ _sha256 = hashlib.sha256
 # A node in memory: (kind, hash, a, b) with (a, b) = (kh, vh) for a leaf, (left, right) for an
 # inner node. ``None`` is the empty subtree.
 Node = tuple[int, bytes, bytes, bytes]
+Rec = tuple[bytes, bytes]
+"""A node while a block is applied: (record, hash), the record as stored (``kind || a ||
+b``, the hash's preimage)."""
 
 
 class NodeStore(Protocol):
@@ -129,14 +132,6 @@ def _decode(raw: bytes, h: bytes) -> Node:
     if len(raw) != 65 or raw[0] > 1:
         raise ValueError("corrupt state tree node")
     return (raw[0], h, raw[1:33], raw[33:65])
-
-
-def _leaf(kh: bytes, vh: bytes) -> Node:
-    return (_LEAF, _sha256(b"\x00" + kh + vh).digest(), kh, vh)
-
-
-def _inner(left: bytes, right: bytes) -> Node:
-    return (_NODE, _sha256(b"\x01" + left + right).digest(), left, right)
 
 
 def _boundary(depth: int, path: int) -> bytes:
@@ -252,11 +247,14 @@ class StateTree:
                 if raw:
                     store.delete(skey)
                 continue
-            buf = bytes(buf)
-            recs = [buf[o:o + _REC] for o in range(_HDR, len(buf), _REC)]
-            records = dict(zip(_slots(bm), recs, strict=True))
-            records.update(mods)
-            new = nbm.to_bytes(_HDR, "big") + b"".join([records[i] for i in _slots(nbm)])
+            parts = [nbm.to_bytes(_HDR, "big")]
+            for i in _slots(nbm):
+                rec = mods.get(i)
+                if rec is None:  # not in mods (a slot removed there is not in nbm): kept
+                    off = _HDR + _REC * (bm & ((1 << i) - 1)).bit_count()
+                    rec = buf[off:off + _REC]
+                parts.append(rec)
+            new = b"".join(parts)
             if new != raw:
                 store.put(skey, new)
 
@@ -278,17 +276,20 @@ class StateTree:
             if khs[i] == khs[i - 1]:
                 raise ValueError("a key appears twice in one block's changes")
         self._groups = {}
+        root = self._root
+        old_h = EMPTY if root is None else root[1]
         try:
-            new = self._update(0, 0, self._root, items, khs, 0, len(items))
+            new = self._update(0, 0, None if root is None else _encode(root), old_h, items, khs,
+                               0, len(items))
             if new is None:
-                if self._root is not None:
+                if root is not None:
                     self._set(0, 0, None)
-            elif new is not self._root:
-                self._set(0, 0, _encode(new))
+            elif new[1] != old_h:
+                self._set(0, 0, new[0])
             self._flush()
         finally:
             self._groups = {}
-        self._root = new
+        self._root = None if new is None else _decode(new[0], new[1])
         return self.root
 
     def _load(self, depth: int, path: int, h: bytes) -> Node | None:
@@ -300,70 +301,71 @@ class StateTree:
             raise ValueError(f"state tree node missing at depth {depth}")
         return _decode(raw, h)
 
-    def _update(self, depth: int, path: int, node: Node | None,
+    def _update(self, depth: int, path: int, rec: bytes | None, h: bytes,
                 items: Sequence[tuple[bytes, bytes | None]], khs: Sequence[bytes],
-                lo: int, hi: int) -> Node | None:
-        """New node at (depth, path) after ``items[lo:hi]``; writes every node below it.
+                lo: int, hi: int) -> Rec | None:
+        """New (record, hash) at (depth, path) after ``items[lo:hi]``, given the current
+        record ``rec`` (None: empty) and hash ``h``; writes every node below it.
 
         The caller writes (or deletes) the returned node itself, because a single remaining
         leaf may still collapse further up.
         """
         if hi - lo == 1:
-            if node is None:
-                return self._update_one(depth, path, EMPTY, None, khs[lo], items[lo][1])
-            return self._update_one(depth, path, node[1], _encode(node), khs[lo], items[lo][1],
-                                    node)
-        if node is None or node[0] == _LEAF:
+            return self._update_one(depth, path, h, rec, khs[lo], items[lo][1])
+        if rec is None or rec[0] == _LEAF:
             # At most one key lives here: merge it with the changes and build afresh.
             final: list[tuple[bytes, bytes]] = []
-            if node is not None:
-                okh = node[2]
+            if rec is not None:
+                okh = rec[1:33]
                 j = bisect_left(khs, okh, lo, hi)
                 if j == hi or khs[j] != okh:
-                    final.append((okh, node[3]))
+                    final.append((okh, rec[33:]))
             for j in range(lo, hi):
                 vh = items[j][1]
                 if vh is not None:
                     final.append((khs[j], vh))
-            if len(final) == 1 and node is not None and final[0] == (node[2], node[3]):
-                return node
+            if len(final) == 1 and rec is not None and final[0] == (rec[1:33], rec[33:]):
+                return rec, h
             final.sort()
             return self._build(depth, path, [kh for kh, _ in final], final, 0, len(final))
 
-        _, _, lh, rh = node
+        lh = rec[1:33]
+        rh = rec[33:]
         mid = bisect_left(khs, _boundary(depth, path), lo, hi)
         d1 = depth + 1
         lpath = path << 1
         rpath = lpath | 1
         put = self._set
-        lnew: Node | None = None
-        rnew: Node | None = None
+        lnew: Rec | None = None
+        rnew: Rec | None = None
         nlh, nrh = lh, rh
+        lent = rent = None
+        loff = roff = 0
         if mid > lo:
-            if mid - lo == 1:  # straight to the single-change walk, record undecoded
-                lnew = self._update_one(d1, lpath, lh, self._rec(d1, lpath, lh), khs[lo],
-                                        items[lo][1])
+            lrec, lent, loff = self._slot(d1, lpath, lh)
+            if mid - lo == 1:  # straight to the single-change walk
+                lnew = self._update_one(d1, lpath, lh, lrec, khs[lo], items[lo][1])
             else:
-                lnew = self._update(d1, lpath, self._load(d1, lpath, lh), items, khs, lo, mid)
+                lnew = self._update(d1, lpath, lrec, lh, items, khs, lo, mid)
             nlh = EMPTY if lnew is None else lnew[1]
         if hi > mid:
+            rrec, rent, roff = self._slot(d1, rpath, rh)
             if hi - mid == 1:
-                rnew = self._update_one(d1, rpath, rh, self._rec(d1, rpath, rh), khs[mid],
-                                        items[mid][1])
+                rnew = self._update_one(d1, rpath, rh, rrec, khs[mid], items[mid][1])
             else:
-                rnew = self._update(d1, rpath, self._load(d1, rpath, rh), items, khs, mid, hi)
+                rnew = self._update(d1, rpath, rrec, rh, items, khs, mid, hi)
             nrh = EMPTY if rnew is None else rnew[1]
         if nlh == lh and nrh == rh:
-            return node
+            return rec, h
 
         if nlh == EMPTY or nrh == EMPTY:
             # This subtree is now empty or may be a single leaf, which moves up to here.
-            result: Node | None = None
+            result: Rec | None = None
             if nlh != EMPTY:
-                result = lnew if mid > lo else self._load(d1, lpath, lh)
+                result = lnew if mid > lo else self._present(d1, lpath, lh)
             elif nrh != EMPTY:
-                result = rnew if hi > mid else self._load(d1, rpath, rh)
-            if result is None or result[0] == _LEAF:
+                result = rnew if hi > mid else self._present(d1, rpath, rh)
+            if result is None or result[0][0] == _LEAF:
                 # Nothing stays stored below this position.
                 if lh != EMPTY:
                     put(d1, lpath, None)
@@ -371,16 +373,61 @@ class StateTree:
                     put(d1, rpath, None)
                 return result
         if mid > lo and nlh != lh:
-            if lnew is None:
-                put(d1, lpath, None)
+            if lent is not None and lnew is not None:  # in place, where it was read
+                buf = lent[1]
+                if type(buf) is bytes:
+                    buf = lent[1] = bytearray(buf)
+                buf[loff:loff + _REC] = lnew[0]
             else:
-                put(d1, lpath, _encode(lnew))
+                put(d1, lpath, None if lnew is None else lnew[0])
         if hi > mid and nrh != rh:
-            if rnew is None:
-                put(d1, rpath, None)
+            if rent is not None and rnew is not None:
+                buf = rent[1]
+                if type(buf) is bytes:
+                    buf = rent[1] = bytearray(buf)
+                buf[roff:roff + _REC] = rnew[0]
             else:
-                put(d1, rpath, _encode(rnew))
-        return _inner(nlh, nrh)
+                put(d1, rpath, None if rnew is None else rnew[0])
+        nrec = b"\x01" + nlh + nrh
+        return nrec, _sha256(nrec).digest()
+
+    def _slot(self, depth: int, path: int, h: bytes) -> tuple[bytes | None, list | None, int]:
+        """:meth:`_rec`, with where the record lies: (record, group entry, offset) if it was
+        read from the group's buffer (an unchanged slot of the stored group: a new record
+        for the same node may overwrite it there), else (record, None, 0). Only the node's
+        parent writes the node, so the place stays valid while its subtree is updated."""
+        if h == EMPTY:
+            return None, None, 0
+        r = depth & _GMASK
+        gp = path >> r
+        gkey = (1 << (depth - r)) | gp
+        ent = self._groups.get(gkey)
+        if ent is None:
+            ent = self._group(gkey)
+        idx = (1 << r) | (path ^ (gp << r))
+        mods = ent[2]
+        raw: bytes | None
+        if mods is not None and idx in mods:
+            raw = mods[idx]
+            ent = None
+            off = 0
+        else:
+            bm = ent[0]
+            if not (bm >> idx) & 1:
+                raw = None
+            else:
+                off = _HDR + _REC * (bm & ((1 << idx) - 1)).bit_count()
+                raw = bytes(ent[1][off:off + _REC])
+        if raw is None or len(raw) != _REC or raw[0] > 1:
+            raise ValueError(f"state tree node missing or corrupt at depth {depth}")
+        return raw, ent, off
+
+    def _present(self, depth: int, path: int, h: bytes) -> Rec:
+        """(record, hash) of the node at (depth, path) whose hash is ``h`` (not ``EMPTY``)."""
+        rec = self._rec(depth, path, h)
+        if rec is None:
+            raise ValueError(f"state tree node missing at depth {depth}")
+        return rec, h
 
     def _rec(self, depth: int, path: int, h: bytes) -> bytes | None:
         """The record of the node at (depth, path) whose hash is ``h`` (None if empty)."""
@@ -392,11 +439,11 @@ class StateTree:
         return raw
 
     def _update_one(self, depth: int, path: int, h: bytes, rec: bytes | None, kh: bytes,
-                    vh: bytes | None, node: Node | None = None) -> Node | None:
+                    vh: bytes | None) -> Rec | None:
         """:meth:`_update` for a single change: one walk down the key's path and back up.
 
         The node at (depth, path) is given by its hash ``h`` and record ``rec`` (None:
-        empty); ``node``, if given, is the same node decoded (returned as is if unchanged).
+        empty).
 
         Most dirty nodes lie below the level where the block's changes part ways, so this is
         the hot loop; it reads and writes group slots directly instead of via _raw/_set.
@@ -466,13 +513,13 @@ class StateTree:
         nrec: bytes | None
         if kind == -1:
             if vh is None:
-                return node if node is not None or top is None else _decode(top, h)
+                return None if top is None else (top, h)
             nrec = b"\x00" + kh + vh
             nh = sha(nrec).digest()
             nleaf = True
         elif a == kh:
             if vh == b:
-                return node if node is not None or top is None else _decode(top, h)
+                return None if top is None else (top, h)
             if vh is None:
                 nrec = None
                 nh = EMPTY
@@ -483,12 +530,11 @@ class StateTree:
                 nleaf = True
         else:
             if vh is None:
-                return node if node is not None or top is None else _decode(top, h)
-            pair = sorted(((a, b), (kh, vh)))
-            built = self._build(d, p, (pair[0][0], pair[1][0]), pair, 0, 2)
-            assert built is not None
-            nrec = _encode(built)
-            nh = built[1]
+                return None if top is None else (top, h)
+            if a < kh:
+                nrec, nh = self._pair(d, p, a, b, kh, vh)
+            else:
+                nrec, nh = self._pair(d, p, kh, vh, a, b)
             nleaf = False
         while d > depth:
             prec = stack.pop()
@@ -530,17 +576,22 @@ class StateTree:
             p >>= 1
         if nrec is None:
             return None
-        return (nrec[0], nh, nrec[1:33], nrec[33:])
+        return nrec, nh
 
     def _build(self, depth: int, path: int, khs: Sequence[bytes],
-               items: Sequence[tuple[bytes, bytes]], lo: int, hi: int) -> Node | None:
-        """Node for the sorted ``items[lo:hi]`` at (depth, path); writes every node below it."""
+               items: Sequence[tuple[bytes, bytes]], lo: int, hi: int) -> Rec | None:
+        """(record, hash) for the sorted ``items[lo:hi]`` at (depth, path); writes every node
+        below it."""
         n = hi - lo
         if n == 0:
             return None
         if n == 1:
             kh, vh = items[lo]
-            return _leaf(kh, vh)
+            rec = b"\x00" + kh + vh
+            return rec, _sha256(rec).digest()
+        if n == 2:
+            (kh0, vh0), (kh1, vh1) = items[lo], items[lo + 1]
+            return self._pair(depth, path, kh0, vh0, kh1, vh1)
         mid = bisect_left(khs, _boundary(depth, path), lo, hi)
         d1 = depth + 1
         lpath = path << 1
@@ -551,13 +602,44 @@ class StateTree:
             lh = EMPTY
         else:
             lh = left[1]
-            put(d1, lpath, _encode(left))
+            put(d1, lpath, left[0])
         if right is None:
             rh = EMPTY
         else:
             rh = right[1]
-            put(d1, lpath | 1, _encode(right))
-        return _inner(lh, rh)
+            put(d1, lpath | 1, right[0])
+        rec = b"\x01" + lh + rh
+        return rec, _sha256(rec).digest()
+
+    def _pair(self, depth: int, path: int, kh0: bytes, vh0: bytes, kh1: bytes, vh1: bytes
+              ) -> tuple[bytes, bytes]:
+        """:meth:`_build` of exactly two leaves (``kh0 < kh1``, both under (depth, path)):
+        the record and hash of the node at (depth, path); writes every node below it.
+
+        The two key hashes first differ at bit ``split``: the leaves sit at depth
+        ``split + 1`` under an inner node at ``split``, which hangs from (depth, path) by a
+        chain of inner nodes with one empty child each (what _build makes level by level).
+        """
+        sha = _sha256
+        put = self._set
+        k0 = int.from_bytes(kh0, "big")
+        d = KEY_BITS - (k0 ^ int.from_bytes(kh1, "big")).bit_length() + 1  # split + 1
+        p = k0 >> (KEY_BITS - d)  # the leaves' positions: p (kh0) and p | 1 (kh1)
+        r0 = b"\x00" + kh0 + vh0
+        r1 = b"\x00" + kh1 + vh1
+        put(d, p, r0)
+        put(d, p | 1, r1)
+        rec = b"\x01" + sha(r0).digest() + sha(r1).digest()
+        h = sha(rec).digest()
+        d -= 1
+        p >>= 1
+        while d > depth:
+            put(d, p, rec)
+            rec = b"\x01" + EMPTY + h if p & 1 else b"\x01" + h + EMPTY
+            h = sha(rec).digest()
+            d -= 1
+            p >>= 1
+        return rec, h
 
     # -- proofs -------------------------------------------------------------------------------
 
