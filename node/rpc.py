@@ -51,6 +51,7 @@ from state.accounts import Account
 from state.exchange import BAD_DEBT, INSURANCE_ADDRESS, Pool
 from state.markets import (
     MARKET,
+    MARKET_STATE,
     SYMBOL_RE,
     Market,
     MarketState,
@@ -209,7 +210,19 @@ async def rpc_status(node: Node, params: Params) -> Any:
         "halted": node.halted,
         "halt_scheduled": node.halt_at,
         "held_back_txs": len(node.held_back),
+        "markets": _market_modes(node),
     }
+
+
+def _market_modes(node: Node) -> list[dict[str, Any]]:
+    """Each market's trading mode and reopening limits (the resume policy, at a glance)."""
+    out = []
+    for k, raw in node.store.iter_state(MARKET_STATE):
+        st = MarketState.decode(raw)
+        out.append({"symbol": k[len(MARKET_STATE):].decode(), "mode": st.mode,
+                    "price_band_ppm": str(st.price_band_ppm),
+                    "liquidation_wait": str(st.liquidation_wait)})
+    return out
 
 
 async def rpc_genesis(node: Node, params: Params) -> Any:

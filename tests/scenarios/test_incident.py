@@ -165,6 +165,8 @@ def test_the_incident_end_to_end(tmp_path: Path) -> None:
         assert out["reopen"]["code"] == 0
         st = c.call("market", symbol=BTC)["state"]
         assert st["mode"] == "post-only" and int(st["liquidation_wait"]) > 0
+        shown = {m["symbol"]: m for m in c.call("status")["markets"]}
+        assert shown[BTC]["mode"] == "post-only" and shown[BTC]["liquidation_wait"] != "0"
         assert c.call("status")["halted"] is None
         h = ch.height()
         deadline = time.monotonic() + 10
