@@ -26,6 +26,7 @@ from typing import Any
 
 from chain.block import Block, TxResult
 from chain.codec import decode
+from chain.crypto import sha256
 from state import schema
 from state.accounts import Account
 from state.exchange import INSURANCE_ADDRESS, POSITION
@@ -85,8 +86,6 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
         for e in _block_event_results(len(ab.txs), ab.results):
             if e["type"] == "liquidation_settled":
                 row(bytes.fromhex(e["account"]))["liquidated_abandoned"] = True
-        from chain.crypto import sha256
-
         for raw in ab.txs:
             fate_raw = store.db.get(schema.META_FATE + sha256(raw))
             if fate_raw is None:

@@ -148,44 +148,34 @@ class Node:
                                 "start the node with its producer key")
             self._pending_replay = op  # finished once the node is set up (__init__)
         self.next_era = rollback.next_era(self.store, head)
-        if self._pending_replay is not None:
-            pass  # the interrupted step is rebuilt identically; the signer accepts it
-        elif self.signer is not None and self.next_era > head.era:
-            # Rolled back: whatever the producer signed above the head belongs to the
-            # abandoned era; the new era's blocks cannot collide with it. The one exception:
-            # the new era's first block, signed but not committed before a crash.
+        if self.signer is not None and self._pending_replay is None:
+            # (an interrupted replay rebuilds its in-flight block identically instead)
+            if self.signer.public_key != self.genesis.producer.pub_key:
+                raise NodeError(
+                    "config/priv_validator_key.json is not the genesis producer key "
+                    f"({self.genesis.producer.pub_key.hex()})"
+                )
+            # Signed before a crash but not committed: the only block allowed here (after a
+            # rollback, that is the first block of the new era).
             pending = self.signer.pending_block(self.next_era, head.height)
             if pending is not None:
                 try:
                     head = import_block(self.store, pending)
                 except ChainError as e:
                     raise NodeError(
-                        f"the last-signed block opening era {self.next_era} does not apply "
-                        f"on the stored head: {e}") from e
+                        f"the last-signed block at height {head.height + 1} (era "
+                        f"{self.next_era}) does not apply on the stored head: {e}") from e
                 log.info("re-committed signed block %d (era %d) from the last-signed record",
                          head.height, head.era)
                 self.next_era = head.era
-            elif self.signer.era >= self.next_era:
+            elif self.next_era > head.era and self.signer.era >= self.next_era:
                 raise NodeError(
                     f"the producer already signed in era {self.signer.era}, not below the "
                     f"new era {self.next_era}: refusing to produce")
-        elif self.signer is not None:
-            if self.signer.public_key != self.genesis.producer.pub_key:
-                raise NodeError(
-                    "config/priv_validator_key.json is not the genesis producer key "
-                    f"({self.genesis.producer.pub_key.hex()})"
-                )
-            pending = self.signer.pending_block(head.era, head.height)
-            if pending is not None:
-                # Signed before a crash but not committed: the only block allowed here.
-                try:
-                    head = import_block(self.store, pending)
-                except ChainError as e:
-                    raise NodeError(
-                        f"the last-signed block at height {head.height + 1} does not apply "
-                        f"on the stored head: {e}") from e
-                log.info("re-committed signed block %d from the last-signed record",
-                         head.height)
+        if self.signer is not None and self._pending_replay is None and \
+                self.next_era == head.era:
+            # The record and the store must agree. (After a rollback, next_era > head.era:
+            # what was signed above the head belongs to the abandoned era, skipped here.)
             if self.signer.era == head.era and self.signer.height > head.height:
                 raise NodeError(
                     f"the producer already signed height {self.signer.height} in era "

@@ -16,7 +16,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chain.codec import decode, encode
+from chain.codec import decode
+from chain.crypto import encode, sha256
 from state import schema
 from state.replay import (
     Exclusions,
@@ -84,8 +85,6 @@ def report(node: Node, era: int) -> dict[str, Any]:
     rows = []
     for ab in archived_blocks(node.store, era):
         for raw in ab.txs:
-            from chain.crypto import sha256
-
             doc = fate_of(node.store, sha256(raw))
             if doc is None:
                 continue
