@@ -430,19 +430,24 @@ def light_market(symbol: str, genesis_file: Path, node_url: str, height: int | N
 
 
 @light.command("order")
+@click.argument("owner", metavar="OWNER")
 @click.argument("order_id", type=click.IntRange(0, 2**64 - 1), metavar="ID")
 @with_light_options
 @height_option
 @friendly
-def light_order(order_id: int, genesis_file: Path, node_url: str, height: int | None) -> None:
-    """Verified open order ID (ord/<id>; absent: filled, cancelled or never placed)."""
+def light_order(owner: str, order_id: int, genesis_file: Path, node_url: str,
+                height: int | None) -> None:
+    """Verified open order ID of OWNER (ID: the nonce of the transaction that placed it;
+    ord/<owner><id>; absent: filled, cancelled or never placed)."""
     from node.exchange_views import order_json
 
+    owner_b = _hex32(owner, "owner")
+
     async def work(lc: Any) -> Any:
-        return await lc.order(order_id, height)
+        return await lc.order(owner_b, order_id, height)
 
     o, v = _light_run(genesis_file, node_url, work)
-    _print_json({"id": str(order_id), "exists": o is not None,
+    _print_json({"owner": owner_b.hex(), "id": str(order_id), "exists": o is not None,
                  "order": None if o is None else order_json(o), **_verified_json(v.header)})
 
 
@@ -652,7 +657,8 @@ def tx_order(market_: str, side: str, kind: str, trigger: str | None, price: str
 
 @tx.command("cancel")
 @click.option("--market", "market_", required=True)
-@click.option("--order-id", required=True, type=click.IntRange(0, 2**64 - 1))
+@click.option("--order-id", required=True, type=click.IntRange(0, 2**64 - 1),
+              help="The order's id: the nonce of the transaction that placed it.")
 @with_tx_options
 @friendly
 def tx_cancel(market_: str, order_id: int, key_file: Path, nonce: int | None, wait: bool,

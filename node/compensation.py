@@ -30,7 +30,6 @@ from chain.crypto import sha256
 from state import schema
 from state.accounts import Account
 from state.exchange import INSURANCE_ADDRESS, POSITION
-from state.orderbook import ORDER, Order
 from state.positions import Position
 from state.replay import archived_blocks
 from state.rollback import fork_certificates
@@ -112,12 +111,8 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
                 row(bytes.fromhex(e["account"]))["liquidated_recovered"] = True
         cancelled = [e for res in results[:len(block.txs)] for e in _events(res)
                      if e["type"] == "order_cancelled" and e.get("reason") == "operator"]
-        if cancelled:
-            priors = dict(store.undo_record(h) or [])
-            for e in cancelled:
-                prior = priors.get(ORDER + int(e["order"]).to_bytes(8, "big"))
-                if prior is not None:
-                    row(Order.decode(prior).owner)["orders_cancelled_by_operator"] += 1
+        for e in cancelled:
+            row(bytes.fromhex(e["owner"]))["orders_cancelled_by_operator"] += 1
     rows.pop(INSURANCE_ADDRESS, None)
     out_rows = []
     for addr in sorted(rows):

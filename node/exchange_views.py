@@ -19,7 +19,7 @@ def order_json(o: Order) -> dict[str, Any]:
         "id": str(o.id), "owner": o.owner.hex(), "market": o.market, "side": o.side,
         "kind": o.kind, "tif": o.tif, "price": str(o.price), "size": str(o.size),
         "orig_size": str(o.orig_size), "reduce_only": o.reduce_only,
-        "trigger_price": str(o.trigger_price),
+        "trigger_price": str(o.trigger_price), "arrival": str(o.arrival),
     }
 
 

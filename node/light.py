@@ -435,13 +435,15 @@ class LightClient:
                                    f"{symbol!r} name the market {m.symbol!r}")
         return m, decode_value(vs.value, MarketState, "a market state"), vm, vs
 
-    async def order(self, oid: int, height: int | None = None) -> tuple[Order | None, Verified]:
-        """The verified open order ``oid`` (``ord/<id>``; ``None``: not open, i.e. filled,
-        cancelled or never placed) and the read it came from."""
-        v = await self.get_verified(order_key(oid), height)
+    async def order(self, owner: bytes, oid: int, height: int | None = None
+                    ) -> tuple[Order | None, Verified]:
+        """The verified open order ``(owner, oid)`` (``ord/<owner><id>``; ``None``: not open,
+        i.e. filled, cancelled or never placed) and the read it came from."""
+        v = await self.get_verified(order_key(owner, oid), height)
         o = decode_value(v.value, Order, "an order")
-        if o is not None and o.id != oid:
-            raise LightClientError("value", f"the proven order under id {oid} says id {o.id}")
+        if o is not None and (o.owner, o.id) != (owner, oid):
+            raise LightClientError("value", f"the proven order under {owner.hex()}/{oid} says "
+                                   f"{o.owner.hex()}/{o.id}")
         return o, v
 
     def _check_answer_header(self, sh_json: Any, trusted: TrustedHeader) -> None:

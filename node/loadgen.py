@@ -1,8 +1,14 @@
-"""A load generator: signed transfers between funded accounts at a target rate, over RPC.
+"""A load generator: signed transactions from funded accounts at a target rate, over RPC.
 
 Transactions go out as JSON-RPC batches of ``broadcast_tx_sync`` from a single task, so each
 sender's nonces reach the node in order. A refusal for a nonce reason makes the generator ask
 the node for that sender's next nonce before using it again.
+
+With markets (``market_payloads``) the traders quote, take, cancel single orders by id (an
+order's id is the nonce that placed it, so the trader knows it without asking the node),
+cancel all, and place take-profit / stop-loss orders; a good share of these fail on chain
+(post-only orders that would cross, cancels of orders already filled, stops with no position
+to protect), as real flow does. Recovery and replay are tested against this mix.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 import trio
 
 from chain.crypto import PrivateKey
-from chain.tx import CancelAll, Payload, PlaceOrder, Transfer, make_tx
+from chain.tx import CancelAll, CancelOrder, Payload, PlaceOrder, Transfer, make_tx
 from node.client import AsyncRPCClient, RPCCallError
 from node.views import b64
 
@@ -36,7 +42,7 @@ class TransferLoad:
 
     def __init__(self, client: AsyncRPCClient, chain_id: str, keys: list[PrivateKey],
                  tps: int, seed: int = 1,
-                 payloads: Callable[[random.Random, PrivateKey], Payload] | None = None
+                 payloads: Callable[[random.Random, PrivateKey, int], Payload] | None = None
                  ) -> None:
         if len(keys) < 2:
             raise ValueError("the load generator needs at least two funded accounts")
@@ -68,7 +74,7 @@ class TransferLoad:
                 continue
             nonce = self._nonce[k.public_key]
             if self._payloads is not None:
-                payload = self._payloads(self._rng, k)
+                payload = self._payloads(self._rng, k, nonce)
             else:
                 to = self.keys[self._rng.randrange(len(self.keys))].public_key
                 if to == k.public_key:
@@ -169,30 +175,55 @@ class OracleFeed:
             await trio.sleep(self.period_s)
 
 
-def market_payloads(feed: OracleFeed) -> Callable[[random.Random, PrivateKey], Payload]:
-    """Trader behaviour for a devnet: quotes around the oracle price, market orders that
-    take them, cancels, and some transfers. Sizes are small so margin rarely binds."""
+RECENT_QUOTES = 8
+"""Quotes per trader remembered for single cancels (older ones are left to fill or rest)."""
+
+
+def market_payloads(feed: OracleFeed) -> Callable[[random.Random, PrivateKey, int], Payload]:
+    """Trader behaviour for a devnet: quotes around the oracle price (some post-only ones
+    cross and fail), market orders that take them, cancels of a trader's own recent quotes
+    by id (some already filled: they fail), take-profit / stop-loss orders (those with no
+    position opposite them fail), and cancel-alls. Sizes are small so margin rarely binds.
+    ``make(rng, key, nonce)`` is called with the nonce the payload will be signed with."""
     symbols = sorted(feed.prices)
     steps = dict(feed.steps)
+    quotes: dict[bytes, list[tuple[str, int]]] = {}  # trader -> recent (market, order id)
 
-    def make(rng: random.Random, key: PrivateKey) -> Payload:
+    def make(rng: random.Random, key: PrivateKey, nonce: int) -> Payload:
         symbol = symbols[rng.randrange(len(symbols))]
         tick = feed.ticks[symbol]
         oracle = feed.prices[symbol]
         size = steps[symbol] * rng.randint(1, 20)
         side = rng.choice(("buy", "sell"))
         roll = rng.randrange(100)
-        if roll < 55:  # a quote within 0.3% of the oracle, on its side of the book
+        mine = quotes.setdefault(key.public_key, [])
+        if roll < 50:  # a quote within 0.3% of the oracle, on its side of the book
             off = oracle * rng.randint(1, 30) // 10_000
+            if roll < 3:
+                off = -off  # on the wrong side: a post-only one fails, a gtc one takes
             price = oracle - off if side == "buy" else oracle + off
-            tif = "post_only" if roll < 25 else "gtc"
+            tif = "post_only" if roll < 22 else "gtc"
+            mine.append((symbol, nonce))  # its id, known before the block
+            del mine[:-RECENT_QUOTES]
             return PlaceOrder(symbol, side, "limit", tif, max(tick, price // tick * tick),
                               size, False, 0)
-        if roll < 85:  # take liquidity, at most 1% away
+        if roll < 78:  # take liquidity, at most 1% away
             off = oracle // 100
             worst = oracle + off if side == "buy" else max(tick, oracle - off)
             return PlaceOrder(symbol, side, "market", "ioc", max(tick, worst // tick * tick),
                               size, False, 0)
+        if roll < 87 and mine:  # cancel one of its recent quotes, by id
+            m, oid = mine.pop(rng.randrange(len(mine)))
+            return CancelOrder(m, oid)
+        if roll < 96:  # a take-profit or stop-loss 0.2%..2% away (reduce-only)
+            kind = rng.choice(("take_profit", "stop_loss"))
+            off = oracle * rng.randint(20, 200) // 10_000
+            # a sell take-profit sits above, a sell stop-loss below (mirrored for buys)
+            above = (side == "sell") == (kind == "take_profit")
+            trigger = max(tick, (oracle + off if above else oracle - off) // tick * tick)
+            worst = trigger + trigger // 100 if side == "buy" else trigger - trigger // 100
+            return PlaceOrder(symbol, side, kind, "ioc", max(tick, worst // tick * tick),
+                              size, True, trigger)
         return CancelAll(symbol)
 
     return make

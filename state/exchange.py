@@ -42,9 +42,9 @@ from state.orderbook import (
     TRIGGER_KINDS,
     Order,
     account_orders,
+    arrival,
     best_orders,
     get_order,
-    order_id,
     remove,
     rest,
     trigger_direction,
@@ -299,8 +299,8 @@ def _exposure(view: Overlay, owner: bytes, market: str) -> int:
 def _resized(o: Order, size: int) -> Order:
     """``replace(o, size=size)``, without its per-call field introspection (hot: every
     partial fill of a maker)."""
-    return Order(o.id, o.owner, o.market, o.side, o.kind, o.tif, o.price, size, o.orig_size,
-                 o.reduce_only, o.trigger_price)
+    return Order(o.owner, o.id, o.market, o.side, o.kind, o.tif, o.price, size, o.orig_size,
+                 o.reduce_only, o.trigger_price, o.arrival)
 
 
 def _with_open_interest(st: MarketState, long: int, short: int) -> MarketState:
@@ -311,8 +311,9 @@ def _with_open_interest(st: MarketState, long: int, short: int) -> MarketState:
 
 
 # The two helpers above list every field positionally: refuse to load if a field is added.
-if [f.name for f in fields(Order)] != ["id", "owner", "market", "side", "kind", "tif", "price",
-                                       "size", "orig_size", "reduce_only", "trigger_price"] \
+if [f.name for f in fields(Order)] != ["owner", "id", "market", "side", "kind", "tif", "price",
+                                       "size", "orig_size", "reduce_only", "trigger_price",
+                                       "arrival"] \
         or [f.name for f in fields(MarketState)] != [
             "oracle_price", "oracle_time", "funding_index", "funding_time", "premium_sum_ppb",
             "premium_samples", "open_interest_long", "open_interest_short", "mode",
@@ -394,7 +395,8 @@ def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit:
 def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
                 ) -> list[Event]:
     """Validate, match and (for GTC / post-only) rest one order; store a take-profit /
-    stop-loss on the trigger index without matching it."""
+    stop-loss on the trigger index without matching it. The order is ``(sender, nonce)``
+    (state/orderbook.py); ``height`` and ``tx_index`` give only its time priority."""
     p = cast(PlaceOrder, tx.payload)
     market = get_market(view, p.market)
     st = get_market_state(view, p.market)
@@ -431,31 +433,35 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
             raise ExecutionFailure(ResultCode.REDUCE_ONLY_WOULD_INCREASE,
                                "a reduce-only order must be opposite an open position")
         size = min(size, abs(cur))
-    oid = order_id(height, tx_index)
+    oid = tx.nonce
     if conditional:
-        order = Order(id=oid, owner=owner, market=p.market, side=p.side, kind=p.kind,
+        order = Order(owner=owner, id=oid, market=p.market, side=p.side, kind=p.kind,
                       tif=p.tif, price=p.price, size=size, orig_size=p.size,
-                      reduce_only=True, trigger_price=p.trigger_price)
+                      reduce_only=True, trigger_price=p.trigger_price,
+                      arrival=arrival(height, tx_index))
         rest(view, order)  # on trig/, not book/: it does not match until triggered
         return [Event("order_trigger_placed", (
             Attr("direction", trigger_direction(p.side, p.kind)), Attr("kind", p.kind),
-            Attr("market", p.market), Attr("order", str(oid)), Attr("price", str(p.price)),
-            Attr("side", p.side), Attr("size", str(size)),
+            Attr("market", p.market), Attr("order", str(oid)), Attr("owner", owner.hex()),
+            Attr("price", str(p.price)), Attr("side", p.side), Attr("size", str(size)),
             Attr("trigger_price", str(p.trigger_price))))]
     size, events = execute_taker(view, market, owner, p.side, p.price, size,
                                  post_only=p.tif == "post_only")
     if size and p.kind == "limit" and p.tif in ("gtc", "post_only"):
-        order = Order(id=oid, owner=owner, market=p.market, side=p.side, kind="limit",
+        order = Order(owner=owner, id=oid, market=p.market, side=p.side, kind="limit",
                       tif=p.tif, price=p.price, size=size, orig_size=p.size,
-                      reduce_only=p.reduce_only, trigger_price=0)
+                      reduce_only=p.reduce_only, trigger_price=0,
+                      arrival=arrival(height, tx_index))
         _check_resting_margin(view, market, order)
         rest(view, order)
         events.append(Event("order_rested", (_attr("market", p.market),
                                              Attr("order", str(oid)),
+                                             _attr("owner", owner.hex()),
                                              _attr("price", str(p.price)),
                                              _attr("side", p.side), _attr("size", str(size)))))
     elif size:
         events.append(Event("order_unfilled", (Attr("order", str(oid)),
+                                               _attr("owner", owner.hex()),
                                                Attr("size", str(size)))))
     return events
 
@@ -481,13 +487,14 @@ def _check_resting_margin(view: Overlay, market: Market, o: Order) -> None:
 
 def cancel_event(o: Order, reason: str) -> Event:
     return Event("order_cancelled", (_attr("market", o.market), Attr("order", str(o.id)),
-                                     _attr("reason", reason), _attr("size", str(o.size))))
+                                     _attr("owner", o.owner.hex()), _attr("reason", reason),
+                                     _attr("size", str(o.size))))
 
 
 def cancel_order(view: Overlay, tx: Transaction) -> list[Event]:
     p = cast(CancelOrder, tx.payload)
-    o = get_order(view, p.order_id)
-    if o is None or o.owner != tx.sender or o.market != p.market:
+    o = get_order(view, tx.sender, p.order_id)  # only ever one of the sender's own orders
+    if o is None or o.market != p.market:
         raise ExecutionFailure(ResultCode.ORDER_NOT_FOUND,
                            f"no open order {p.order_id} of this account in {p.market}")
     st = get_market_state(view, o.market)

@@ -43,9 +43,9 @@ from state.machine import TxContext
 from state.markets import MARKET, MODES, Market, get_market_state, put_market_state
 from state.orderbook import (
     DIRECTIONS,
-    ORDER,
     Order,
     book_prefix,
+    order_key_of_index,
     remove,
     trigger_prefix,
 )
@@ -121,7 +121,7 @@ def _cancel_orders(view: Overlay, args: dict[str, str]) -> list[Event]:
         for prefix in prefixes:
             doomed: list[Order] = []
             for key in view.iter_ordered(prefix):
-                o = view.get_obj(ORDER + key[-8:], Order)
+                o = view.get_obj(order_key_of_index(key), Order)
                 if o is not None and o.kind not in keep:
                     doomed.append(o)
             for o in doomed:

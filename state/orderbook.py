@@ -1,24 +1,33 @@
 """Orders and the per-market order book: price-time priority, matching inside the state machine.
 
+**Order identity.** An order is named by its owner and the nonce of the ``order``
+transaction that placed it: ``(owner, id)`` with ``id = nonce``. The owner knows it before
+signing, it is unique by construction (a nonce is consumed once), and it does not depend on
+where a block put the transaction: after a rollback and replay, the replayed order has the
+same id, so a ``cancel`` its owner signed on the abandoned fork still names it.
+
+**Time priority** comes from the order's ``arrival``: ``height * 2^20 + index of its
+transaction in the block`` on the chain that holds it. It orders the book and is never used
+to name an order.
+
 Storage (all under the state keyspace, so every write is in the block's batch, undo record
 and state root):
 
-* ``ord/`` + id(8)                         -> :class:`Order` (resting or conditional)
-* ``book/`` + symbol + ``/`` + side(1) + pricekey(8) + id(8) -> b"" : the book index.
-  Side ``b`` (bids) uses ``pricekey = 2^64-1-price`` and side ``a`` (asks) ``price``, both
-  big-endian, so iterating either side in key order visits the best price first and, at one
-  price, the oldest order first (ids grow with height and position in the block).
-* ``trig/`` + symbol + ``/`` + dir(1) + pricekey(8) + id(8) -> b"" : the trigger index of
-  take-profit / stop-loss orders (they never sit on ``book/``). Direction ``u`` fires when
-  the oracle price is >= the trigger (a sell take-profit, a buy stop-loss) and uses
-  ``pricekey = trigger``; ``d`` fires when the oracle is <= the trigger (a buy take-profit, a
-  sell stop-loss) and uses ``pricekey = 2^64-1-trigger``. Either way the triggered orders are
-  a prefix of the key order (nearest trigger first, oldest first at one trigger).
-* ``aord/`` + owner(32) + id(8)            -> b"" : an account's open orders (cancel-all),
-  conditional ones included.
-
-An order's id is ``height * 2^20 + index of its transaction in the block``: unique, ordered
-by arrival, and derived from the block alone (no counter key every order would contend on).
+* ``ord/`` + owner(32) + id(8)              -> :class:`Order` (resting or conditional)
+* ``book/`` + symbol + ``/`` + side(1) + pricekey(8) + arrival(8) + owner(32) + id(8) -> b"":
+  the book index. Side ``b`` (bids) uses ``pricekey = 2^64-1-price`` and side ``a`` (asks)
+  ``price``, both big-endian, so iterating either side in key order visits the best price
+  first and, at one price, the earliest arrival first. The trailing owner and id name the
+  order (``ord/`` + the key's last 40 bytes).
+* ``trig/`` + symbol + ``/`` + dir(1) + pricekey(8) + arrival(8) + owner(32) + id(8) -> b"":
+  the trigger index of take-profit / stop-loss orders (they never sit on ``book/``).
+  Direction ``u`` fires when the oracle price is >= the trigger (a sell take-profit, a buy
+  stop-loss) and uses ``pricekey = trigger``; ``d`` fires when the oracle is <= the trigger (a
+  buy take-profit, a sell stop-loss) and uses ``pricekey = 2^64-1-trigger``. Either way the
+  triggered orders are a prefix of the key order (nearest trigger first, earliest first at
+  one trigger).
+* ``aord/`` + owner(32) + id(8)             -> b"" : an account's open orders (cancel-all),
+  conditional ones included, in id (nonce) order.
 
 Matching: a taker walks the opposite side from the best price while it crosses its limit
 (for a market order: its worst acceptable price). Each fill trades at the maker's price. An
@@ -41,7 +50,9 @@ BOOK = b"book/"
 TRIGGER = b"trig/"
 ACCOUNT_ORDERS = b"aord/"
 U64_MAX = 2**64 - 1
-ID_TX_BITS = 20
+ARRIVAL_TX_BITS = 20
+REF_BYTES = 40
+"""An index key's trailing owner(32) + id(8): the ``ord/`` key suffix of its order."""
 
 _U64 = struct.Struct(">Q")
 
@@ -52,17 +63,18 @@ DIRECTIONS = ("u", "d")
 TIFS = ("gtc", "post_only", "ioc")
 
 
-def order_id(height: int, tx_index: int) -> int:
-    """The id of the order placed by transaction ``tx_index`` of block ``height``."""
-    return (height << ID_TX_BITS) | tx_index
+def arrival(height: int, tx_index: int) -> int:
+    """The time priority of an order placed by transaction ``tx_index`` of block ``height``."""
+    return (height << ARRIVAL_TX_BITS) | tx_index
 
 
 @dataclass(frozen=True, slots=True)
 class Order(Struct):
     """An open order (resting limit order, or a take-profit/stop-loss waiting to trigger)."""
 
-    id: U64
     owner: Bytes32
+    id: U64
+    """The nonce of the transaction that placed it: ``(owner, id)`` names the order."""
     market: Annotated[str, Length(1, 32)]
     side: Annotated[str, Length(3, 4)]
     """``buy`` or ``sell``."""
@@ -77,10 +89,16 @@ class Order(Struct):
     reduce_only: bool
     trigger_price: U64
     """For TP/SL: the oracle price that triggers it; 0 otherwise."""
+    arrival: U64
+    """Time priority: ``height * 2^20 + tx index`` of its placement on this chain."""
+
+    def ref(self) -> bytes:
+        """owner(32) + id(8): the suffix of its ``ord/`` key and of its index keys."""
+        return self.owner + _U64.pack(self.id)
 
 
-def order_key(oid: int) -> bytes:
-    return ORDER + _U64.pack(oid)
+def order_key(owner: bytes, oid: int) -> bytes:
+    return ORDER + owner + _U64.pack(oid)
 
 
 def book_prefix(market: str, side: str) -> bytes:
@@ -90,16 +108,18 @@ def book_prefix(market: str, side: str) -> bytes:
 
 def book_key(o: Order) -> bytes:
     pricekey = U64_MAX - o.price if o.side == "buy" else o.price
-    return book_prefix(o.market, o.side) + _U64.pack(pricekey) + _U64.pack(o.id)
+    return book_prefix(o.market, o.side) + _U64.pack(pricekey) + _U64.pack(o.arrival) + \
+        o.ref()
 
 
 def price_from_book_key(key: bytes, side: str) -> int:
-    pk = _U64.unpack(key[-16:-8])[0]
+    pk = _U64.unpack(key[-16 - REF_BYTES:-8 - REF_BYTES])[0]
     return int(U64_MAX - pk if side == "buy" else pk)
 
 
-def id_from_book_key(key: bytes) -> int:
-    return int(_U64.unpack(key[-8:])[0])
+def order_key_of_index(key: bytes) -> bytes:
+    """The ``ord/`` key of the order a ``book/`` or ``trig/`` key points at."""
+    return ORDER + key[-REF_BYTES:]
 
 
 def trigger_direction(side: str, kind: str) -> str:
@@ -114,11 +134,11 @@ def trigger_prefix(market: str, direction: str) -> bytes:
 def trigger_key(o: Order) -> bytes:
     d = trigger_direction(o.side, o.kind)
     pricekey = o.trigger_price if d == "u" else U64_MAX - o.trigger_price
-    return trigger_prefix(o.market, d) + _U64.pack(pricekey) + _U64.pack(o.id)
+    return trigger_prefix(o.market, d) + _U64.pack(pricekey) + _U64.pack(o.arrival) + o.ref()
 
 
 def trigger_from_key(key: bytes, direction: str) -> int:
-    pk = _U64.unpack(key[-16:-8])[0]
+    pk = _U64.unpack(key[-16 - REF_BYTES:-8 - REF_BYTES])[0]
     return int(pk if direction == "u" else U64_MAX - pk)
 
 
@@ -136,14 +156,14 @@ def account_order_key(owner: bytes, oid: int) -> bytes:
     return ACCOUNT_ORDERS + owner + _U64.pack(oid)
 
 
-def get_order(view: StateView, oid: int) -> Order | None:
-    return view.get_obj(order_key(oid), Order)
+def get_order(view: StateView, owner: bytes, oid: int) -> Order | None:
+    return view.get_obj(order_key(owner, oid), Order)
 
 
 def rest(view: StateView, o: Order) -> None:
     """Put an order on the book, or a take-profit / stop-loss on the trigger index (or update
     its remaining size in place)."""
-    view.put_obj(order_key(o.id), o)
+    view.put_obj(order_key(o.owner, o.id), o)
     view.put(index_key(o), b"")
     view.put(account_order_key(o.owner, o.id), b"")
 
@@ -151,7 +171,7 @@ def rest(view: StateView, o: Order) -> None:
 def remove(view: StateView, o: Order) -> None:
     """Take an order off the book (or the trigger index) entirely: filled, triggered or
     cancelled."""
-    view.delete(order_key(o.id))
+    view.delete(order_key(o.owner, o.id))
     view.delete(index_key(o))
     view.delete(account_order_key(o.owner, o.id))
 
@@ -164,7 +184,7 @@ def best_orders(view: StateView, market: str, side: str) -> Iterator[Order]:
     """
     get_obj = view.get_obj
     for key in view.walk_ordered(book_prefix(market, side)):  # one DB iterator per walk
-        o = get_obj(ORDER + key[-8:], Order)
+        o = get_obj(ORDER + key[-REF_BYTES:], Order)
         if o is not None:
             yield o
 
@@ -173,7 +193,7 @@ def account_orders(view: StateView, owner: bytes) -> list[Order]:
     """Every open order of ``owner`` in id order."""
     out = []
     for k in view.iter_ordered(ACCOUNT_ORDERS + owner):
-        o = get_order(view, int(_U64.unpack(k[-8:])[0]))
+        o = get_order(view, owner, int(_U64.unpack(k[-8:])[0]))
         if o is not None:
             out.append(o)
     return out

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import struct
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 META = b"m"
 BLOCK = b"b"

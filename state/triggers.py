@@ -37,9 +37,8 @@ from state.markets import MARKET, Market, get_market_state
 from state.orderbook import (
     DIRECTIONS,
     Order,
-    get_order,
-    id_from_book_key,
     is_triggered,
+    order_key_of_index,
     remove,
     trigger_from_key,
     trigger_prefix,
@@ -70,6 +69,7 @@ def _fire(view: Overlay, market: Market, o: Order, oracle: int) -> list[Event]:
     events.extend(fills)
     if left:
         events.append(Event("order_unfilled", (Attr("order", str(o.id)),
+                                               Attr("owner", o.owner.hex()),
                                                Attr("size", str(left)))))
     return events
 
@@ -91,7 +91,7 @@ def process_triggers(view: Overlay, ctx: TxContext) -> list[Event]:
                                                    trigger_from_key(key, direction), oracle):
                     break
                 after = key
-                o = get_order(view, id_from_book_key(key))
+                o = view.get_obj(order_key_of_index(key), Order)
                 if o is None:  # pragma: no cover - the index and ord/ are written together
                     view.delete(key)
                     continue

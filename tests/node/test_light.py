@@ -655,11 +655,12 @@ async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_pa
         assert st.oracle_price == 60_000 * 10**6 and st.mode == "active"
         assert st.open_interest_long == st.open_interest_short == 20_000_000
         assert (await lc.market("NOPE-PERP", height=h))[:2] == (None, None)
-        o, v = await lc.order(oid, height=h)
+        o, v = await lc.order(alice, oid, height=h)
         assert o is not None and v.height == h
         assert (o.id, o.owner, o.side, o.size, o.orig_size) == (
             oid, alice, "sell", 30_000_000, 50_000_000)
-        assert (await lc.order(oid + 1, height=h))[0] is None
+        assert (await lc.order(alice, oid + 1, height=h))[0] is None
+        assert (await lc.order(bob, oid, height=h))[0] is None  # ids are per owner
         # Before the trade: no position, the order not placed yet.
         assert (await lc.position(bob, BTC, height=2))[0] is None
         # A value the proof does show but that is not the struct asked for is refused.
@@ -673,8 +674,8 @@ async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_pa
         reads: list[tuple[str, Callable[[LightClient], Any]]] = [
             (forged_pos, lambda c: c.position(bob, BTC, height=h)),
             (forged_st, lambda c: c.market(BTC, height=h)),
-            (forged_order, lambda c: c.order(oid, height=h)),
-            (None, lambda c: c.order(oid, height=h)),  # an open order claimed absent
+            (forged_order, lambda c: c.order(alice, oid, height=h)),
+            (None, lambda c: c.order(alice, oid, height=h)),  # an open order claimed absent
         ]
         for forged, read in reads:
             change = {"value": forged} if forged else {"value": None, "exists": False}
@@ -712,14 +713,15 @@ async def test_cli_light_position_market_order(tmp_path: Path) -> None:
         assert doc["state"]["oracle_price"] == str(60_000 * 10**6)
         assert doc["state"]["open_interest_long"] == "20000000"
         assert doc["state"]["mode"] == "active" and doc["params"]["tick_size"] == "100000"
-        rc, out, err = await run("order", str(oid))
+        alice = env.keys.accounts[0].public_key.hex()
+        rc, out, err = await run("order", alice, str(oid))
         doc = json.loads(out)
         assert rc == 0 and doc["exists"] is True and doc["order"]["size"] == "30000000", err
-        rc, out, err = await run("order", str(oid + 7))
+        rc, out, err = await run("order", alice, str(oid + 7))
         assert rc == 0 and json.loads(out)["exists"] is False, err
         # Refusals are clean.
         env.proxy.tamper = on_query(with_response(value=FORGED))
-        for args in (("position", bob, BTC), ("market", BTC), ("order", str(oid))):
+        for args in (("position", bob, BTC), ("market", BTC), ("order", alice, str(oid))):
             rc, out, err = await run(*args, node=env.proxy.url)
             assert rc == 1 and out == "", (args, out, err)
             assert err.startswith("Error: light client refused: proof: "), (args, err)

@@ -50,7 +50,7 @@ class Chain:
         res = self.c.call("broadcast_tx_commit", tx=b64(t.raw))
         if ok:
             assert res["tx_result"]["code"] == 0, res
-        return dict(res, hash=t.hash.hex())
+        return dict(res, hash=t.hash.hex(), nonce=str(nonce))
 
     def height(self) -> int:
         return int(self.c.call("status")["sync_info"]["latest_block_height"])
@@ -217,7 +217,8 @@ def test_the_incident_end_to_end(tmp_path: Path) -> None:
 
 
 def _order_id(res: dict[str, Any]) -> int:
-    return (int(res["height"]) << 20) | int(res["index"])
+    """The id of the order a committed ``order`` transaction placed: its nonce."""
+    return int(res["nonce"])
 
 
 def _keyfile(tmp: Path, key: PrivateKey) -> Path:

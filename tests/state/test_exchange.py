@@ -28,7 +28,7 @@ from state.exchange import (
     get_position,
 )
 from state.markets import get_market_state
-from state.orderbook import account_orders, best_orders, order_id
+from state.orderbook import account_orders, best_orders
 from state.store import Store
 from state.transition import import_block
 from tests.helpers import make_genesis
@@ -124,9 +124,10 @@ def market(side: str, worst_usd: float, size_btc: float, reduce_only: bool = Fal
 def test_worked_trade_fees_and_realized_pnl(ex: Exchange) -> None:
     base = ex.conserved()
     # Alice rests a sell of 0.5 BTC at 60,000.
-    [r] = ex.block(ex.tx(ex.alice, limit("sell", 60_000, 0.5)))
+    ask = ex.tx(ex.alice, limit("sell", 60_000, 0.5))
+    [r] = ex.block(ask)
     assert r.code == 0 and r.events[0].type == "order_rested"
-    ask_id = order_id(ex.height, 0)
+    ask_id = ask.nonce  # an order is named by its owner and the nonce that placed it
     # Bob buys 0.2 BTC at market (worst 61,000): fills at the maker's 60,000.
     [r] = ex.block(ex.tx(ex.bob, market("buy", 61_000, 0.2)))
     assert r.code == 0, r.log
@@ -156,16 +157,18 @@ def test_worked_trade_fees_and_realized_pnl(ex: Exchange) -> None:
 
 
 def test_price_time_priority(ex: Exchange) -> None:
+    ex.block(*[ex.tx(ex.dave, CancelAll("")) for _ in range(5)])  # Dave's next nonce: 5
     ex.block(ex.tx(ex.alice, limit("sell", 60_100, 0.1)),
              ex.tx(ex.carol, limit("sell", 60_000, 0.1)),
              ex.tx(ex.dave, limit("sell", 60_000, 0.1)))
-    h = ex.height
     [r] = ex.block(ex.tx(ex.bob, market("buy", 61_000, 0.25)))
     fills = [e.as_dict() for e in r.events if e.type == "fill"]
-    # Best price first; at one price, the older order (Carol, index 1) before Dave (index 2).
-    assert [(f["maker_order"], f["size"]) for f in fills] == [
-        (str(order_id(h, 1)), "10000000"), (str(order_id(h, 2)), "10000000"),
-        (str(order_id(h, 0)), "5000000")]
+    # Best price first; at one price, the earlier arrival (Carol, index 1) before Dave
+    # (index 2): time priority is by place in the chain, not by the id (a nonce).
+    assert [(f["maker"], f["maker_order"], f["size"]) for f in fills] == [
+        (ex.carol.public_key.hex(), "0", "10000000"),
+        (ex.dave.public_key.hex(), "5", "10000000"),
+        (ex.alice.public_key.hex(), "0", "5000000")]
     assert [f["price"] for f in fills] == [str(60_000 * USD)] * 2 + [str(60_100 * USD)]
 
 
@@ -255,10 +258,9 @@ def test_cancel_and_cancel_all(ex: Exchange) -> None:
     ex.block(ex.tx(ex.alice, limit("sell", 60_000, 0.1)),
              ex.tx(ex.alice, limit("sell", 61_000, 0.1)),
              ex.tx(ex.alice, limit("buy", 50_000, 0.1)))
-    h = ex.height
-    [r] = ex.block(ex.tx(ex.bob, CancelOrder(BTC, order_id(h, 0))))
-    assert r.code == ResultCode.ORDER_NOT_FOUND  # not Bob's order
-    [r] = ex.block(ex.tx(ex.alice, CancelOrder(BTC, order_id(h, 0))))
+    [r] = ex.block(ex.tx(ex.bob, CancelOrder(BTC, 0)))
+    assert r.code == ResultCode.ORDER_NOT_FOUND  # Bob has no order 0 (Alice's is hers)
+    [r] = ex.block(ex.tx(ex.alice, CancelOrder(BTC, 0)))
     assert r.code == 0 and r.events[0].type == "order_cancelled"
     assert len(account_orders(ex.store.overlay(), ex.alice.public_key)) == 2
     [r] = ex.block(ex.tx(ex.alice, CancelAll("")))

@@ -21,9 +21,9 @@ from state.orderbook import (
     TRIGGER,
     U64_MAX,
     account_orders,
+    arrival,
     best_orders,
     get_order,
-    order_id,
     trigger_key,
 )
 from state.store import Store
@@ -68,31 +68,37 @@ def bob_long_with_stop_and_take_profit(ex: Exchange) -> tuple[int, int]:
     [r] = ex.block(ex.tx(ex.bob, market("buy", 61_000, 0.1)))
     assert r.code == 0, r.log
     assert ex.position(ex.bob) == (sz(0.1), 6_000 * USD)
-    sl, tp = ex.block(ex.tx(ex.bob, tpsl("stop_loss", "sell", 59_000, 58_000, 0.1)),
-                      ex.tx(ex.bob, tpsl("take_profit", "sell", 62_000, 61_000, 0.1)))
+    t_sl = ex.tx(ex.bob, tpsl("stop_loss", "sell", 59_000, 58_000, 0.1))
+    t_tp = ex.tx(ex.bob, tpsl("take_profit", "sell", 62_000, 61_000, 0.1))
+    sl, tp = ex.block(t_sl, t_tp)
     assert sl.code == tp.code == 0, (sl.log, tp.log)
     assert sl.events[0].type == "order_trigger_placed"
     assert sl.events[0].as_dict() == {
-        "direction": "d", "kind": "stop_loss", "market": BTC, "order": str(order_id(ex.height, 0)),
-        "price": str(px(58_000)), "side": "sell", "size": str(sz(0.1)),
-        "trigger_price": str(px(59_000))}
+        "direction": "d", "kind": "stop_loss", "market": BTC, "order": str(t_sl.nonce),
+        "owner": ex.bob.public_key.hex(), "price": str(px(58_000)), "side": "sell",
+        "size": str(sz(0.1)), "trigger_price": str(px(59_000))}
     assert tp.events[0].as_dict()["direction"] == "u"
-    return order_id(ex.height, 0), order_id(ex.height, 1)
+    return t_sl.nonce, t_tp.nonce
 
 
 def test_keys_of_the_trigger_index(ex: Exchange) -> None:
     sl_id, tp_id = bob_long_with_stop_and_take_profit(ex)
     ov = ex.store.overlay()
-    sl, tp = get_order(ov, sl_id), get_order(ov, tp_id)
+    bob = ex.bob.public_key
+    sl, tp = get_order(ov, bob, sl_id), get_order(ov, bob, tp_id)
     assert sl is not None and tp is not None
     assert (sl.kind, sl.reduce_only, sl.trigger_price, sl.size) == (
         "stop_loss", True, px(59_000), sz(0.1))
+    assert (sl.arrival, tp.arrival) == (arrival(ex.height, 0), arrival(ex.height, 1))
     prefix = b"trig/" + BTC.encode()
-    # d: pricekey = 2^64-1-trigger (highest trigger first); u: pricekey = trigger.
+    # d: pricekey = 2^64-1-trigger (highest trigger first); u: pricekey = trigger; then the
+    # arrival (time priority), then the order's owner and id.
     assert trigger_key(sl) == (prefix + b"/d" + (U64_MAX - px(59_000)).to_bytes(8, "big")
+                               + sl.arrival.to_bytes(8, "big") + bob
                                + sl_id.to_bytes(8, "big"))
-    assert trigger_key(tp) == prefix + b"/u" + px(62_000).to_bytes(8, "big") + tp_id.to_bytes(
-        8, "big")
+    assert trigger_key(tp) == (prefix + b"/u" + px(62_000).to_bytes(8, "big")
+                               + tp.arrival.to_bytes(8, "big") + bob
+                               + tp_id.to_bytes(8, "big"))
     assert sorted(trig_keys(ex)) == sorted([trigger_key(sl), trigger_key(tp)])
     # Not on the book, not matched: the book is empty and Bob's position is unchanged.
     assert list(best_orders(ov, BTC, "sell")) == list(best_orders(ov, BTC, "buy")) == []
@@ -133,7 +139,7 @@ def test_stop_fires_exactly_at_the_trigger_and_the_take_profit_stays(ex: Exchang
     # keeps waiting, and when it triggers with no position left it is cancelled.
     ov = ex.store.overlay()
     assert [o.id for o in account_orders(ov, ex.bob.public_key)] == [tp_id]
-    tp = get_order(ov, tp_id)
+    tp = get_order(ov, ex.bob.public_key, tp_id)
     assert tp is not None and trig_keys(ex) == [trigger_key(tp)]
     ex.block(oracle(ex, px(62_000) - 100_000))
     assert triggered(ex) == []
@@ -193,9 +199,9 @@ def test_cancel_and_cancel_all_remove_trigger_keys(ex: Exchange) -> None:
     [r] = ex.block(ex.tx(ex.bob, CancelOrder(BTC, sl_id)))
     assert r.code == 0 and r.events[0].as_dict()["order"] == str(sl_id)
     ov = ex.store.overlay()
-    tp = get_order(ov, tp_id)
+    tp = get_order(ov, ex.bob.public_key, tp_id)
     assert tp is not None and trig_keys(ex) == [trigger_key(tp)]
-    assert get_order(ov, sl_id) is None
+    assert get_order(ov, ex.bob.public_key, sl_id) is None
     [r] = ex.block(ex.tx(ex.bob, CancelAll(BTC)))
     assert [(e.type, e.as_dict()["order"]) for e in r.events][0] == ("order_cancelled",
                                                                      str(tp_id))
@@ -223,9 +229,10 @@ def test_a_failed_triggered_order_is_cancelled_and_the_block_goes_on(ex: Exchang
                       ex.tx(ex.bob, market("buy", 60_000, 0.1)))
     assert d.code == b.code == 0, (d.log, b.log)
     # Both place stops at 50,000 (worst 40,000): Dave's first (lower id, processed first).
-    ex.block(ex.tx(ex.dave, tpsl("stop_loss", "sell", 50_000, 40_000, 3)),
-             ex.tx(ex.bob, tpsl("stop_loss", "sell", 50_000, 40_000, 0.1)))
-    dave_sl, bob_sl = order_id(ex.height, 0), order_id(ex.height, 1)
+    t_dave = ex.tx(ex.dave, tpsl("stop_loss", "sell", 50_000, 40_000, 3))
+    t_bob = ex.tx(ex.bob, tpsl("stop_loss", "sell", 50_000, 40_000, 0.1))
+    ex.block(t_dave, t_bob)
+    dave_sl, bob_sl = t_dave.nonce, t_bob.nonce
     ex.block(ex.tx(ex.carol, limit("buy", 56_000, 4)))
     dave_pos = ex.position(ex.dave)
     r = ex.block(oracle(ex, px(50_000)))[0]
