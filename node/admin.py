@@ -21,9 +21,10 @@ import trio
 from chain.admin import AdminEnvelope, AdminRefused, SignedForkCertificate, check_command
 from chain.errors import ChainError, DecodeError
 from chain.tx import OperatorCall, decode_tx
-from node.node import Node, wall_ms
+from node.node import Node, tree_root_problem, wall_ms
+from node.testhooks import test_kill_hook
 from node.views import result_json
-from state import audit, pins, rollback, snapshot_file
+from state import pins, rollback, snapshot_file
 from state.rollback import RollbackPlan
 from state.schema import META_ADMIN_NONCE, META_REOPEN, META_REPLAYED
 from state.store import StoreError
@@ -98,16 +99,16 @@ class AdminService:
                                        [bytes.fromhex(o) for o in entry["operators"]])
             except AdminRefused as e:
                 entry.update(outcome="refused", reason=e.reason, message=e.message)
-                audit.append(self.store, entry)
+                self.node.audit.append(entry)
                 log.warning("admin command %r refused (%s): %s", entry["command"], e.reason,
                             e.message)
                 raise
             except StoreError as e:
                 entry.update(outcome="refused", reason="refused", message=str(e))
-                audit.append(self.store, entry)
+                self.node.audit.append(entry)
                 raise AdminRefused("refused", str(e)) from e
             entry.update(outcome="ok", summary=result.get("summary", ""))
-            result["audit_seq"] = str(audit.append(self.store, entry))
+            result["audit_seq"] = str(self.node.audit.append(entry))
             log.warning("admin command %r by %s: %s", entry["command"], entry["operators"],
                         result.get("summary", "ok"))
             return result
@@ -162,6 +163,9 @@ class AdminService:
         if op is not None:
             raise AdminRefused("refused", f"a {op.get('kind', 'recovery')} operation is in "
                                "progress")
+        problem = tree_root_problem(self.store, node.head)  # even with force: never serve it
+        if problem is not None:
+            raise AdminRefused("refused", problem + "; the chain stays halted")
         if node.halted is not None and node.halted.get("check") == "maintenance" and not force:
             raise AdminRefused("refused", "a maintenance window is open: end it with "
                                "`admin maintenance end` (it verifies before resuming), or "
@@ -461,7 +465,9 @@ class AdminService:
         return {"summary": f"replayed era {era} up to height {node.head.height}: "
                            f"{s['identical']} identical, {s['diverged']} diverged, "
                            f"{s['dropped']} dropped", "era": str(era),
-                "height": str(node.head.height), "counts": s, "report": out["path"]}
+                "height": str(node.head.height), "counts": s, "report": out["path"],
+                "diverged": [t for t in out["transactions"] if t["fate"] == "diverged"][:100],
+                "dropped": [t for t in out["transactions"] if t["fate"] == "dropped"][:100]}
 
     async def compensation_report(self, args: dict[str, str], ops: list[bytes]
                                   ) -> dict[str, Any]:
@@ -533,28 +539,9 @@ class AdminService:
         _only(args, {"after", "limit"})
         after = _int_arg(args, "after") or 0
         limit = min(_int_arg(args, "limit") or 100, 1000)
-        found = audit.entries(self.store, after, limit)
+        found = self.node.audit.entries(after, limit)
         return {"summary": f"{len(found)} audit entries", "entries": [_jsonable(e)
                                                                       for e in found]}
-
-
-def test_kill_hook(var: str) -> Callable[[Any], None] | None:
-    """Test-only crash injection: with ``var=N`` in the environment, SIGKILL this process
-    after the N-th step of the operation (tests/scenarios/test_recovery_crash.py)."""
-    import os
-    import signal
-
-    n = int(os.environ.get(var, "0") or 0)
-    if n <= 0:
-        return None
-    steps = [0]
-
-    def hook(_: Any) -> None:
-        steps[0] += 1
-        if steps[0] >= n:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
 
 
 def _audit_args(args: dict[str, str]) -> dict[str, str]:

@@ -4,13 +4,14 @@ admin endpoint. Each prints the node's answer as JSON (docs/OPERATIONS.md shows 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
 from node.admin_client import DEFAULT_ADMIN, AdminClient, OperatorTxFailed
-from node.client import NodeUnreachable, RPCCallError
+from node.client import NodeUnreachable, RPCCallError, RPCClient
 from node.keyfile import KeyFileError, read_key
 
 
@@ -44,15 +45,61 @@ class Ctx:
 
 
 def _call(ctx: Ctx, fn: Any) -> None:
+    click.echo(json.dumps(_run(ctx, fn), indent=2))
+
+
+def _progress_line(p: dict[str, Any]) -> str:
+    c = p.get("counts", {})
+    left = p.get("seconds_left")
+    return (f"{p.get('kind', 'replay')}: block {p.get('blocks_done')}/{p.get('blocks_total')}"
+            f"  identical {c.get('identical', 0)}  diverged {c.get('diverged', 0)}  dropped "
+            f"{c.get('dropped', 0)}  {p.get('blocks_per_s', 0)} blocks/s  "
+            f"~{'?' if left is None else f'{left:.0f}'}s left")
+
+
+def _call_with_progress(ctx: Ctx, fn: Any, interval_s: float = 1.0) -> None:
+    """:func:`_call`, printing the node's progress (``admin_progress``) to stderr while the
+    command runs (a replay or rehearsal of many blocks takes a while)."""
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["out"] = _run(ctx, fn)
+        except BaseException as e:  # re-raised on the main thread
+            box["err"] = e
+        finally:
+            done.set()
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    last = ""
+    with RPCClient(ctx.url, timeout=10) as poll:
+        while not done.wait(interval_s):
+            try:
+                p = poll.call("admin_progress").get("progress")
+            except (NodeUnreachable, RPCCallError):
+                continue
+            if p:
+                line = _progress_line(p)
+                if line != last:
+                    click.echo(line, err=True)
+                    last = line
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    click.echo(json.dumps(box["out"], indent=2))
+
+
+def _run(ctx: Ctx, fn: Any) -> Any:
     try:
         with ctx.client() as c:
-            out = fn(c)
+            return fn(c)
     except RPCCallError as e:
         reason = e.data.get("reason") if isinstance(e.data, dict) else None
         raise click.ClickException(f"refused ({reason or e.code}): {e.message}") from e
     except (NodeUnreachable, OperatorTxFailed) as e:
         raise click.ClickException(str(e)) from e
-    click.echo(json.dumps(out, indent=2))
 
 
 @click.group()
@@ -232,7 +279,11 @@ def replay(ctx: Ctx, from_era: int | None, exclude_tx: tuple[str, ...],
             "exclude_type": ",".join(exclude_type), "dry_run": "true" if dry_run else "false"}
     if from_era is not None:
         args["from_era"] = str(from_era)
-    _call(ctx, lambda c: c.run("replay", {k: v for k, v in args.items() if v}))
+    if dry_run:
+        _call(ctx, lambda c: c.run("replay", {k: v for k, v in args.items() if v}))
+    else:
+        _call_with_progress(ctx, lambda c: c.run("replay", {k: v for k, v in args.items()
+                                                             if v}))
 
 
 @admin.command("compensation-report")

@@ -1,9 +1,11 @@
 """The operator endpoint: JSON-RPC 2.0 over HTTP POST on its own port (127.0.0.1 by default).
 
-Two methods (docs/OPERATIONS.md, docs/PROTOCOL.md §12):
+Three methods (docs/OPERATIONS.md, docs/PROTOCOL.md §12):
 
 * ``admin_info`` (no parameters, nothing privileged): chain id, operator keys, threshold,
   the node's clock and validity window, so a client can build an envelope the node accepts;
+* ``admin_progress`` (no parameters, nothing privileged): how far the running replay or
+  rehearsal is (``null`` when none runs), polled by the CLI while the command runs;
 * ``admin`` with ``{"envelope": <base64 of a canonical AdminEnvelope>}``: runs the command;
   a refusal is a JSON-RPC error whose code names the reason (:data:`REFUSAL_CODES`) and whose
   ``data`` is ``{"reason": <reason>}``.
@@ -95,9 +97,12 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
                 "reopen": {"price_band_ppm": str(node.cfg.recovery.reopen_price_band_ppm),
                            "liquidation_wait": str(node.cfg.recovery.fresh_oracle_updates)},
                 "commands": sorted(COMMANDS)})
+        if method == "admin_progress":  # read-only, unsigned: polled while a replay runs
+            return _answer(id_, {"progress": node.progress, "height": str(node.head.height)})
         if method != "admin":
             return _answer(id_, err=RPCError(METHOD_NOT_FOUND, f"method {method!r} not found",
-                                             {"methods": ["admin", "admin_info"]}))
+                                             {"methods": ["admin", "admin_info",
+                                                                          "admin_progress"]}))
         env = params.get("envelope")
         if set(params) != {"envelope"} or not isinstance(env, str):
             return _answer(id_, err=RPCError(INVALID_PARAMS,

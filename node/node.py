@@ -31,6 +31,7 @@ from node.metrics import NodeMetrics
 from node.signer import Signer
 from state import rollback
 from state.accounts import Account
+from state.audit import JOURNAL_FILE, AuditLog
 from state.invariants import InvariantViolation
 from state.params import ChainParams, load_params
 from state.pins import auto_pin_writes, prunable_below
@@ -101,6 +102,9 @@ class Node:
         self.metrics.height.set(self.head.height)
         self.held_back: list[Transaction] = []
         """Mempool transactions set aside by a rollback, re-admitted on resume."""
+        self.progress: dict[str, Any] | None = None
+        """The long operation running now (replay, rehearsal) and how far it is, for
+        ``admin_progress`` and ``status``; None when nothing runs."""
         if self._pending_replay is not None:
             from node import replay
 
@@ -126,6 +130,9 @@ class Node:
                 f"({(self.store.genesis_hash() or b'').hex()}); config/genesis.json has "
                 f"{self.genesis.hash.hex()}"
             )
+        # Only once the store is known to be this chain's: the journal's entries may be
+        # copied into it (state/audit.py).
+        self.audit = AuditLog(self.store, self.home.data_dir / JOURNAL_FILE)
         op = rollback.operation(self.store)
         self._pending_replay: dict[str, Any] | None = None
         if op is not None and op.get("kind") == "rollback":
@@ -135,9 +142,7 @@ class Node:
             head = rollback.run(self.store, op,
                                 max_blocks=self.cfg.recovery.rollback_chunk_blocks)
             log.warning("rollback finished at height %d", head.height)
-            from state import audit
-
-            audit.append(self.store, {
+            self.audit.append({
                 "time_ms": wall_ms(), "command": "rollback", "outcome": "ok",
                 "operators": op.get("by", []), "args": {"to_height": str(op["to_height"])},
                 "nonce": "", "summary": f"interrupted rollback finished at startup, height "
@@ -195,6 +200,10 @@ class Node:
                     "Restore the record that belongs to this store; producing without it "
                     "could sign two different blocks at one height."
                 )
+        problem = tree_root_problem(self.store, head)
+        if problem is not None:
+            raise NodeError(problem + f"; run `appchain verify --home {self.home.root}` and "
+                            "restore the store from a good copy (docs/OPERATIONS.md §6)")
         self.head: Head = head
 
     def close(self) -> None:
@@ -531,6 +540,18 @@ def query_state(store: Store, key: bytes, height: int | None, prove: bool) -> Qu
         raw = snap.block_bytes(h)
         sh = Block.signed_header_of(raw) if raw is not None else None
     return QueryAnswer(key, value, h, proof, sh)
+
+
+def tree_root_problem(store: Store, head: Head) -> str | None:
+    """Why the store cannot be served as it is (its committed state tree does not end at the
+    head's state root: something rewrote the tree outside the blocks), or None. Checked
+    at start and before every resume; O(1) (one tree node read)."""
+    root = StateTree(store.overlay(TREE)).root
+    if root != head.state_root:
+        return (f"the stored state tree's root {root.hex()} differs from the state root "
+                f"{head.state_root.hex()} of the head (height {head.height}): the store was "
+                "changed outside the blocks")
+    return None
 
 
 def open_node(home: Home) -> Node:

@@ -8,6 +8,10 @@ error), -32600 (invalid request, including an oversized body), -32601 (method no
 -32602 (invalid params), -32603 (internal error), and this node's own codes: the mempool's
 ``RejectCode`` values (1001-1011), 1020 (timed out waiting for commit) and 1030 (not found).
 A handler bug is logged and answered as -32603: the server keeps serving.
+
+``block``, ``header`` and ``block_results`` also serve the blocks a rollback abandoned
+(``era`` + ``height``, read from the archive, ``x`` keyspace): the evidence of a bad fork stays
+readable by anyone, not only by the operators who hold the store.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -29,7 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chain.block import TxResult
+from chain.block import Block, TxResult
+from chain.errors import ChainError
 from node import __version__
 from node.exchange_views import (
     account_exchange_json,
@@ -58,8 +65,8 @@ from state.markets import (
     market_key,
     market_state_key,
 )
-from state.schema import account_key
-from state.store import StoreError
+from state.schema import account_key, archive_key, block_key, results_key
+from state.store import StoreError, decode_local
 
 log = logging.getLogger("appchain.rpc")
 
@@ -104,20 +111,43 @@ def _only(params: Params, allowed: set[str]) -> None:
         raise RPCError(INVALID_PARAMS, f"unknown parameter(s) {sorted(extra)}")
 
 
-def _height(params: Params, node: Node, name: str = "height") -> int:
-    v = params.get(name)
-    if v is None:
-        return node.head.height
+def _u64(v: Any, name: str) -> int:
+    """A u64 parameter given as a JSON integer or an ASCII decimal string.
+
+    The string's length is checked before ``int()``: Python refuses to convert more than
+    4300 digits (ValueError), and that must be an invalid-params answer, not an internal
+    error. (A JSON *number* that long is read as Infinity by :func:`_json_int`.)"""
+    if isinstance(v, float) and math.isinf(v):
+        raise RPCError(INVALID_PARAMS, f"{name} must be an integer in [0, 2**64-1]")
     if isinstance(v, bool) or not isinstance(v, (int, str)):
         raise RPCError(INVALID_PARAMS, f"{name} must be an integer or a decimal string")
     if isinstance(v, str):
         # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
         if not (v.isascii() and v.isdigit()):
             raise RPCError(INVALID_PARAMS, f"{name} must be a non-negative integer")
+        if len(v.lstrip("0")) > len(str(U64_MAX)):
+            raise RPCError(INVALID_PARAMS, f"{name} must be an integer in [0, 2**64-1]")
         v = int(v)
     if not 0 <= v <= U64_MAX:  # above 2**64-1 the store's height keys cannot be packed
         raise RPCError(INVALID_PARAMS, f"{name} must be an integer in [0, 2**64-1]")
     return v
+
+
+def _height(params: Params, node: Node, name: str = "height") -> int:
+    v = params.get(name)
+    if v is None:
+        return node.head.height
+    return _u64(v, name)
+
+
+def _json_int(text: str) -> int | float:
+    """JSON integers for ``json.loads``; one longer than Python converts (4300 digits by
+    default) becomes ±Infinity, which the id check and every parameter refuse, instead of
+    making the whole body unparsable."""
+    limit = sys.get_int_max_str_digits()
+    if limit and len(text.lstrip("-")) > limit:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
 
 
 def _hex32(params: Params, name: str) -> bytes:
@@ -149,6 +179,65 @@ def _block_at(node: Node, height: int) -> Any:
     if block is None:
         raise RPCError(NOT_FOUND, f"no block at height {height} (head is {node.head.height})")
     return block
+
+
+@dataclass(frozen=True)
+class _EraBlock:
+    """A block named by era and height: the chain's own, or one a rollback abandoned."""
+
+    block: Block
+    results: list[bytes] | None
+    era: int
+    abandoned: bool
+
+    def tag(self) -> dict[str, Any]:
+        """Added to the usual result, so a client never mistakes an abandoned block."""
+        return {"abandoned": self.abandoned, "era": str(self.era)}
+
+
+def _era_height(params: Params) -> tuple[int, int] | None:
+    """``(era, height)`` when the call names an era, else None (the chain as it is)."""
+    if params.get("era") is None:
+        return None
+    era = _u64(params["era"], "era")
+    if "hash" in params:
+        raise RPCError(INVALID_PARAMS, "era goes with height, not hash: give era and height")
+    if params.get("height") is None:
+        raise RPCError(INVALID_PARAMS, "height is required with era")
+    return era, _u64(params["height"], "height")
+
+
+def _decode_stored(raw: bytes, what: str) -> Block:
+    try:
+        return Block.decode_block(raw)
+    except ChainError as e:
+        raise RPCError(INTERNAL_ERROR, f"store inconsistency: {what} does not decode "
+                       f"({e}); run verification") from e
+
+
+def _block_in_era(node: Node, era: int, height: int) -> _EraBlock:
+    """The block of ``era`` at ``height``: the chain's block there if it is of that era,
+    else the archived block a rollback abandoned (``x`` + era + height). One snapshot, so a
+    rollback moving the block from the chain to the archive meanwhile is seen whole."""
+    with node.store.db.snapshot() as snap:
+        raw = snap.get(block_key(height))
+        live = None if raw is None else _decode_stored(raw, f"block {height}")
+        if live is not None and live.header.era == era:
+            res = snap.get(results_key(height))
+            return _EraBlock(live, None if res is None else list(decode_local(res)), era,
+                             False)
+        archived = snap.get(archive_key(era, height, b"b"))
+        if archived is not None:
+            res = snap.get(archive_key(era, height, b"r"))
+            block = _decode_stored(archived, f"the archived block of era {era} at height "
+                                             f"{height}")
+            return _EraBlock(block, None if res is None else list(decode_local(res)), era,
+                             True)
+        head = node.head.height
+    there = (f"the chain's block there is of era {live.header.era}" if live is not None
+             else f"the chain has no block there (head is {head})")
+    raise RPCError(NOT_FOUND, f"no block of era {era} at height {height}: {there}, and no "
+                   f"block of era {era} was abandoned there")
 
 
 async def rpc_health(node: Node, params: Params) -> Any:
@@ -231,27 +320,30 @@ async def rpc_genesis(node: Node, params: Params) -> Any:
 
 
 async def rpc_block(node: Node, params: Params) -> Any:
-    _only(params, {"height", "hash"})
+    _only(params, {"height", "hash", "era"})
+    named = _era_height(params)
+    if named is not None:
+        found = _block_in_era(node, *named)
+        return {**block_json(found.block), **found.tag()}
     if "hash" in params:
         h = node.store.height_of(_hex32(params, "hash"))
         if h is None:
-            raise RPCError(NOT_FOUND, "no block with that hash")
+            raise RPCError(NOT_FOUND, "no block with that hash on the chain (an abandoned "
+                           "block is fetched by era and height)")
         return block_json(_block_at(node, h))
     return block_json(_block_at(node, _height(params, node)))
 
 
 async def rpc_header(node: Node, params: Params) -> Any:
-    _only(params, {"height"})
+    _only(params, {"height", "era"})
+    named = _era_height(params)
+    if named is not None:
+        found = _block_in_era(node, *named)
+        return {**signed_header_json(found.block.signed_header), **found.tag()}
     return signed_header_json(_block_at(node, _height(params, node)).signed_header)
 
 
-async def rpc_block_results(node: Node, params: Params) -> Any:
-    _only(params, {"height"})
-    height = _height(params, node)
-    results = node.store.results(height)
-    block = node.block(height)
-    if results is None or block is None:
-        raise RPCError(NOT_FOUND, f"no block at height {height}")
+def _results_json(height: int, block: Block, results: list[bytes]) -> dict[str, Any]:
     n = len(block.txs)
     end = [TxResult.decode(r) for r in results[n:]]
     return {
@@ -259,6 +351,24 @@ async def rpc_block_results(node: Node, params: Params) -> Any:
         "txs_results": [result_json(TxResult.decode(r)) for r in results[:n]],
         "end_block_events": [e for r in end for e in result_json(r)["events"]],
     }
+
+
+async def rpc_block_results(node: Node, params: Params) -> Any:
+    _only(params, {"height", "era"})
+    named = _era_height(params)
+    if named is not None:
+        found = _block_in_era(node, *named)
+        if found.results is None:
+            raise RPCError(NOT_FOUND, f"no results stored for the "
+                           f"{'abandoned ' if found.abandoned else ''}block of era "
+                           f"{found.era} at height {named[1]}")
+        return {**_results_json(named[1], found.block, found.results), **found.tag()}
+    height = _height(params, node)
+    results = node.store.results(height)
+    block = node.block(height)
+    if results is None or block is None:
+        raise RPCError(NOT_FOUND, f"no block at height {height}")
+    return _results_json(height, block, results)
 
 
 async def rpc_tx(node: Node, params: Params) -> Any:
@@ -622,7 +732,7 @@ def build_app(node: Node) -> Starlette:
         except RPCError as e:
             return JSONRPCResponse(_error(None, e), status_code=413)
         try:
-            req = json.loads(body)
+            req = json.loads(body, parse_int=_json_int)
         except (ValueError, UnicodeDecodeError):
             return JSONRPCResponse(_error(None, RPCError(PARSE_ERROR, "body is not valid JSON")))
         except RecursionError:

@@ -50,6 +50,46 @@ class InvariantViolation(InvalidBlock):
         self.evidence = evidence
 
 
+class StoredStateMismatch(InvariantViolation):
+    """A value the block read from the store is not what the committed state tree holds for
+    that key: something wrote into the store outside the blocks (the seed incident: a
+    maintenance step reset funding indices to zero). The block is refused before anything
+    builds on the value; the producer halts naming the keys. This is a failure of the
+    node's own storage, not of any transaction."""
+
+    def __init__(self, keys: list[tuple[bytes, bytes | None, bytes | None]]) -> None:
+        first = keys[0][0]
+        super().__init__(
+            "stored_state",
+            f"the stored value of {printable_key(first)} differs from the committed state "
+            f"tree ({len(keys)} key(s); written outside a block?)",
+            {"keys": [{"key": k.hex(), "key_text": printable_key(k),
+                       "tree_value_hash": None if t is None else t.hex(),
+                       "stored_value_hash": None if p is None else p.hex()}
+                      for k, t, p in keys[:20]],
+             "count": str(len(keys))})
+        self.keys = [k for k, _, _ in keys]
+
+
+def printable_key(key: bytes) -> str:
+    """A state key for people: its ASCII prefix and symbol as text, binary parts as hex
+    (``mks/BTC-USD-PERP``, ``acct/<64 hex>``)."""
+    out: list[str] = []
+    run = bytearray()
+    for b in key:
+        if 0x20 <= b < 0x7F:
+            if run:
+                out.append(run.hex())
+                run = bytearray()
+            out.append(chr(b))
+        else:
+            run.append(b)
+    if run:
+        out.append(run.hex())
+    text = "".join(out)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _decode(raw: bytes | None, cls: type[Struct], default: Any) -> Any:
     return default if raw is None else cls.decode(raw)
 

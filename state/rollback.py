@@ -27,7 +27,9 @@ from chain.codec import decode, encode
 from chain.crypto import sha256
 from state import schema
 from state.exchange import POSITION
+from state.snapshot_file import SnapshotReader, differences
 from state.store import Head, Store, StoreError, decode_local
+from state.tree import DictNodeStore, StateTree
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
     if to_height < 0:
         raise StoreError("target height must be >= 0")
     if not details:
-        target = Head.decode(_undo(store, to_height + 1)["prev_head"])
+        target = _head_at(store, to_height, _undo(store, to_height + 1)["prev_head"])
         for h in range(head.height, to_height, -1):  # every block must still be undoable
             if store.db.get(schema.undo_key(h)) is None:
                 raise StoreError(f"no undo record for height {h}: cannot roll back past it")
@@ -98,7 +100,7 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
         undo = _undo(store, h)
         keys += len(undo["prior"])
         if h == to_height + 1:
-            target_head = Head.decode(undo["prev_head"])
+            target_head = _head_at(store, to_height, undo["prev_head"])
         for k, _ in undo["prior"]:
             owner = _owner(k)
             if owner is not None:
@@ -117,6 +119,18 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
     txs.sort(key=lambda t: (int(t["height"]), t["index"]))
     return RollbackPlan(head.height, to_height, head.era, head.era + 1, target_head, blocks,
                         txs, sorted(a.hex() for a in accounts), keys)
+
+
+def _head_at(store: Store, height: int, recorded: bytes) -> Head:
+    """The head a rollback leaves at ``height``: from that block's producer-signed header
+    (what every node agreed on), not from the head record its successor's undo record kept,
+    which a write outside the blocks may have changed (``recorded`` is used only where no
+    block is stored: the genesis height)."""
+    raw = store.block_bytes(height)
+    if raw is None:
+        return Head.decode(recorded)
+    b = Block.decode_block(raw)
+    return Head(height, b.hash, b.header.state_root, b.header.era, b.header.time)
 
 
 def _owner(db_key: bytes) -> bytes | None:
@@ -146,8 +160,6 @@ def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
     if head is None or head.height != plan.from_height:
         raise StoreError("the head moved since the rollback was planned; plan it again")
     if restore_file is not None:
-        from state.snapshot_file import SnapshotReader
-
         with SnapshotReader(Path(restore_file)) as r:
             if (r.header.height, r.header.state_root) != (plan.to_height,
                                                           plan.target.state_root):
@@ -212,7 +224,8 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
         h -= 1
         if read >= CHUNK_BYTES or head.height - h >= max_blocks:
             break
-    prev = Head.decode(prev_raw)
+    prev = _head_at(store, h, prev_raw)
+    prev_raw = prev.encode()
     era_abandoned = int(record.get("era", head.era))
     with store.db.write_batch(transaction=True, sync=store.sync) as wb:
         # The abandoned head's accounts and positions, for the compensation report: the
@@ -232,30 +245,60 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
         for k, v in archive:
             wb.put(k, v)
         wb.put(schema.META_HEAD, prev_raw)
-        if prev.height == to_height:
-            if record.get("restore_file"):
-                _restore_writes(store, prior, str(record["restore_file"]), wb)
-            wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
-            # Markets must reopen carefully (node/admin.py resume), also when this last
-            # step ran at startup after a crash.
-            wb.put(schema.META_REOPEN, str(record["new_era"]).encode())
-            wb.delete(schema.META_OP)
+        if prev.height == to_height and not record.get("restore_file"):
+            _finish(record, wb)
     return prev
 
 
-def _restore_writes(store: Store, chunk_prior: dict[bytes, bytes | None], path: str,
-                    wb: Any) -> None:
-    """Writes (into the last step's batch) that make the state equal to the snapshot file."""
-    from state.snapshot_file import SnapshotReader, differences, overlaid
+def _finish(record: dict[str, Any], wb: Any) -> None:
+    """The last writes of a rollback (in its last batch): the new era's certificate, the
+    careful-reopening marker, the operation record removed."""
+    wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
+    # Markets must reopen carefully (node/admin.py resume), also when this last step ran
+    # at startup after a crash.
+    wb.put(schema.META_REOPEN, str(record["new_era"]).encode())
+    wb.delete(schema.META_OP)
 
-    n = len(schema.STATE)
-    prior = {k[n:]: v for k, v in chunk_prior.items() if k[:n] == schema.STATE}
-    with SnapshotReader(Path(path)) as r:
-        for k, v in differences(overlaid(store, prior), r.pairs()):
+
+def restore_step(store: Store, record: dict[str, Any]) -> Head:
+    """After the undo steps reached the target: make the state, AND its tree, equal to the
+    snapshot file, in ONE batch that also finishes the rollback.
+
+    Writes that bypassed the blocks (a faulty maintenance step) are invisible to undo
+    records; the file holds the state as it was. Each differing key is written, and the
+    same changes are applied to the stored tree, which then commits to the file's state
+    (checked against the file's root). A tree that was itself rewritten beyond those keys
+    would not reach that root: then the tree is rebuilt from the file (O(state), only in
+    that case). Idempotent: re-run after a crash it finds nothing left to change."""
+    path = Path(str(record["restore_file"]))
+    head = store.head()
+    assert head is not None
+    with SnapshotReader(path) as r:
+        want_root = r.header.state_root
+        diff = list(differences(store.iter_state(), r.pairs()))
+    tree_ov = store.overlay(schema.TREE)
+    root = StateTree(tree_ov).apply(diff)
+    tree_writes: list[tuple[bytes, bytes | None]] = [
+        (schema.TREE + k, v) for k, v in tree_ov.changes()]
+    if root != want_root:
+        fresh = DictNodeStore()
+        with SnapshotReader(path) as r:
+            StateTree(fresh).apply(r.pairs())
+        tree_writes = [(k, None) for k, _ in store.db.iterator(prefix=schema.TREE)]
+        tree_writes += [(schema.TREE + k, v) for k, v in sorted(fresh.data.items())]
+    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
+        for k, v in diff:
             if v is None:
                 wb.delete(schema.STATE + k)
             else:
                 wb.put(schema.STATE + k, v)
+        for k, v in tree_writes:
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        _finish(record, wb)
+    return head
 
 
 def run(store: Store, record: dict[str, Any],
@@ -266,6 +309,10 @@ def run(store: Store, record: dict[str, Any],
     assert head is not None
     while head.height > int(record["to_height"]):
         head = step(store, record, max_blocks)
+        if after_step is not None:
+            after_step(head)
+    if record.get("restore_file") and operation(store) is not None:
+        head = restore_step(store, record)
         if after_step is not None:
             after_step(head)
     return head

@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain.block import Block, Header, TxResult, encode_results
+from chain.block import Block, Header, TxResult, encode_results, sign_header
+from chain.crypto import PrivateKey
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
 from state.blockend import end_block
-from state.invariants import check_block
+from state.invariants import StoredStateMismatch, check_block
 from state.machine import TxContext, apply_tx
 from state.params import ChainParams, load_params
 from state.rollback import fork_certificates, next_era
 from state.schema import TREE
 from state.store import Head, Overlay, PendingBlock, Store
-from state.tree import StateTree
+from state.tree import PriorMismatch, StateTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,10 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
         results.append(TxResult(0, "", tuple(block_events)))
     result_bytes, res_root = encode_results(results)
     tree_overlay = store.overlay(TREE)
-    state_root = StateTree(tree_overlay).apply(overlay.changes())
+    try:  # also checks each changed key's stored prior against the committed tree
+        state_root = StateTree(tree_overlay).apply(overlay.changes(), overlay.priors)
+    except PriorMismatch as e:
+        raise StoredStateMismatch(e.mismatches) from None
     return BlockOutcome(
         overlay=overlay,
         tree_overlay=tree_overlay,
@@ -127,6 +131,23 @@ def commit(store: Store, block: Block, block_bytes: bytes, txs: Sequence[Transac
         head=head,
     ), extra_meta)
     return head
+
+
+def seal(store: Store, params: ChainParams, key: PrivateKey, txs: Sequence[Transaction],
+         time: int, outcome: BlockOutcome,
+         extra_meta: Sequence[tuple[bytes, bytes | None]] = ()) -> Head:
+    """Sign an applied block with ``key`` and commit it on the head: a producer without a
+    last-signed record, for stores that are never served (a rehearsal's scratch copy,
+    tests). The real producer signs through node/signer.py, which records every signature
+    first so that it can never sign two blocks at one height."""
+    head = store.head()
+    if head is None:
+        raise InvalidBlock("store has no genesis")
+    header = Header(params.chain_id, next_era(store, head), head.height + 1, head.hash, time,
+                    outcome.tx_root, outcome.results_root, outcome.state_root,
+                    key.public_key)
+    block = Block(header, sign_header(key, header), tuple(t.raw for t in txs))
+    return commit(store, block, block.encode(), txs, outcome, extra_meta)
 
 
 def decode_block_txs(block: Block, verify: bool = True) -> list[Transaction]:

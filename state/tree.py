@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Protocol
 
@@ -76,6 +76,20 @@ class NodeStore(Protocol):
     def put(self, node_key: bytes, value: bytes) -> None: ...
 
     def delete(self, node_key: bytes) -> None: ...
+
+
+_NO_CHECK = object()
+"""``_update_one``'s prior value hash when the prior-value check is off."""
+
+
+class PriorMismatch(ValueError):
+    """Values the block read from the store that the committed tree does not hold: the store
+    was written outside the blocks. ``mismatches``: (key, the tree's value hash or None,
+    the stored value's hash or None) per key, in key-hash order."""
+
+    def __init__(self, mismatches: list[tuple[bytes, bytes | None, bytes | None]]) -> None:
+        super().__init__(f"{len(mismatches)} stored value(s) differ from the state tree")
+        self.mismatches = mismatches
 
 
 class DictNodeStore:
@@ -148,6 +162,8 @@ class StateTree:
         # Groups read or written during one apply (or one proof walk); empty between calls.
         # gkey -> [bitmap, stored bytes, {slot: record or None} or None, store key]
         self._groups: dict[int, list] = {}
+        self._check = False  # the prior-value check of the apply in progress
+        self._mismatch: list[tuple[bytes, bytes | None, bytes | None]] = []
         self.reload()
 
     def reload(self) -> None:
@@ -260,27 +276,51 @@ class StateTree:
 
     # -- updates ------------------------------------------------------------------------------
 
-    def apply(self, changes: Iterable[tuple[bytes, bytes | None]]) -> bytes:
+    def apply(self, changes: Iterable[tuple[bytes, bytes | None]],
+              priors: Mapping[bytes, bytes | None] | None = None) -> bytes:
         """Apply one block's net changes (``None`` deletes) and return the new root.
 
         Each key may appear once. Deleting an absent key is a no-op.
+
+        With ``priors`` (each changed key's value as the block read it from the store), the
+        walk also checks, at each changed key's leaf (which it reads anyway), that the tree
+        commits to exactly that prior value: a value written into the store outside any
+        block (a faulty maintenance step) is then caught by the first block that writes the
+        key, before it builds on it. A mismatch raises :class:`PriorMismatch` naming every
+        such key; nothing is written.
         """
-        items = sorted(
-            ((key_hash(k), None if v is None else value_hash(v)) for k, v in changes),
-            key=itemgetter(0),
-        )
+        if priors is None:
+            items = sorted(
+                ((key_hash(k), None if v is None else value_hash(v)) for k, v in changes),
+                key=itemgetter(0),
+            )
+        else:
+            keys_of: dict[bytes, bytes] = {}
+            rows = []
+            for k, v in changes:
+                kh = key_hash(k)
+                keys_of[kh] = k
+                p = priors.get(k)
+                rows.append((kh, None if v is None else value_hash(v),
+                             None if p is None else value_hash(p)))
+            items = sorted(rows, key=itemgetter(0))  # type: ignore[arg-type]
         if not items:
             return self.root
-        khs = [kh for kh, _ in items]
+        khs = [it[0] for it in items]
         for i in range(1, len(khs)):
             if khs[i] == khs[i - 1]:
                 raise ValueError("a key appears twice in one block's changes")
         self._groups = {}
+        self._check = priors is not None
+        self._mismatch = []
         root = self._root
         old_h = EMPTY if root is None else root[1]
         try:
             new = self._update(0, 0, None if root is None else _encode(root), old_h, items, khs,
                                0, len(items))
+            if self._mismatch:
+                raise PriorMismatch([(keys_of[kh], tvh, pvh)
+                                     for kh, tvh, pvh in sorted(self._mismatch)])
             if new is None:
                 if root is not None:
                     self._set(0, 0, None)
@@ -311,9 +351,15 @@ class StateTree:
         leaf may still collapse further up.
         """
         if hi - lo == 1:
-            return self._update_one(depth, path, h, rec, khs[lo], items[lo][1])
+            pv = items[lo][2] if self._check else _NO_CHECK  # type: ignore[misc]
+            return self._update_one(depth, path, h, rec, khs[lo], items[lo][1], pv)
         if rec is None or rec[0] == _LEAF:
             # At most one key lives here: merge it with the changes and build afresh.
+            if self._check:
+                for j in range(lo, hi):
+                    tvh = rec[33:] if rec is not None and rec[1:33] == khs[j] else None
+                    if tvh != items[j][2]:  # type: ignore[misc]
+                        self._mismatch.append((khs[j], tvh, items[j][2]))  # type: ignore[misc]
             final: list[tuple[bytes, bytes]] = []
             if rec is not None:
                 okh = rec[1:33]
@@ -344,14 +390,16 @@ class StateTree:
         if mid > lo:
             lrec, lent, loff = self._slot(d1, lpath, lh)
             if mid - lo == 1:  # straight to the single-change walk
-                lnew = self._update_one(d1, lpath, lh, lrec, khs[lo], items[lo][1])
+                pv = items[lo][2] if self._check else _NO_CHECK  # type: ignore[misc]
+                lnew = self._update_one(d1, lpath, lh, lrec, khs[lo], items[lo][1], pv)
             else:
                 lnew = self._update(d1, lpath, lrec, lh, items, khs, lo, mid)
             nlh = EMPTY if lnew is None else lnew[1]
         if hi > mid:
             rrec, rent, roff = self._slot(d1, rpath, rh)
             if hi - mid == 1:
-                rnew = self._update_one(d1, rpath, rh, rrec, khs[mid], items[mid][1])
+                pv = items[mid][2] if self._check else _NO_CHECK  # type: ignore[misc]
+                rnew = self._update_one(d1, rpath, rh, rrec, khs[mid], items[mid][1], pv)
             else:
                 rnew = self._update(d1, rpath, rrec, rh, items, khs, mid, hi)
             nrh = EMPTY if rnew is None else rnew[1]
@@ -439,7 +487,7 @@ class StateTree:
         return raw
 
     def _update_one(self, depth: int, path: int, h: bytes, rec: bytes | None, kh: bytes,
-                    vh: bytes | None) -> Rec | None:
+                    vh: bytes | None, pvh: object = _NO_CHECK) -> Rec | None:
         """:meth:`_update` for a single change: one walk down the key's path and back up.
 
         The node at (depth, path) is given by its hash ``h`` and record ``rec`` (None:
@@ -510,6 +558,10 @@ class StateTree:
             raise ValueError(f"corrupt state tree node at depth {d}")
         a = rec[1:33]
         b = rec[33:]
+        if pvh is not _NO_CHECK:
+            tvh = b if kind == _LEAF and a == kh else None
+            if tvh != pvh:
+                self._mismatch.append((kh, tvh, pvh))  # type: ignore[arg-type]
         nrec: bytes | None
         if kind == -1:
             if vh is None:

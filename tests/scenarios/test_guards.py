@@ -8,6 +8,7 @@ transition: the test replaces the funding step with one that also writes the cor
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,15 +16,26 @@ import pytest
 import trio
 
 import state.funding_step as funding_step
-from chain.tx import PlaceOrder, make_tx
+from chain.tx import Deposit, OraclePrice, PlaceOrder, make_tx
 from genesis.devnet import build_devnet, devnet_markets
 from genesis.format import GenesisMarket, parse_time
+from node.admin_client import AdminClient
+from node.client import RPCCallError, RPCClient
 from node.mempool import MempoolReject, RejectCode
 from node.node import Node, open_node
+from node.views import b64
 from state.accounts import get_account, put_account
 from state.invariants import InvariantViolation
-from state.markets import get_market_state, put_market_state
-from tests.helpers import GENESIS_TIME, make_home
+from state.markets import MarketState, get_market_state, market_state_key, put_market_state
+from state.store import Store
+from tests.helpers import (
+    GENESIS_TIME,
+    make_genesis,
+    make_home,
+    rewrite_behind_the_chain,
+    running_node,
+)
+from tests.scenarios.test_incident import USD, Chain, admin_url, order, px
 
 BTC = "BTC-USD-PERP"
 
@@ -124,3 +136,82 @@ async def test_collateral_from_nowhere_is_refused(tmp_path: Path,
         assert get_account(node.store.overlay(), who).balance == 10**12
     finally:
         node.close()
+
+
+def test_a_write_outside_the_blocks_is_refused_by_the_first_block_that_writes_the_key(
+        tmp_path: Path) -> None:
+    """The seed's corruption: a maintenance step writes a corrupted funding index straight
+    into the store of the stopped node. ``maintenance end`` refuses; forced through with
+    ``resume --force``, the first block that writes that market would build on the bad
+    value: the prior-value check (the committed tree holds another value for the key)
+    refuses it and the producer halts naming the key. The same corruption, rewritten
+    thoroughly enough to get past this check, sets off a liquidation cascade
+    (tests/scenarios/test_incident.py); here nobody is liquidated."""
+    g, keys = make_genesis(accounts=3, balance=10_000 * USD, markets=True)
+    alice, bob, carol = keys.accounts
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50)
+    ops = list(keys.operators)
+    with running_node(home) as n, RPCClient(n.url) as c:
+        ch = Chain(c, g.chain_id)
+        ch.commit(keys.faucet, Deposit(alice.public_key, 500_000 * USD))
+        ch.commit(alice, order("sell", "limit", 60_000, 3))
+        ch.commit(bob, order("buy", "market", 60_100, 1, "ioc"))      # ~6x long
+        ch.commit(carol, order("buy", "market", 60_100, 1.5, "ioc"))  # ~9x long
+        with AdminClient(admin_url(home.root), ops) as adm:
+            pinned = int(adm.run("maintenance_begin", {})["snapshot"]["height"])
+        assert n.terminate() == 0
+    with Store(home.store_dir) as s:
+        st = MarketState.decode(s.state_get(market_state_key(BTC)) or b"")
+    bad = replace(st, funding_index=st.funding_index + 9_000 * 10**12)
+    rewrite_behind_the_chain(home.store_dir, [(market_state_key(BTC), bad.encode())],
+                             tree_too=False)
+    with running_node(home) as n, RPCClient(n.url) as c, \
+            AdminClient(admin_url(home.root), ops) as adm:
+        with pytest.raises(RPCCallError):
+            adm.run("maintenance_end")
+        adm.run("resume", {"force": "true"})
+        price = make_tx(keys.oracles[0], g.chain_id, 0,
+                        OraclePrice(BTC, px(60_000), time.time_ns() // 10**6))
+        try:
+            c.call("broadcast_tx_sync", tx=b64(price.raw))
+        except RPCCallError:
+            pass  # already halted by an earlier block that wrote the market
+        deadline = time.monotonic() + 20
+        halted = None
+        while time.monotonic() < deadline:
+            halted = c.call("status")["halted"]
+            if halted is not None and halted["check"] == "stored_state":
+                break
+            time.sleep(0.05)
+        assert halted is not None and halted["check"] == "stored_state", halted
+        assert f"mks/{BTC}" in halted["reason"], halted
+        [k] = halted["evidence"]["keys"]
+        assert k["key_text"] == f"mks/{BTC}"
+        head = int(c.call("status")["sync_info"]["latest_block_height"])
+        assert ch.end_events(pinned + 1, head, "liquidation_settled") == []
+        for who in (bob, carol):
+            acct = c.call("account", address=who.public_key.hex())
+            assert [p["market"] for p in acct["positions"]] == [BTC]
+        # The refused block wrote nothing: the head stays put while halted.
+        assert int(c.call("status")["sync_info"]["latest_block_height"]) == head
+        assert n.terminate() == 0
+
+
+async def test_a_node_refuses_to_start_or_resume_on_a_tree_that_is_not_the_heads(
+        tmp_path: Path) -> None:
+    from node.node import NodeError
+    from state.schema import META_HEAD
+
+    node, keys = fast_funding_node(tmp_path)
+    await node.produce_block()
+    home, head = node.home, node.head
+    node.close()
+    with Store(home.store_dir) as s:
+        st = MarketState.decode(s.state_get(market_state_key(BTC)) or b"")
+    rewrite_behind_the_chain(home.store_dir, [(market_state_key(BTC), replace(
+        st, oracle_price=1).encode())], tree_too=True)
+    with Store(home.store_dir) as s:  # ... but the head record is put back: roots disagree
+        s.db.put(META_HEAD, head.encode(), sync=True)
+    with pytest.raises(NodeError) as e:
+        open_node(home)
+    assert "differs from the state root" in str(e.value) and "appchain verify" in str(e.value)

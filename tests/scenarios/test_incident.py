@@ -28,7 +28,7 @@ from state.exchange import INSURANCE_ADDRESS
 from state.markets import MarketState, market_state_key
 from state.schema import STATE
 from state.store import Store
-from tests.helpers import REPO, make_genesis, make_home, running_node
+from tests.helpers import REPO, make_genesis, make_home, rewrite_behind_the_chain, running_node
 
 BTC = "BTC-USD-PERP"
 USD = 10**6
@@ -101,11 +101,14 @@ def test_the_incident_end_to_end(tmp_path: Path) -> None:
         assert mb["verification"]["ok"] is True
         assert n.terminate() == 0
 
-    # -- the faulty upgrade writes corrupted funding indices straight into the store -----------
+    # -- the faulty upgrade writes corrupted funding indices straight into the store, and
+    # (thoroughly) re-roots the state tree and the head to match, so that the per-block
+    # prior-value guard and the start-up root check both pass (a plain write into the store
+    # is caught by those: tests/scenarios/test_guards.py) ----------------------------------
     with Store(home.store_dir) as s:
-        key = STATE + market_state_key(BTC)
-        st = MarketState.decode(s.db.get(key) or b"")
-        s.db.put(key, replace(st, funding_index=st.funding_index + 9_000 * 10**12).encode())
+        st = MarketState.decode(s.state_get(market_state_key(BTC)) or b"")
+    rewrite_behind_the_chain(home.store_dir, [(market_state_key(BTC), replace(
+        st, funding_index=st.funding_index + 9_000 * 10**12).encode())], tree_too=True)
 
     with running_node(home) as n, RPCClient(n.url) as c, \
             AdminClient(admin_url(home.root), ops) as adm:
@@ -114,7 +117,8 @@ def test_the_incident_end_to_end(tmp_path: Path) -> None:
         # Maintenance end refuses to resume, with the report.
         with pytest.raises(RPCCallError) as e:
             adm.run("maintenance_end")
-        assert e.value.data["reason"] == "refused" and "state root" in e.value.message
+        assert e.value.data["reason"] == "refused"
+        assert "the state changed during maintenance" in e.value.message
         assert c.call("status")["halted"] is not None
         # Forced through: with the oracle feed posting again, the cascade follows.
         adm.run("resume", {"force": "true"})

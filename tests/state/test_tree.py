@@ -487,3 +487,55 @@ def test_group_layout() -> None:
         assert len(v) == 2 + 65 * bin(bm).count("1")
         hashes.add(_h(v[2:67]))
     assert tree.root in hashes
+
+
+def test_the_prior_value_check_names_exactly_the_keys_the_tree_does_not_hold() -> None:
+    """apply(changes, priors): each changed key's prior (as the block read it from the store)
+    must be what the tree commits to; otherwise PriorMismatch names it and nothing changes."""
+    from state.tree import PriorMismatch
+
+    store = DictNodeStore()
+    base = {f"k{i}".encode(): f"v{i}".encode() for i in range(200)}
+    root = StateTree(store).apply(sorted(base.items()))
+    before = dict(store.data)
+    changes = [(b"k1", b"x"), (b"k2", None), (b"new", b"y")]
+    good: dict[bytes, bytes | None] = {b"k1": base[b"k1"], b"k2": base[b"k2"], b"new": None}
+    cases: list[tuple[dict[bytes, bytes | None], set[bytes]]] = [
+        ({**good, b"k1": b"tampered"}, {b"k1"}),  # rewritten in the store
+        ({**good, b"new": b"ghost"}, {b"new"}),   # appeared in the store
+        ({**good, b"k1": None}, {b"k1"}),         # vanished from the store
+        ({**good, b"k1": None, b"k2": b"z"}, {b"k1", b"k2"}),
+    ]
+    for priors, wrong in cases:
+        t = StateTree(store)
+        try:
+            t.apply(changes, priors)
+        except PriorMismatch as e:
+            assert {k for k, _, _ in e.mismatches} == wrong
+        else:
+            raise AssertionError(f"mismatch of {wrong} not detected")
+        assert store.data == before and t.root == root  # nothing written
+    expect = {**base, b"k1": b"x", b"new": b"y"}
+    del expect[b"k2"]
+    assert StateTree(store).apply(changes, good) == StateTree(DictNodeStore()).apply(
+        sorted(expect.items()))
+
+
+def test_the_prior_value_check_on_a_single_change_and_on_an_empty_tree() -> None:
+    from state.tree import PriorMismatch
+
+    empty = StateTree(DictNodeStore())
+    try:
+        empty.apply([(b"a", b"1"), (b"b", b"2")], {b"a": b"old", b"b": None})
+    except PriorMismatch as e:
+        assert [k for k, _, _ in e.mismatches] == [b"a"]
+    else:
+        raise AssertionError("mismatch not detected")
+    t = StateTree(DictNodeStore())
+    t.apply([(b"a", b"1"), (b"b", b"2")])
+    for prior, ok in ((b"1", True), (b"9", False), (None, False)):
+        try:
+            StateTree(t.store).apply([(b"a", b"3")], {b"a": prior})
+            assert ok
+        except PriorMismatch:
+            assert not ok
