@@ -24,6 +24,7 @@ import plyvel
 from chain.codec import U64, Bytes32, Struct, decode, encode
 from chain.errors import ChainError
 from state import schema
+from state.kv import KV, KVReader, KVSnapshot, MemoryKV, ScratchKV
 
 _MISSING = object()
 
@@ -84,7 +85,7 @@ class Overlay:
                  "_base_objs",
                  "_changes", "_live", "_floors", "_floor_lens", "_runs", "_gen", "_scans")
 
-    def __init__(self, db: plyvel.DB | plyvel.Snapshot, keyspace: bytes = schema.STATE) -> None:
+    def __init__(self, db: KVReader, keyspace: bytes = schema.STATE) -> None:
         self._db = db
         self.keyspace = keyspace
         self.writes: dict[bytes, bytes | Struct | None] = {}
@@ -471,7 +472,7 @@ class Overlay:
 class StoreSnapshot:
     """Reads from one LevelDB snapshot: a commit landing meanwhile is not seen half-way."""
 
-    def __init__(self, snap: plyvel.Snapshot) -> None:
+    def __init__(self, snap: KVSnapshot) -> None:
         self._snap = snap
 
     def __enter__(self) -> StoreSnapshot:
@@ -506,7 +507,7 @@ class HistoricalView:
     never the size of the state.
     """
 
-    def __init__(self, snap: plyvel.Snapshot, height: int) -> None:
+    def __init__(self, snap: KVSnapshot, height: int) -> None:
         raw = snap.get(schema.META_HEAD)
         if raw is None:
             raise StoreError("store has no head")
@@ -563,23 +564,54 @@ class PendingBlock:
 
 
 class Store:
-    """The node's single LevelDB: blocks, indexes, state, undo records and metadata."""
+    """The node's single LevelDB: blocks, indexes, state, undo records and metadata.
+
+    ``db`` is any :class:`state.kv.KV` backend: LevelDB here, or memory / a scratch layer
+    (:meth:`in_memory`, :meth:`scratch_of`) for the same code without files or writes.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
                  sync: bool = True) -> None:
-        self.path = os.fspath(path)
+        self.path: str | None = os.fspath(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
             # A 64 MiB memtable (LevelDB's default is 4 MiB): large batches (full blocks,
             # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
-            self.db = plyvel.DB(self.path, create_if_missing=create,
-                                write_buffer_size=WRITE_BUFFER_BYTES)
+            self.db: KV = plyvel.DB(self.path, create_if_missing=create,
+                                    write_buffer_size=WRITE_BUFFER_BYTES)
         except plyvel.IOError as e:
             raise StoreError(f"cannot open store at {self.path}: {e}") from e
         except plyvel.Error as e:
             raise StoreError(f"cannot open store at {self.path}: {e}") from e
         self.sync = sync
+        self._check_schema()
+
+    @classmethod
+    def from_kv(cls, db: KV, *, sync: bool = False, path: str | None = None) -> Store:
+        """A store over an open backend (it is closed with the store)."""
+        store = cls.__new__(cls)
+        store.path, store.db, store.sync = path, db, sync
+        try:
+            store._check_schema()
+        except StoreError:
+            db.close()
+            raise
+        return store
+
+    @classmethod
+    def in_memory(cls) -> Store:
+        """An empty store held in memory: the same code with no files."""
+        return cls.from_kv(MemoryKV())
+
+    @classmethod
+    def scratch_of(cls, store: Store) -> Store:
+        """A scratch copy of ``store`` as of now, for rehearsals: reads fall through to a
+        snapshot of it, writes stay in memory and ``store`` is never written. Costs what
+        the scratch writes, not the size of the state; closing it releases the snapshot."""
+        return cls.from_kv(ScratchKV(store.db.snapshot(), owns_base=True))
+
+    def _check_schema(self) -> None:
         version = self.db.get(schema.META_SCHEMA)
         if version is None:
             if self.db.get(schema.META_HEAD) is not None:

@@ -1,0 +1,105 @@
+"""The store end to end on every backend: the same blocks give the same bytes on LevelDB and
+in memory, and a scratch copy of a LevelDB store takes blocks and a rollback (an operator's
+rehearsal) while the real store stays exactly as it was."""
+
+from __future__ import annotations
+
+from genesis.state import init_store
+from state import rollback
+from state.kv import MemoryKV, ScratchKV
+from state.schema import STATE, account_key
+from state.store import Store
+from state.transition import import_block
+from tests.state.test_exchange import Exchange, limit
+from tests.state.test_rollback import block_in_era, full_dump, roll_back, trade_blocks
+
+
+def exchange_on(store: Store, like: Exchange) -> Exchange:
+    """``like``'s chain (genesis, keys, nonces) driven on another store."""
+    ex = Exchange.__new__(Exchange)
+    ex.g, ex.keys, ex.store, ex.nonces = like.g, like.keys, store, dict(like.nonces)
+    ex.alice, ex.bob, ex.carol, ex.dave, ex.erin = like.keys.accounts
+    return ex
+
+
+def everything(store: Store) -> list[tuple[bytes, bytes]]:
+    """Every key of the store: blocks, indexes, results, state, tree, undo, metadata."""
+    return list(store.db.iterator())
+
+
+def test_the_same_blocks_give_the_same_bytes_on_leveldb_and_in_memory(ex: Exchange) -> None:
+    mem = Store.in_memory()
+    assert isinstance(mem.db, MemoryKV) and mem.path is None and mem.head() is None
+    init_store(mem, ex.g)
+    mx = exchange_on(mem, ex)
+    assert everything(mem) == everything(ex.store)
+    trade_blocks(ex, 4)
+    trade_blocks(mx, 4)
+    assert mem.head() == ex.store.head()
+    assert full_dump(mem) == full_dump(ex.store)
+    assert everything(mem) == everything(ex.store)
+    # a block built on one imports on the other
+    raw = block_in_era(ex, 0, [ex.tx(ex.alice, limit("buy", 50_000, 0.01))])
+    import_block(ex.store, raw)
+    import_block(mem, raw)
+    assert everything(mem) == everything(ex.store)
+    with mem.snapshot() as snap, ex.store.snapshot() as real_snap:
+        assert snap.head() == real_snap.head()
+        alice = STATE + account_key(ex.alice.public_key)
+        old = snap.at_height(2).get(alice)
+        assert old is not None and old == real_snap.at_height(2).get(alice)
+        assert old != snap.state_get(account_key(ex.alice.public_key))
+    assert mem.prune_undo(3) == ex.store.prune_undo(3) == 2
+    assert everything(mem) == everything(ex.store)
+    mem.close()
+    assert mem.db.closed
+
+
+def test_a_scratch_copy_takes_blocks_and_a_rollback_and_the_real_store_is_unchanged(
+        ex: Exchange) -> None:
+    trade_blocks(ex, 3)
+    h = ex.height
+    at_h = full_dump(ex.store)
+    trade_blocks(ex, 4)
+    real = everything(ex.store)
+    real_head = ex.store.head()
+    scratch = Store.scratch_of(ex.store)
+    assert isinstance(scratch.db, ScratchKV) and not scratch.sync
+    sx = exchange_on(scratch, ex)
+
+    trade_blocks(sx, 2)  # commit_block on the scratch layer
+    head = scratch.head()
+    assert head is not None and real_head is not None and head.height == real_head.height + 2
+    assert everything(ex.store) == real and ex.store.head() == real_head
+
+    roll_back(sx, h)  # the rehearsal: roll back and start the new era
+    assert scratch.head() is not None and sx.height == h
+    assert full_dump(scratch) == at_h
+    assert rollback.fork_certificates(scratch) and not rollback.fork_certificates(ex.store)
+    import_block(scratch, block_in_era(sx, 1, []))
+    assert scratch.prune_undo(h) > 0
+    assert everything(ex.store) == real and ex.store.head() == real_head
+
+    trade_blocks(ex, 1)  # the real store goes on, unseen by the scratch copy
+    assert sx.height == h + 1 and ex.height == real_head.height + 1
+    scratch.close()
+    assert not ex.store.db.closed
+    trade_blocks(ex, 1)
+
+
+def test_a_scratch_copy_of_a_scratch_copy_and_of_a_memory_store(ex: Exchange) -> None:
+    mem = Store.in_memory()
+    init_store(mem, ex.g)
+    mx = exchange_on(mem, ex)
+    trade_blocks(ex, 2)
+    trade_blocks(mx, 2)
+    first = Store.scratch_of(mem)
+    second = Store.scratch_of(first)
+    trade_blocks(exchange_on(second, mx), 2)
+    trade_blocks(ex, 2)
+    assert full_dump(second) == full_dump(ex.store)
+    assert everything(first) == everything(mem)
+    second.close()
+    first.close()
+    assert not mem.db.closed and mem.head() is not None
+    mem.close()
