@@ -29,17 +29,18 @@ class DevnetKeys:
         return out
 
 
-def devnet_markets() -> tuple[GenesisMarket, ...]:
+def devnet_markets(funding_interval_ms: int = 60_000) -> tuple[GenesisMarket, ...]:
     """Two markets for local trading: BTC at 60,000 USD and ETH at 3,000 USD.
 
-    Short funding intervals (one minute) so a devnet shows funding payments quickly.
+    Short funding intervals (one minute by default) so a devnet shows funding payments
+    quickly.
     """
 
     def market(symbol: str, price_usd: int, tick: int, step: int) -> GenesisMarket:
         return GenesisMarket(Market(
             symbol=symbol, tick_size=tick, step_size=step,
             initial_margin_ppm=50_000, maintenance_margin_ppm=30_000,
-            funding_interval_ms=60_000, max_funding_rate_ppb=1_000_000,
+            funding_interval_ms=funding_interval_ms, max_funding_rate_ppb=1_000_000,
             liquidation_penalty_ppm=15_000, maker_fee_ppm=200, taker_fee_ppm=500,
             oracle_max_age_ms=60_000,
         ), price_usd * 10**6)

@@ -10,6 +10,7 @@ so an in-flight block always finishes first and nothing is written after a halt.
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 from collections.abc import Awaitable, Callable
@@ -20,11 +21,16 @@ import trio
 
 from chain.admin import AdminEnvelope, AdminRefused, SignedForkCertificate, check_command
 from chain.errors import ChainError, DecodeError
-from chain.tx import OperatorCall, decode_tx
+from chain.tx import OperatorCall, Transaction, decode_tx
+from node import replay as rp
 from node.node import Node, tree_root_problem, wall_ms
+from node.replay import ProgressLog
 from node.testhooks import test_kill_hook
 from node.views import result_json
 from state import pins, rollback, snapshot_file
+from state.compensation import build_report
+from state.rehearsal import RehearsalPlan, rehearse
+from state.replay import Exclusions, archived_blocks, classify
 from state.rollback import RollbackPlan
 from state.schema import META_ADMIN_NONCE, META_REOPEN, META_REPLAYED
 from state.store import StoreError
@@ -244,20 +250,9 @@ class AdminService:
 
     async def rollback(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
         _only(args, {"to_height", "to_snapshot", "dry_run", "reason", "certificate"})
-        target = self._target(args)
         dry = _bool_arg(args, "dry_run")
         node = self.node
-        plan = await trio.to_thread.run_sync(
-            lambda: rollback.plan_rollback(self.store, target, details=dry))
-        label = args.get("to_snapshot")
-        if label is not None:
-            pin = pins.get_pin(self.store, label)
-            if pin is not None and (pin.block_hash, pin.state_root) != (
-                    plan.target.hash, plan.target.state_root):
-                raise AdminRefused("refused", f"snapshot {label!r} pinned block "
-                                   f"{pin.block_hash.hex()} at height {pin.height}, but the "
-                                   f"chain now has {plan.target.hash.hex()} there (an earlier "
-                                   "rollback abandoned the pinned block)")
+        plan = await self._planned(args, details=dry)
         out: dict[str, Any] = {"dry_run": dry, "plan": plan.to_json()}
         if dry:
             out["summary"] = (f"would roll back {len(plan.blocks)} block(s) "
@@ -268,19 +263,7 @@ class AdminService:
         if node.halted is None:
             raise AdminRefused("refused", "halt the chain first (`admin halt`)")
         cert = self._check_certificate(_need(args, "certificate"), plan, reason)
-        restore = None
-        label = args.get("to_snapshot")
-        if label is not None and self.snapshot_path(label).exists():
-            restore = str(self.snapshot_path(label))
-            try:  # never restore from a file whose own root does not check out
-                hdr, _ = await trio.to_thread.run_sync(snapshot_file.check_file,
-                                                       self.snapshot_path(label))
-            except StoreError as e:
-                raise AdminRefused("refused", f"the snapshot file of {label!r} is damaged: "
-                                   f"{e}") from e
-            if hdr.state_root != plan.target.state_root:
-                raise AdminRefused("refused", f"the snapshot file of {label!r} holds root "
-                                   f"{hdr.state_root.hex()}, not the target's")
+        restore = await self._restore_file(args.get("to_snapshot"), plan)
         async with node._produce_lock:
             record = rollback.begin(self.store, plan, cert, reason, ops, wall_ms(), restore)
             head = await trio.to_thread.run_sync(
@@ -304,6 +287,39 @@ class AdminService:
         out["next_era"] = str(node.next_era)
         out["held_back"] = len(node.held_back)
         return out
+
+    async def _restore_file(self, label: str | None, plan: RollbackPlan) -> str | None:
+        """The snapshot file a rollback to pin ``label`` also restores (state written
+        outside the blocks), checked; None without one."""
+        if label is None or not self.snapshot_path(label).exists():
+            return None
+        try:  # never restore from a file whose own root does not check out
+            hdr, _ = await trio.to_thread.run_sync(snapshot_file.check_file,
+                                                   self.snapshot_path(label))
+        except StoreError as e:
+            raise AdminRefused("refused", f"the snapshot file of {label!r} is damaged: "
+                               f"{e}") from e
+        if hdr.state_root != plan.target.state_root:
+            raise AdminRefused("refused", f"the snapshot file of {label!r} holds root "
+                               f"{hdr.state_root.hex()}, not the target's")
+        return str(self.snapshot_path(label))
+
+    async def _planned(self, args: dict[str, str], details: bool) -> RollbackPlan:
+        """The rollback plan to ``to_height`` / ``to_snapshot`` (a pin whose block is
+        still on the chain)."""
+        target = self._target(args)
+        plan = await trio.to_thread.run_sync(
+            lambda: rollback.plan_rollback(self.store, target, details=details))
+        label = args.get("to_snapshot")
+        if label is not None:
+            pin = pins.get_pin(self.store, label)
+            if pin is not None and (pin.block_hash, pin.state_root) != (
+                    plan.target.hash, plan.target.state_root):
+                raise AdminRefused("refused", f"snapshot {label!r} pinned block "
+                                   f"{pin.block_hash.hex()} at height {pin.height}, but the "
+                                   f"chain now has {plan.target.hash.hex()} there (an earlier "
+                                   "rollback abandoned the pinned block)")
+        return plan
 
     def _check_certificate(self, hex_cert: str, plan: RollbackPlan,
                            reason: str) -> bytes:
@@ -411,9 +427,6 @@ class AdminService:
 
     async def replay(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
         _only(args, {"from_era", "exclude_tx", "exclude_sender", "exclude_type", "dry_run"})
-        from node import replay as rp
-        from state.replay import Exclusions, archived_blocks, classify
-
         node = self.node
         era = _int_arg(args, "from_era")
         if era is None:
@@ -421,20 +434,7 @@ class AdminService:
                 raise AdminRefused("refused", "nothing to replay: no rollback happened")
             era = node.next_era - 1
 
-        def hexes(name: str, size: int) -> frozenset[bytes]:
-            out = set()
-            for item in filter(None, args.get(name, "").split(",")):
-                try:
-                    b = bytes.fromhex(item.strip())
-                except ValueError:
-                    b = b""
-                if len(b) != size:
-                    raise AdminRefused("bad_args", f"{name}: {item!r} is not {size} hex bytes")
-                out.add(b)
-            return frozenset(out)
-
-        ex = Exclusions(hexes("exclude_tx", 32), hexes("exclude_sender", 32),
-                        frozenset(filter(None, args.get("exclude_type", "").split(","))))
+        ex = _exclusions(args)
         blocks = await trio.to_thread.run_sync(archived_blocks, self.store, era)
         if not blocks:
             raise AdminRefused("refused", f"no abandoned blocks archived for era {era}")
@@ -469,52 +469,93 @@ class AdminService:
                 "diverged": [t for t in out["transactions"] if t["fate"] == "diverged"][:100],
                 "dropped": [t for t in out["transactions"] if t["fate"] == "dropped"][:100]}
 
+    async def rehearse(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        """The whole recovery (rollback, operator transactions, replay, compensation report)
+        in a scratch copy: nothing of the chain changes (state/rehearsal.py)."""
+        _only(args, {"to_height", "to_snapshot", "reason", "certificate", "operator_txs",
+                     "exclude_tx", "exclude_sender", "exclude_type"})
+        node = self.node
+        plan = await self._planned(args, details=False)
+        reason = _need(args, "reason")
+        cert = self._check_certificate(_need(args, "certificate"), plan, reason)
+        restore = await self._restore_file(args.get("to_snapshot"), plan)
+        txs = tuple(self._checked_operator_tx(h.strip())[0]
+                    for h in args.get("operator_txs", "").split(",") if h.strip())
+        rp_plan = RehearsalPlan(plan.to_height, cert, reason, restore, txs, _exclusions(args))
+        try:
+            res = await trio.to_thread.run_sync(
+                lambda: rehearse(self.store, rp_plan, ProgressLog(node, "rehearsal")))
+        except StoreError as e:
+            raise AdminRefused("refused", f"rehearsal failed: {e}") from e
+        finally:
+            node.progress = None
+        fates = [f.to_obj() for f in res.fates]
+        path = Path(node.home.data_dir) / "reports" / (
+            f"rehearsal-era-{res.era}-to-{plan.to_height}.json")
+        doc = {"era": res.era, "to_height": plan.to_height, "summary": res.summary,
+               "operator_txs": list(res.operator_results),
+               "replayed_to_height": res.replayed_to_height, "transactions": fates,
+               "report": res.report}
+        await trio.to_thread.run_sync(lambda: _write_json(path, doc))
+        s = res.summary
+        note = "" if node.halted is not None else (
+            "; the chain is NOT halted: the real recovery will start from a later head and "
+            "may differ")
+        return {"summary": f"rehearsed era {res.era}: roll back {plan.from_height} -> "
+                           f"{plan.to_height}, {len(txs)} operator transaction(s), replay "
+                           f"{s['identical']} identical, {s['diverged']} diverged, "
+                           f"{s['dropped']} dropped; {summary_of_report(res.report)}{note}",
+                "era": str(res.era), "counts": s, "replayed_to_height":
+                    str(res.replayed_to_height), "operator_txs": list(res.operator_results),
+                "diverged": [t for t in fates if t["fate"] == "diverged"][:100],
+                "dropped": [t for t in fates if t["fate"] == "dropped"][:100],
+                "report": res.report, "path": str(path)}
+
     async def compensation_report(self, args: dict[str, str], ops: list[bytes]
                                   ) -> dict[str, Any]:
         _only(args, {"era"})
-        from node.compensation import build_report
-
         era = _int_arg(args, "era")
         if era is None:
             if self.node.next_era == 0:
                 raise AdminRefused("refused", "no rollback happened: nothing to compare")
             era = self.node.next_era - 1
         report = await trio.to_thread.run_sync(build_report, self.store, era)
-        t = report["totals"]
-        report["summary"] = (f"era {era}: {t['accounts']} account(s), "
-                             f"{t['liquidated_only_on_abandoned_fork']} liquidated only on the "
-                             f"abandoned fork, {t['accounts_to_compensate']} to compensate "
-                             f"({t['compensation_total']} micro-USDC)")
+        report["summary"] = summary_of_report(report)
         return report
 
     # -- operator transactions -------------------------------------------------------------
 
-    async def operator_tx(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
-        """Commit a signed ``operator`` transaction in a block of its own, now (also while
-        halted: selective cancellation and market modes are part of a recovery)."""
-        _only(args, {"tx"})
+    def _checked_operator_tx(self, hex_tx: str) -> tuple[Transaction, AdminEnvelope]:
+        """A signed ``operator`` transaction from an operator key, whose inner command is
+        checked against the wall clock (the chain checks it against the block time only,
+        which may run behind during a recovery)."""
         try:
-            tx = decode_tx(bytes.fromhex(_need(args, "tx")))
+            tx = decode_tx(bytes.fromhex(hex_tx))
             tx.verify_signature()
         except (ValueError, ChainError) as e:
             raise AdminRefused("bad_args", f"tx: {e}") from e
         if not isinstance(tx.payload, OperatorCall):
             raise AdminRefused("bad_args", "tx must be an operator transaction")
-        node = self.node
-        if tx.sender not in node.params.operators:
+        p, cfg = self.node.params, self.node.cfg.admin
+        if tx.sender not in p.operators:
             raise AdminRefused("bad_args", "the transaction's sender is not an operator")
-        if node.halted is not None and node.halted.get("check") == "maintenance":
-            raise AdminRefused("refused", "a maintenance window is open: a block now would "
-                               "change the state it verifies; end the window first")
-        # The chain checks the inner command against the block time only (it may run behind
-        # the wall clock during a recovery): check it against the wall clock here.
-        p, cfg = node.params, node.cfg.admin
         try:
             inner = AdminEnvelope.decode(tx.payload.envelope)
         except DecodeError as e:
             raise AdminRefused("malformed", f"operator command: {e.message}") from e
         check_command(inner, p.chain_id, p.operators, p.operator_threshold, wall_ms(),
                       cfg.max_age_ms, cfg.max_skew_ms)
+        return tx, inner
+
+    async def operator_tx(self, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+        """Commit a signed ``operator`` transaction in a block of its own, now (also while
+        halted: selective cancellation and market modes are part of a recovery)."""
+        _only(args, {"tx"})
+        tx, inner = self._checked_operator_tx(_need(args, "tx"))
+        node = self.node
+        if node.halted is not None and node.halted.get("check") == "maintenance":
+            raise AdminRefused("refused", "a maintenance window is open: a block now would "
+                               "change the state it verifies; end the window first")
         expected = node.committed_nonce(tx.sender)
         if tx.nonce != expected:
             raise AdminRefused("bad_args", f"tx nonce {tx.nonce}, the sender's next is "
@@ -542,6 +583,40 @@ class AdminService:
         found = self.node.audit.entries(after, limit)
         return {"summary": f"{len(found)} audit entries", "entries": [_jsonable(e)
                                                                       for e in found]}
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+
+
+def _hexes(args: dict[str, str], name: str, size: int) -> frozenset[bytes]:
+    out = set()
+    for item in filter(None, args.get(name, "").split(",")):
+        try:
+            b = bytes.fromhex(item.strip())
+        except ValueError:
+            b = b""
+        if len(b) != size:
+            raise AdminRefused("bad_args", f"{name}: {item!r} is not {size} hex bytes")
+        out.add(b)
+    return frozenset(out)
+
+
+def _exclusions(args: dict[str, str]) -> Exclusions:
+    """The replay's exclusions from ``exclude_tx`` / ``exclude_sender`` / ``exclude_type``
+    (comma-separated)."""
+    return Exclusions(_hexes(args, "exclude_tx", 32), _hexes(args, "exclude_sender", 32),
+                      frozenset(t.strip() for t in args.get("exclude_type", "").split(",")
+                                if t.strip()))
+
+
+def summary_of_report(report: dict[str, Any]) -> str:
+    t = report["totals"]
+    return (f"era {report['era']}: {t['accounts']} account(s), "
+            f"{t['accounts_to_compensate']} to compensate ({t['compensation_total']} "
+            f"micro-USDC), {t['liquidated_only_on_abandoned_fork']} liquidated only on the "
+            f"abandoned fork, {t['external_effects']} external effect(s) to decide")
 
 
 def _audit_args(args: dict[str, str]) -> dict[str, str]:
@@ -585,4 +660,5 @@ COMMANDS: dict[str, Command] = {
     "operator_tx": AdminService.operator_tx,
     "replay": AdminService.replay,
     "compensation_report": AdminService.compensation_report,
+    "rehearse": AdminService.rehearse,
 }

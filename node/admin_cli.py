@@ -57,9 +57,11 @@ def _progress_line(p: dict[str, Any]) -> str:
             f"~{'?' if left is None else f'{left:.0f}'}s left")
 
 
-def _call_with_progress(ctx: Ctx, fn: Any, interval_s: float = 1.0) -> None:
+def _call_with_progress(ctx: Ctx, fn: Any, interval_s: float = 1.0, echo: bool = True
+                        ) -> Any:
     """:func:`_call`, printing the node's progress (``admin_progress``) to stderr while the
-    command runs (a replay or rehearsal of many blocks takes a while)."""
+    command runs (a replay or rehearsal of many blocks takes a while); returns the answer
+    (printed as JSON with ``echo``)."""
     done = threading.Event()
     box: dict[str, Any] = {}
 
@@ -88,7 +90,9 @@ def _call_with_progress(ctx: Ctx, fn: Any, interval_s: float = 1.0) -> None:
     t.join()
     if "err" in box:
         raise box["err"]
-    click.echo(json.dumps(box["out"], indent=2))
+    if echo:
+        click.echo(json.dumps(box["out"], indent=2))
+    return box["out"]
 
 
 def _run(ctx: Ctx, fn: Any) -> Any:
@@ -284,6 +288,53 @@ def replay(ctx: Ctx, from_era: int | None, exclude_tx: tuple[str, ...],
     else:
         _call_with_progress(ctx, lambda c: c.run("replay", {k: v for k, v in args.items()
                                                              if v}))
+
+
+@admin.command()
+@click.option("--to-snapshot", default=None, help="Label of a snapshot pin.")
+@click.option("--to-height", type=click.IntRange(0), default=None)
+@click.option("--reason", required=True,
+              help="The reason the real rollback will carry (it is in the report).")
+@click.option("--cancel-orders-keep", default=None,
+              help="Rehearse the operators' cancel-orders after the rollback, keeping these "
+                   "kinds (e.g. take-profit,stop-loss; empty keeps none). Omit: no "
+                   "cancel-orders.")
+@click.option("--cancel-orders-market", default=None,
+              help="Only this market for the rehearsed cancel-orders (default: every one).")
+@click.option("--exclude-tx", multiple=True, help="Transaction hash to leave out (repeat).")
+@click.option("--exclude-sender", multiple=True, help="Sender address to leave out (repeat).")
+@click.option("--exclude-type", multiple=True, help="Transaction type to leave out (repeat).")
+@click.option("--out", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Also write fates.json, report.json and report.csv to this folder.")
+@click.pass_obj
+def rehearse(ctx: Ctx, to_snapshot: str | None, to_height: int | None, reason: str,
+             cancel_orders_keep: str | None, cancel_orders_market: str | None,
+             exclude_tx: tuple[str, ...], exclude_sender: tuple[str, ...],
+             exclude_type: tuple[str, ...], out_dir: Path | None) -> None:
+    """Run the whole recovery (rollback, cancel-orders, replay, compensation report) in a
+    scratch copy on the node, leaving the chain as it is; prints the exact fates and report
+    the real run will give (halt first, and use the same reason and options)."""
+    if (to_snapshot is None) == (to_height is None):
+        raise click.UsageError("give exactly one of --to-snapshot and --to-height")
+    keep = None if cancel_orders_keep is None else ",".join(
+        k.strip().replace("-", "_") for k in cancel_orders_keep.split(",") if k.strip())
+    ex = {"exclude_tx": ",".join(exclude_tx), "exclude_sender": ",".join(exclude_sender),
+          "exclude_type": ",".join(exclude_type)}
+    out = _call_with_progress(ctx, lambda c: c.rehearse(
+        reason, to_height=to_height, to_snapshot=to_snapshot, cancel_orders_keep=keep,
+        cancel_orders_market=cancel_orders_market, exclusions=ex), echo=out_dir is None)
+    if out_dir is not None:
+        from node.compensation import to_csv, to_table
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report = out.pop("report")
+        (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+        (out_dir / "report.csv").write_text(to_csv(report))
+        (out_dir / "fates.json").write_text(json.dumps(out, indent=1))
+        click.echo(out["summary"])
+        click.echo(to_table(report))
+        click.echo(f"wrote {out_dir / 'fates.json'}, {out_dir / 'report.json'} and "
+                   f"{out_dir / 'report.csv'} (every fate: {out['path']} on the node)")
 
 
 @admin.command("compensation-report")

@@ -20,6 +20,7 @@ from chain.admin import (
     sign_fork,
 )
 from chain.crypto import PrivateKey
+from chain.tx import OperatorCall, make_tx
 from node.client import RPCClient
 
 DEFAULT_ADMIN = "http://127.0.0.1:26659"
@@ -72,16 +73,17 @@ class AdminClient:
         """Sign and send one command; raises ``RPCCallError`` when the node refuses it."""
         return self.send(self.envelope(command, args or {}))
 
-    def operator_tx(self, command: str, args: dict[str, str]) -> Any:
-        """An ``operator`` transaction (state/operator.py): the command signed by every key,
-        sent by the first key, committed by the node in a block of its own."""
-        from chain.tx import OperatorCall, make_tx
-
+    def signed_operator_tx(self, command: str, args: dict[str, str]) -> bytes:
+        """The raw ``operator`` transaction (state/operator.py) of a command: signed by
+        every key, sent by the first key with its next nonce."""
         env = self.envelope(command, args)
         sender = self.keys[0]
         nonce = int(self.rpc.call("admin_info", address=sender.public_key.hex())["next_nonce"])
-        tx = make_tx(sender, self.info()["chain_id"], nonce, OperatorCall(env.encode()))
-        out = self.run("operator_tx", {"tx": tx.raw.hex()})
+        return make_tx(sender, self.info()["chain_id"], nonce, OperatorCall(env.encode())).raw
+
+    def operator_tx(self, command: str, args: dict[str, str]) -> Any:
+        """An ``operator`` transaction, committed by the node in a block of its own."""
+        out = self.run("operator_tx", {"tx": self.signed_operator_tx(command, args).hex()})
         if out.get("code") != 0:
             raise OperatorTxFailed(out)
         return out
@@ -108,6 +110,31 @@ class AdminClient:
         plan = self.run("rollback", dict(target, dry_run="true"))
         if dry_run:
             return plan
+        return self.run("rollback", dict(target, reason=reason,
+                                         certificate=self._certificate(plan, reason)))
+
+    def rehearse(self, reason: str, to_height: int | None = None,
+                 to_snapshot: str | None = None, cancel_orders_keep: str | None = None,
+                 cancel_orders_market: str | None = None,
+                 exclusions: dict[str, str] | None = None) -> Any:
+        """The whole recovery in a scratch copy on the node: the same certificate the real
+        rollback would carry, the operators' ``cancel_orders`` transaction when
+        ``cancel_orders_keep`` is given (kinds to keep, comma-separated, may be empty), and
+        the replay's exclusions (``exclude_tx`` / ``exclude_sender`` / ``exclude_type``)."""
+        target = ({"to_height": str(to_height)} if to_height is not None
+                  else {"to_snapshot": str(to_snapshot)})
+        plan = self.run("rollback", dict(target, dry_run="true"))
+        args = dict(target, reason=reason, certificate=self._certificate(plan, reason),
+                    **{k: v for k, v in (exclusions or {}).items() if v})
+        if cancel_orders_keep is not None:
+            cargs = {"keep": cancel_orders_keep}
+            if cancel_orders_market:
+                cargs["market"] = cancel_orders_market
+            args["operator_txs"] = self.signed_operator_tx("cancel_orders", cargs).hex()
+        return self.run("rehearse", args)
+
+    def _certificate(self, plan: dict[str, Any], reason: str) -> str:
+        """The fork certificate of a rollback plan, signed by the keys (hex)."""
         p = plan["plan"]
         cert = ForkCertificate(
             chain_id=self.info()["chain_id"], era=int(p["new_era"]),
@@ -115,5 +142,4 @@ class AdminClient:
             to_block_hash=bytes.fromhex(p["to_block_hash"]),
             state_root=bytes.fromhex(p["state_root"]), reason=reason)
         signed = sign_fork(cert, self.keys, int(self.info()["threshold"]))
-        return self.run("rollback", dict(target, reason=reason,
-                                         certificate=signed.encode().hex()))
+        return signed.encode().hex()

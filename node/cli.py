@@ -114,10 +114,13 @@ def genesis() -> None:
 @click.option("--insurance-fund", default=10**12, show_default=True, type=click.IntRange(0),
               help="Initial balance of the insurance fund (the account 00..00), in base "
                    "units; only with --markets.")
+@click.option("--funding-interval-ms", default=60_000, show_default=True,
+              type=click.IntRange(1000, 86_400_000),
+              help="Funding interval of the devnet markets.")
 @friendly
 def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, operators: int,
                 threshold: int, oracles: int, genesis_time: str | None, markets: bool,
-                insurance_fund: int) -> None:
+                insurance_fund: int, funding_interval_ms: int) -> None:
     """Build a devnet genesis with fresh keys for every role."""
     from genesis.devnet import build_devnet, devnet_markets
     from genesis.format import parse_genesis, parse_time
@@ -129,7 +132,7 @@ def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, opera
     gtime, gms = parse_time(genesis_time or _now_rfc3339())
     g, keys = build_devnet(chain_id, gtime, gms, accounts=accounts, balance=balance,
                            operators=operators, threshold=threshold, oracles=oracles,
-                           markets=devnet_markets() if markets else (),
+                           markets=devnet_markets(funding_interval_ms) if markets else (),
                            insurance_fund=insurance_fund if markets else 0)
     parse_genesis(g.to_json_obj())  # what we write must pass our own validation
     keys_dir = out_dir / "keys"
@@ -734,9 +737,20 @@ def market(symbol: str | None, node_url: str) -> None:
 @click.option("--leveraged", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Accounts (the last ones) that trade BTC-USD-PERP at about 15x leverage, "
                    "so price moves liquidate someone; 0 for none.")
+@click.option("--funding-interval-ms", default=60_000, show_default=True,
+              type=click.IntRange(1000, 86_400_000),
+              help="Funding interval of the markets (when the devnet is created).")
+@click.option("--oracle-period-ms", default=1000, show_default=True,
+              type=click.IntRange(50, 3_600_000),
+              help="How often the oracle feed posts a price per market (each step about "
+                   "±0.2%, one in --oracle-sharp-every a sharp ±5%).")
+@click.option("--oracle-sharp-every", default=50, show_default=True,
+              type=click.IntRange(1, 1_000_000),
+              help="One oracle step in this many is a sharp ±5% move.")
 @friendly
 def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interval_ms: int,
-           port: int, reset: bool, leveraged: int) -> None:
+           port: int, reset: bool, leveraged: int, funding_interval_ms: int,
+           oracle_period_ms: int, oracle_sharp_every: int) -> None:
     """Create (or reuse) a local devnet, run the producer and drive load at --tps."""
     from node.devnet import DevnetOptions, run_devnet
 
@@ -747,7 +761,10 @@ def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interv
         shutil.rmtree(root)
     code = run_devnet(DevnetOptions(root=root, tps=tps, blocks=blocks, accounts=accounts,
                                     block_interval_ms=block_interval_ms, port=port,
-                                    leveraged=leveraged))
+                                    leveraged=leveraged,
+                                    funding_interval_ms=funding_interval_ms,
+                                    oracle_period_ms=oracle_period_ms,
+                                    oracle_sharp_every=oracle_sharp_every))
     sys.exit(code)
 
 

@@ -22,7 +22,13 @@ from rich.console import Console
 from chain.crypto import PrivateKey
 from node.client import AsyncRPCClient, NodeUnreachable
 from node.keyfile import read_key
-from node.loadgen import LeveragedTraders, OracleFeed, TransferLoad, market_payloads
+from node.loadgen import (
+    LeveragedTraders,
+    MarketMaker,
+    OracleFeed,
+    TransferLoad,
+    market_payloads,
+)
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -37,6 +43,9 @@ class DevnetOptions:
     block_interval_ms: int = 500
     port: int = 26657
     leveraged: int = 3
+    funding_interval_ms: int = 60_000
+    oracle_period_ms: int = 1000
+    oracle_sharp_every: int = 50
 
 
 def _appchain(*args: str) -> list[str]:
@@ -49,7 +58,8 @@ def prepare(opts: DevnetOptions, console: Console) -> Path:
     home = opts.root / "node0"
     if not (gdir / "genesis.json").exists():
         subprocess.run(_appchain("genesis", "new", "--out", str(gdir), "--chain-id",
-                                 "appchain-devnet", "--accounts", str(opts.accounts)),
+                                 "appchain-devnet", "--accounts", str(opts.accounts),
+                                 "--funding-interval-ms", str(opts.funding_interval_ms)),
                        check=True, stdout=subprocess.DEVNULL)
         console.print(f"created genesis and keys in {gdir}")
     if not (home / "config" / "config.toml").exists():
@@ -122,11 +132,17 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
                                                  if opts.blocks else ""))
         console.print(f"try: appchain status --node {url}   |   curl -s {url}/metrics   "
                       f"|   keys in {opts.root / 'genesis' / 'keys'}", highlight=False)
-        feed = oracle_feed(opts.root, client, chain_id)
+        feed = oracle_feed(opts.root, client, chain_id, opts.oracle_period_ms / 1000,
+                           opts.oracle_sharp_every)
         keys = account_keys(opts.root)
         gamblers = leveraged_traders(opts, client, chain_id, keys, feed)
         if gamblers is not None:
             keys = keys[:len(keys) - len(gamblers.keys)]
+        # The first account makes markets (a deep book for the leveraged traders).
+        maker = None
+        if feed is not None and opts.tps > 0 and len(keys) >= 3:
+            maker = MarketMaker(client, chain_id, keys[0], feed)
+            keys = keys[1:]
         # With markets, the load trades (quotes, takes, cancels); without, it transfers.
         load = TransferLoad(client, chain_id, keys, opts.tps,
                             payloads=market_payloads(feed) if feed is not None else None)
@@ -136,6 +152,8 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
                 nursery.start_soon(feed.run)
             if gamblers is not None and opts.tps > 0:
                 nursery.start_soon(gamblers.run)
+            if maker is not None:
+                nursery.start_soon(maker.run)
             last = -1
             while True:
                 await trio.sleep(0.25)
@@ -164,7 +182,8 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
     return 0
 
 
-def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str) -> OracleFeed | None:
+def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str, period_s: float = 1.0,
+                sharp_every: int = 50) -> OracleFeed | None:
     """An oracle random walk over the genesis markets, if there are markets and a key."""
     from genesis.format import load_genesis
 
@@ -174,7 +193,8 @@ def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str) -> OracleFeed
         return None
     markets = [(m.market.symbol, m.oracle_price, m.market.tick_size, m.market.step_size)
                for m in g.markets]
-    return OracleFeed(client, chain_id, read_key(key_file), markets)
+    return OracleFeed(client, chain_id, read_key(key_file), markets, period_s,
+                      sharp_every=sharp_every)
 
 
 def leveraged_traders(opts: DevnetOptions, client: AsyncRPCClient, chain_id: str,

@@ -129,11 +129,12 @@ class TransferLoad:
 
 class OracleFeed:
     """Posts a price per market every ``period_s``: a random walk of about ±0.2% per step,
-    with an occasional sharp move (±5%, one step in 50), so a devnet sees real price action."""
+    with an occasional sharp move (±5%, one step in ``sharp_every``), so a devnet sees real
+    price action (and its leveraged traders get liquidated)."""
 
     def __init__(self, client: AsyncRPCClient, chain_id: str, key: PrivateKey,
                  markets: list[tuple[str, int, int, int]], period_s: float = 1.0,
-                 seed: int = 7) -> None:
+                 seed: int = 7, sharp_every: int = 50) -> None:
         self.client = client
         self.chain_id = chain_id
         self.key = key
@@ -141,12 +142,13 @@ class OracleFeed:
         self.ticks = {sym: tick for sym, _, tick, _ in markets}
         self.steps = {sym: step for sym, _, _, step in markets}
         self.period_s = period_s
+        self.sharp_every = sharp_every
         self.posted = 0
         self._rng = random.Random(seed)
 
     def _step(self, symbol: str) -> int:
         price = self.prices[symbol]
-        sharp = self._rng.randrange(50) == 0
+        sharp = self._rng.randrange(self.sharp_every) == 0
         bp = self._rng.randint(-500, 500) if sharp else self._rng.randint(-20, 20)
         tick = self.ticks[symbol]
         new = max(tick, (price + price * bp // 10_000) // tick * tick)
@@ -227,6 +229,62 @@ def market_payloads(feed: OracleFeed) -> Callable[[random.Random, PrivateKey, in
         return CancelAll(symbol)
 
     return make
+
+
+class MarketMaker:
+    """One well-funded account that keeps a deep book around each oracle price, as the
+    market makers of a real perp exchange do: every ``period_s`` it cancels its quotes in
+    each market and posts ``levels`` bids and asks, ``spread_bp`` basis points apart, each
+    worth about ``notional`` micro-USDC. Without it the random traders' small quotes are the
+    only liquidity, and leveraged traders could never build their positions."""
+
+    def __init__(self, client: AsyncRPCClient, chain_id: str, key: PrivateKey,
+                 feed: OracleFeed, levels: int = 3, spread_bp: int = 10,
+                 notional: int = 25_000 * 10**6, period_s: float = 1.0) -> None:
+        self.client = client
+        self.chain_id = chain_id
+        self.key = key
+        self.feed = feed
+        self.levels = levels
+        self.spread_bp = spread_bp
+        self.notional = notional
+        self.period_s = period_s
+        self.sent = 0
+
+    def quotes(self, symbol: str) -> list[Payload]:
+        """Cancel-all then the ladder, best level first, for one market."""
+        oracle = self.feed.prices[symbol]
+        tick, step = self.feed.ticks[symbol], self.feed.steps[symbol]
+        size = max(step, self.notional * 10**8 // oracle // step * step)
+        out: list[Payload] = [CancelAll(symbol)]
+        for i in range(1, self.levels + 1):
+            off = oracle * self.spread_bp * i // 10_000
+            out.append(PlaceOrder(symbol, "buy", "limit", "gtc",
+                                  max(tick, (oracle - off) // tick * tick), size, False, 0))
+            out.append(PlaceOrder(symbol, "sell", "limit", "gtc",
+                                  (oracle + off + tick - 1) // tick * tick, size, False, 0))
+        return out
+
+    async def run(self) -> None:
+        acct = await self.client.call("account", address=self.key.public_key.hex())
+        nonce = int(acct["next_nonce"])
+        while True:
+            calls = []
+            for symbol in sorted(self.feed.prices):
+                for payload in self.quotes(symbol):
+                    t = make_tx(self.key, self.chain_id, nonce, payload)
+                    nonce += 1
+                    calls.append(("broadcast_tx_sync", {"tx": b64(t.raw)}))
+            try:
+                answers = await self.client.call_batch(calls)
+            except RPCCallError:
+                answers = [RPCCallError(0, "batch refused")]
+            if any(isinstance(a, RPCCallError) for a in answers):
+                acct = await self.client.call("account", address=self.key.public_key.hex())
+                nonce = int(acct["next_nonce"])
+            else:
+                self.sent += len(calls)
+            await trio.sleep(self.period_s)
 
 
 class LeveragedTraders:

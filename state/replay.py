@@ -162,6 +162,29 @@ class ReplayState:
     """(owner, order id) -> height of the operators' ``cancel_orders`` block that cancelled
     it on the recovered chain (explains cancels that now find no order)."""
 
+    closed: dict[tuple[bytes, int], str] = field(default_factory=dict)
+    """(owner, order id) -> how the order last left the book on the recovered chain since
+    the replay began (``filled in block H``, ``cancelled (reason) in block H``, ...): what a
+    cancel that now finds no order is told."""
+
+    def note_closures(self, height: int, results: Sequence[TxResult]) -> None:
+        """Record what the block at ``height`` did to orders (its transactions' results and
+        its own, in order: the last word on an order wins)."""
+        for r in results:
+            for e in r.events:
+                t = e.type
+                if t == "fill":
+                    d = e.as_dict()
+                    self.closed[(bytes.fromhex(d["maker"]), int(d["maker_order"]))] = \
+                        f"filled in block {height}"
+                elif t == "order_cancelled" or t == "order_triggered":
+                    d = e.as_dict()
+                    if "owner" in d:
+                        what = (f"cancelled ({d.get('reason')})" if t == "order_cancelled"
+                                else "triggered")
+                        self.closed[(bytes.fromhex(d["owner"]), int(d["order"]))] = \
+                            f"{what} in block {height}"
+
     def blocked_json(self) -> dict[str, list[str]]:
         return {s.hex(): [k, h.hex()] for s, (k, h) in sorted(self.blocked.items())}
 
@@ -292,10 +315,14 @@ def _operator_note(tx: Transaction, old: TxResult, st: ReplayState) -> str:
     """Which orders the original result touched that the operators had cancelled."""
     hits: list[tuple[int, int]] = []  # (height, order id)
     if isinstance(tx.payload, CancelOrder):
-        h = st.operator_cancelled.get((tx.sender, tx.payload.order_id))
+        oid = tx.payload.order_id
+        h = st.operator_cancelled.get((tx.sender, oid))
         if h is not None:
-            return (f"order {tx.payload.order_id} was already cancelled by the operators "
+            return (f"order {oid} was already cancelled by the operators "
                     f"(cancel_orders in block {h})")
+        how = st.closed.get((tx.sender, oid))
+        if how is not None:
+            return f"on the recovered chain order {oid} was {how}"
     for e in old.events:
         d = e.as_dict()
         if e.type == "order_cancelled" and "owner" in d:
@@ -390,6 +417,8 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, st: ReplaySta
             trying = keep
     for k, (i, tx) in enumerate(trying):
         r = outcome.results[k]
+        if k:  # what the block's earlier transactions did to orders, for this one's why
+            st.note_closures(height, outcome.results[k - 1:k])
         old = ab.results[i] if i < len(ab.results) else None
         orig: int | None
         if old is not None and old == outcome.result_bytes[k]:
@@ -403,6 +432,7 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, st: ReplaySta
                 fate, why = "diverged", explain(tx, old, r, st)
         fates[i] = replace(fates[i], fate=fate, reason="", why=why, new_height=height,
                            new_index=k, code=r.code, original_code=orig)
+    st.note_closures(height, outcome.results[max(0, len(trying) - 1):])
     for i, f in fates.items():
         if f.fate == "dropped" and i < len(ab.results):
             o = _decode_result(ab.results[i])
@@ -510,6 +540,10 @@ def run_replay(store: Store, params: ChainParams, record: dict[str, Any], commit
                      ReplayState.blocked_from_json(record.get("blocked", {})))
     start = int(record.get("start_height", fork_height + 1))
     st.operator_cancelled = operator_cancellations(store, fork_height + 1, start - 1)
+    head = store.head()
+    assert head is not None
+    for h in range(start, head.height + 1):  # blocks this replay committed before a crash
+        st.note_closures(h, [TxResult.decode(r) for r in store.results(h) or []])
     blocks = archived_blocks(store, era, params.producer)
     fates: list[Fate] = []
     counts = {"identical": 0, "diverged": 0, "dropped": 0}

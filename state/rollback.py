@@ -86,7 +86,7 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
     if to_height < 0:
         raise StoreError("target height must be >= 0")
     if not details:
-        target = _head_at(store, to_height, _undo(store, to_height + 1)["prev_head"])
+        target = head_at(store, to_height, _undo(store, to_height + 1)["prev_head"])
         for h in range(head.height, to_height, -1):  # every block must still be undoable
             if store.db.get(schema.undo_key(h)) is None:
                 raise StoreError(f"no undo record for height {h}: cannot roll back past it")
@@ -100,7 +100,7 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
         undo = _undo(store, h)
         keys += len(undo["prior"])
         if h == to_height + 1:
-            target_head = _head_at(store, to_height, undo["prev_head"])
+            target_head = head_at(store, to_height, undo["prev_head"])
         for k, _ in undo["prior"]:
             owner = _owner(k)
             if owner is not None:
@@ -121,7 +121,7 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
                         txs, sorted(a.hex() for a in accounts), keys)
 
 
-def _head_at(store: Store, height: int, recorded: bytes) -> Head:
+def head_at(store: Store, height: int, recorded: bytes) -> Head:
     """The head a rollback leaves at ``height``: from that block's producer-signed header
     (what every node agreed on), not from the head record its successor's undo record kept,
     which a write outside the blocks may have changed (``recorded`` is used only where no
@@ -224,7 +224,7 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
         h -= 1
         if read >= CHUNK_BYTES or head.height - h >= max_blocks:
             break
-    prev = _head_at(store, h, prev_raw)
+    prev = head_at(store, h, prev_raw)
     prev_raw = prev.encode()
     era_abandoned = int(record.get("era", head.era))
     with store.db.write_batch(transaction=True, sync=store.sync) as wb:
