@@ -40,6 +40,12 @@ Measured per size:
     i.e. the time the blocks took to build (apply, sign, commit) plus the time to check the
     same signatures on every core (what the mempool does before a block is built). Target:
     replay rate >= 0.7 of the production rate.
+(f) rehearsal (``state.rehearsal.rehearse``, what ``admin rehearse`` runs): before the real
+    rollback, the whole recovery to the pin (rollback, replay, compensation report with its
+    counterfactual: a second rewind and replay) in a scratch copy-on-write layer over a
+    snapshot of the store; the store must be byte for byte unchanged afterwards (state and
+    tree digests) and the rehearsal must replay every transaction identically. Baseline in
+    the same run: the real rollback (a) + replay (e).
 
 After the rollback the bench checks that the head is the pinned block (height, hash, state
 root), that the stored tree's root is the pin's state root, and that the state (``s``) and
@@ -83,11 +89,11 @@ from chain.tx import Transaction, Transfer, make_tx  # noqa: E402
 from genesis.devnet import DevnetKeys  # noqa: E402
 from genesis.format import Genesis, GenesisAccount  # noqa: E402
 from genesis.state import init_store  # noqa: E402
-from state import pins, rollback  # noqa: E402
+from state import pins, rehearsal, replay, rollback  # noqa: E402
 from state.params import load_params  # noqa: E402
 from state.schema import STATE, TREE, UNDO, undo_key  # noqa: E402
-from state.store import Store  # noqa: E402
-from state.transition import apply_body, commit  # noqa: E402
+from state.store import Head, Store  # noqa: E402
+from state.transition import BlockOutcome, apply_body, commit, seal  # noqa: E402
 from state.tree import StateTree  # noqa: E402
 from tests.helpers import make_genesis  # noqa: E402
 
@@ -325,6 +331,8 @@ class Figures:
     replay_txs: int = 0
     verify_s: float = 0.0
     produced_txs: int = 0
+    rehearsal_s: float = 0.0
+    rehearsal_report_s: float = 0.0
 
     @property
     def rollback_s(self) -> float:
@@ -393,6 +401,12 @@ def bench_size(n_accounts: int, template: Genesis, keys: DevnetKeys,
                 fig.undo_bytes += len(k) + len(v)
                 fig.undo_records += 1
         fig.dir_at_head = du(live)
+
+        # (f) the rehearsal of the whole recovery, in a scratch copy, before anything is done.
+        fig.rehearsal_s, fig.rehearsal_report_s = rehearse_once(store, keys, pin.height)
+        print(f"rehearsal (rollback + replay + report, scratch copy): {fig.rehearsal_s:.2f} s"
+              f" (of which the compensation report with its counterfactual "
+              f"{fig.rehearsal_report_s:.2f} s); the store is unchanged", flush=True)
 
         # (b) baseline: the same writes, raw.
         fig.undo = undo_breakdown(store, head.height, pin.height)
@@ -491,7 +505,7 @@ def bench_size(n_accounts: int, template: Genesis, keys: DevnetKeys,
                           " s)")
         # (e) replay the abandoned blocks on the restored state.
         t0 = time.perf_counter()
-        fig.replay_txs = replay_all(store, keys)
+        fig.replay_txs = replay_all(store, keys, pin.height)
         fig.replay_s = time.perf_counter() - t0
         after = store.head()
         assert after is not None and after.state_root == head.state_root, \
@@ -523,26 +537,53 @@ def bench_size(n_accounts: int, template: Genesis, keys: DevnetKeys,
     return fig
 
 
-def replay_all(store: Store, keys: DevnetKeys) -> int:
-    """Replay every archived block of era 0 as the producer does; returns the txs included."""
-    from state import replay
-
+def replay_all(store: Store, keys: DevnetKeys, fork_height: int) -> int:
+    """Replay every archived block of era 0 as the producer does (``run_replay``: fates and
+    the record in each block's batch); returns the txs included."""
     params = load_params(store.overlay())
-    n = 0
-    for ab in replay.archived_blocks(store, 0, keys.producer.public_key):
-        head = store.head()
-        assert head is not None
-        a = replay.assemble(store, params, ab, replay.Exclusions(), head.height + 1,
-                            head.time + 1)
-        o = a.outcome
-        header = Header(params.chain_id, rollback.next_era(store, head), head.height + 1,
-                        head.hash, a.time, o.tx_root, o.results_root, o.state_root,
-                        keys.producer.public_key)
-        block = Block(header, sign_header(keys.producer, header),
-                      tuple(t.raw for t in a.included))
-        commit(store, block, block.encode(), a.included, o)
-        n += len(a.included)
-    return n
+    record = replay.begin_record(store, 0, replay.Exclusions(), [], 0)
+
+    def seal_block(txs: list[Transaction], t: int, meta: list[tuple[bytes, bytes | None]],
+                   outcome: BlockOutcome) -> Head:
+        return seal(store, params, keys.producer, txs, t, outcome, meta)
+
+    fates = replay.run_replay(store, params, record, seal_block, fork_height=fork_height)
+    assert all(f.fate == "identical" for f in fates)
+    return len(fates)
+
+
+def rehearse_once(store: Store, keys: DevnetKeys, to_height: int) -> tuple[float, float]:
+    """(f): seconds for the whole rehearsal, and for its compensation report alone."""
+    from state import compensation
+
+    before = {ks: keyspace_digest(store.db, ks) for ks in (STATE, TREE)}
+    plan = rollback.plan_rollback(store, to_height, details=False)
+    chain_id = load_params(store.overlay()).chain_id
+    cert = sign_fork(ForkCertificate(chain_id, plan.new_era, plan.from_height, plan.to_height,
+                                     plan.target.hash, plan.target.state_root, "rehearsal"),
+                     list(keys.operators), 1).encode()
+    timed: list[float] = []
+    real_build = compensation.build_report
+
+    def build_timed(st: Store, era: int) -> dict[str, object]:
+        t0 = time.perf_counter()
+        try:
+            return real_build(st, era)
+        finally:
+            timed.append(time.perf_counter() - t0)
+
+    rehearsal.build_report = build_timed  # type: ignore[assignment]
+    try:
+        t0 = time.perf_counter()
+        res = rehearsal.rehearse(store, rehearsal.RehearsalPlan(to_height, cert, "rehearsal",
+                                                                None))
+        secs = time.perf_counter() - t0
+    finally:
+        rehearsal.build_report = real_build  # type: ignore[assignment]
+    assert res.summary["identical"] == res.summary["total"] > 0, res.summary
+    after = {ks: keyspace_digest(store.db, ks) for ks in (STATE, TREE)}
+    assert after == before, "the rehearsal changed the store"
+    return secs, timed[0]
 
 
 def verify_all(raws: list[bytes]) -> float:
@@ -610,6 +651,10 @@ def report(figs: list[Figures], args: argparse.Namespace) -> None:
         ("  replay / production", lambda f: f"{replay_ratio(f):.2f}"),
         ("  naive restore (+fsync)", lambda f: f"{f.restore_s:.2f} s"
                                               f" ({f.restore_fsync_s:.2f} s)"),
+        ("(f) rehearsal (scratch copy)", lambda f: f"{f.rehearsal_s:.2f} s"),
+        ("  of which compensation report", lambda f: f"{f.rehearsal_report_s:.2f} s"),
+        ("  real rollback + replay", lambda f: f"{f.rollback_s + f.replay_s:.2f} s"),
+        ("  rehearsal / real recovery", lambda f: f"{rehearsal_ratio(f):.2f}"),
     ]
     w = max(len(r[0]) for r in rows)
     print(f"{'':{w}} | " + " | ".join(f"{f.accounts:>15,}" for f in figs))
@@ -645,7 +690,15 @@ def report(figs: list[Figures], args: argparse.Namespace) -> None:
         ok &= met
         print(f"target (e) at {f.accounts:,}: replay {r:.2f} of production (>= "
               f"{TARGET_REPLAY}): {'met' if met else 'NOT met'}")
+    for f in figs:
+        print(f"(f) at {f.accounts:,}: rehearsal {f.rehearsal_s:.2f} s, "
+              f"{rehearsal_ratio(f):.2f}x the real rollback + replay (no target; the "
+              "rehearsal also computes the compensation report and its counterfactual)")
     print("RESULT:", "meets targets" if ok else "BELOW TARGET")
+
+
+def rehearsal_ratio(f: Figures) -> float:
+    return f.rehearsal_s / (f.rollback_s + f.replay_s)
 
 
 def replay_ratio(f: Figures) -> float:

@@ -274,10 +274,10 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
                 excluded[who] = excluded.get(who, 0) + 1
         elif f.fate == "diverged":
             diverged[who] = diverged.get(who, 0) + 1
-    rows = []
+    rows: list[dict[str, Any]] = []
     for o in sorted(owners):
         harm = m_cf.equity[o] - m_rec.equity[o]
-        ab = ab_rows.get(o)
+        arow = ab_rows.get(o)
         # The operators excluded this account's own transactions on purpose (a suspected
         # attacker, a fat finger): what the exclusion cost it is not paid by default; the
         # harm is shown and the operators decide (they may edit the amount).
@@ -292,9 +292,9 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
                                if held else "",
             "txs_excluded": excluded.get(o, 0),
             "collateral_recovered": str(m_rec.collateral[o]),
-            "collateral_abandoned": None if ab is None else str(ab["collateral"]),
-            "positions_abandoned": {} if ab is None else {
-                s: str(v) for s, v in sorted(ab["positions"].items())},
+            "collateral_abandoned": None if arow is None else str(arow["collateral"]),
+            "positions_abandoned": {} if arow is None else {
+                sym: str(v) for sym, v in sorted(arow["positions"].items())},
             "liquidated_abandoned": o in liq_ab,
             "liquidated_recovered": o in liq_rec,
             "liquidated_only_abandoned": o in liq_ab and o not in liq_rec,

@@ -237,12 +237,21 @@ class _LayerCursor:
     key >= the current key (backward: the largest <=), so each step moves it once; it seeks
     only on ``seek`` and when the direction turns."""
 
-    __slots__ = ("_view", "_base", "_cur", "_fwd")
+    __slots__ = ("_view", "_base", "_cur", "_fwd", "_hi")
 
     def __init__(self, view: _View, base: Cursor) -> None:
         self._view, self._base = view, base
         self._cur: tuple[bytes, Any] | None = None
         self._fwd = True
+        self._hi: bytes | None = None
+
+    def bound(self, hi: bytes) -> None:
+        """A forward iterator never yields keys above ``hi``: moving forward, once both the
+        layer and the base are past it, the cursor goes invalid instead of stepping over
+        every tombstone beyond (a rollback in a scratch layer deletes runs of blocks, undo
+        records and index entries: without the bound, opening an iterator on a short range
+        below them stepped over all of them)."""
+        self._hi = hi
 
     def valid(self) -> bool:
         return self._cur is not None
@@ -265,6 +274,7 @@ class _LayerCursor:
         nearest base key in that range."""
         base, view = self._base, self._view
         self._fwd = forward
+        hi = self._hi if forward else None
         top = view.step(key, inclusive, forward)
         while True:
             b = base.key() if base.valid() else None
@@ -274,6 +284,9 @@ class _LayerCursor:
             k, e = top
             if e is not _TOMB:
                 self._cur = top
+                return
+            if hi is not None and k > hi and (b is None or b > hi):
+                self._cur = None  # nothing at or below the bound is left
                 return
             if b == k:
                 base.next() if forward else base.prev()
@@ -327,6 +340,8 @@ class _Iterator:
                  include_start: bool, include_stop: bool, reverse: bool, include_key: bool,
                  include_value: bool) -> None:
         self._c: Cursor | None = cursor
+        if stop is not None and not reverse and isinstance(cursor, _LayerCursor):
+            cursor.bound(stop)
         self._start, self._stop = start, stop
         self._inc_start, self._inc_stop = include_start, include_stop
         self._reverse, self._keys, self._values = reverse, include_key, include_value

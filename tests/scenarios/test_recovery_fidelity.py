@@ -27,6 +27,7 @@ import pytest
 
 from chain.block import Block, TxResult
 from chain.tx import decode_tx
+from node.client import RPCClient
 from state.snapshot_file import SnapshotReader
 from state.store import Store
 from tests.helpers import REPO
@@ -146,6 +147,11 @@ def test_a_no_op_recovery_under_devnet_load_gives_back_exactly_the_same_state(
         rb = r.admin("rollback", "--to-height", str(ROLLBACK_TO), "--reason", "no-op drill")
         assert rb["summary"].startswith(f"rolled back {head - ROLLBACK_TO} block(s)")
         rp = r.admin("replay")
+        with RPCClient((r.home / "data" / "admin_address").read_text().strip()) as adm:
+            idle = adm.call("admin_progress")  # unsigned, read-only
+        assert idle["progress"] is None and int(idle["height"]) == head
+        assert f"replay era 0: block {head - ROLLBACK_TO}/{head - ROLLBACK_TO}" in (
+            r.home / "recovery.log").read_text()  # the node logged its progress
         total = sum(1 for t in r.report())
         assert rp["counts"]["identical"] == total > 1000, rp["counts"]
         assert rp["counts"]["dropped"] == rp["counts"]["diverged"] == 0, rp

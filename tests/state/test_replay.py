@@ -212,3 +212,26 @@ def _corrupt(ex: Exchange, height: int, index: int, where: str) -> bytes:
     bad[off] = 0xC1 if where == "decode" else bad[off] ^ 0x01
     ex.store.db.put(key, raw[:pos] + bytes(bad) + raw[pos + len(tx_raw):])
     return sha256(tx_raw)
+
+
+def test_progress_is_reported_after_every_block(ex: Exchange) -> None:
+    trade_blocks(ex, 2)
+    h = ex.height
+    trade_blocks(ex, 4)
+    roll_back(ex, h)
+    params = load_params(ex.store.overlay())
+    rec = replay.begin_record(ex.store, 0, Exclusions(), [], 0)
+    seen: list[replay.Progress] = []
+
+    def commit(txs: list[Transaction], time: int, meta: list[tuple[bytes, bytes | None]],
+               outcome: BlockOutcome) -> Head:
+        return seal(ex.store, params, ex.keys.producer, txs, time, outcome, meta)
+
+    fates = replay.run_replay(ex.store, params, rec, commit, fork_height=h,
+                              on_progress=seen.append)
+    assert [p.blocks_done for p in seen] == [1, 2, 3, 4]
+    assert {p.blocks_total for p in seen} == {4}
+    assert sum(seen[-1].counts.values()) == len(fates)
+    j = seen[-1].to_json()
+    assert j["blocks_done"] == j["blocks_total"] == 4 and j["seconds_left"] in (0, 0.0, None)
+    assert seen[-1].line().startswith("replay era 0: block 4/4; ")
