@@ -443,8 +443,8 @@ class AdminService:
             tried = 0
             for ab in blocks:
                 for raw in ab.txs:
-                    tx, why = classify(raw, ex)
-                    if tx is None:
+                    _, why = classify(raw, ex)
+                    if why:  # dropped before execution (the sender's later ones follow)
                         static[why] = static.get(why, 0) + 1
                     else:
                         tried += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 CSV_COLUMNS = ("account", "equity_counterfactual", "equity_recovered", "harm",
-               "compensation", "held_for_review", "txs_excluded", "collateral_recovered",
+               "compensation", "txs_excluded", "collateral_recovered",
                "collateral_abandoned",
                "liquidated_abandoned", "liquidated_recovered", "liquidated_only_abandoned",
                "orders_cancelled_by_operator", "txs_dropped", "txs_diverged")
@@ -46,10 +46,6 @@ def to_table(report: dict[str, Any]) -> str:
                    f"{r['equity_recovered']:>16} {r['harm']:>14} {r['compensation']:>14} "
                    f"{r['orders_cancelled_by_operator']:>9} {r['txs_dropped']:>7} "
                    f"{str(r['liquidated_abandoned']):>13}")
-    for r in report["accounts"]:
-        if r["held_for_review"]:
-            out.append(f"HELD FOR REVIEW: {r['account']} harm {r['harm']} not paid: "
-                       f"{r['held_for_review']}")
     for x in report["liquidated_only_on_abandoned_fork"]:
         out.append(f"liquidated only on the bad fork: {x['account']} (penalty spared "
                    f"{x['penalty_spared']})")

@@ -230,7 +230,7 @@ def run_devnet(opts: DevnetOptions) -> int:
     code = 1
     try:
         code = trio.run(_drive, opts, home, proc, console)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # Ctrl-C, also when trio delivers it inside a task group
         code = 0
     finally:
         t0 = time.monotonic()

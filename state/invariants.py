@@ -72,22 +72,34 @@ class StoredStateMismatch(InvariantViolation):
 
 
 def printable_key(key: bytes) -> str:
-    """A state key for people: its ASCII prefix and symbol as text, binary parts as hex
-    (``mks/BTC-USD-PERP``, ``acct/<64 hex>``)."""
-    out: list[str] = []
-    run = bytearray()
-    for b in key:
-        if 0x20 <= b < 0x7F:
-            if run:
-                out.append(run.hex())
-                run = bytearray()
-            out.append(chr(b))
-        else:
-            run.append(b)
-    if run:
-        out.append(run.hex())
-    text = "".join(out)
-    return text if len(text) <= 160 else text[:157] + "..."
+    """A state key for people, by its layout (docs/PROTOCOL.md §5.1): the ASCII prefix, then
+    addresses as 64 hex digits and order ids as decimal (``acct/<hex>``,
+    ``pos/<hex>/BTC-USD-PERP``, ``ord/<hex>/7``, ``mks/BTC-USD-PERP``); a key of no known
+    layout as its ASCII prefix up to the first ``/`` and the rest in hex."""
+    slash = key.find(b"/")
+    if slash < 0:
+        return key.hex()
+    head, rest = key[:slash + 1], key[slash + 1:]
+    try:
+        prefix = head.decode("ascii")
+    except UnicodeDecodeError:
+        return key.hex()
+    if prefix in _ADDRESSED and len(rest) >= 32:
+        addr, tail = rest[:32].hex(), rest[32:]
+        if not tail:
+            return prefix + addr
+        if len(tail) == 8 and prefix in ("ord/", "aord/"):
+            return f"{prefix}{addr}/{int.from_bytes(tail, 'big')}"
+        if tail[:1] == b"/" and tail[1:].isascii():
+            return f"{prefix}{addr}/{tail[1:].decode()}"
+        return f"{prefix}{addr}/{tail.hex()}"
+    if rest.isascii() and all(0x20 <= b < 0x7F for b in rest):
+        return prefix + rest.decode()
+    return prefix + rest.hex()
+
+
+_ADDRESSED = ("acct/", "pos/", "ord/", "aord/", "lqa/")
+"""State key prefixes followed by a 32-byte address."""
 
 
 def _decode(raw: bytes | None, cls: type[Struct], default: Any) -> Any:

@@ -215,3 +215,15 @@ async def test_a_node_refuses_to_start_or_resume_on_a_tree_that_is_not_the_heads
     with pytest.raises(NodeError) as e:
         open_node(home)
     assert "differs from the state root" in str(e.value) and "appchain verify" in str(e.value)
+
+
+def test_keys_are_printed_by_their_layout() -> None:
+    from state.invariants import printable_key
+
+    addr = bytes(range(32))
+    assert printable_key(b"acct/" + addr) == "acct/" + addr.hex()
+    assert printable_key(b"pos/" + addr + b"/BTC-USD-PERP") == f"pos/{addr.hex()}/BTC-USD-PERP"
+    assert printable_key(b"ord/" + addr + (7).to_bytes(8, "big")) == f"ord/{addr.hex()}/7"
+    assert printable_key(b"mks/BTC-USD-PERP") == "mks/BTC-USD-PERP"
+    assert printable_key(b"book/BTC/a" + bytes(8)) == "book/" + (b"BTC/a" + bytes(8)).hex()
+    assert printable_key(b"\xff\x00") == "ff00"

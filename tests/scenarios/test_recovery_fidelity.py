@@ -211,6 +211,8 @@ def test_an_excluded_transaction_drops_exactly_its_senders_later_transactions(
     r, info, _ = recover(loaded_devnet, tmp_path)
     try:
         r.admin("rollback", "--to-height", str(ROLLBACK_TO), "--reason", "exclusion drill")
+        dry = r.admin("replay", "--dry-run", "--exclude-tx", victim[2])
+        assert dry["dropped_before_execution"] == {"excluded_tx": 1}, dry
         rp = r.admin("replay", "--exclude-tx", victim[2])
         txs = r.report()
         dropped = [t for t in txs if t["fate"] == "dropped"]

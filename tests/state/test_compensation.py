@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chain.tx import Deposit, Transfer, Withdraw
-from state.compensation import build_report, report_id
+from state.compensation import build_report, counterfactual, report_id
 from state.exchange import INSURANCE_ADDRESS, account_margin
 from state.replay import Exclusions
 from state.store import StoreError
@@ -49,10 +49,13 @@ def test_harm_is_paid_exactly_and_only_where_the_interventions_caused_it(
     assert int(rows[erin]["equity_recovered"]) == START  # flat on the recovered chain
     assert int(rows[erin]["equity_counterfactual"]) == START + 300 * USD - 1_180_000
     assert rows[erin]["harm"] == rows[erin]["compensation"] == str(300 * USD - 1_180_000)
-    # Bob would have lost on that trade: negative harm, nothing paid. Carol and Dave are
-    # better off than in the counterfactual (the excluded transfer): nothing paid.
-    for who in (bob, carol, dave):
-        assert int(rows[who]["harm"]) < 0 and rows[who]["compensation"] == "0", rows[who]
+    # Bob would have lost on that trade: negative harm, nothing paid. Carol's transfer is
+    # excluded on both sides (an exclusion is the operators' judgement, not harm): Carol and
+    # Dave come out the same on both, nothing paid.
+    assert int(rows[bob]["harm"]) < 0 and rows[bob]["compensation"] == "0"
+    for who in (carol, dave):
+        assert rows[who]["harm"] == rows[who]["compensation"] == "0", rows[who]
+    assert rows[carol]["txs_excluded"] == 1
     assert alice not in rows  # untouched by either side
     assert report["totals"]["accounts_to_compensate"] == 1
     assert report["totals"]["compensation_total"] == str(300 * USD - 1_180_000)
@@ -85,17 +88,30 @@ def test_no_report_before_the_replay(ex: Exchange) -> None:
         build_report(ex.store, 0)
 
 
-def test_harm_from_excluding_an_accounts_own_transactions_is_held_for_review(
+def test_an_exclusion_is_not_harm_so_no_windfall_of_an_excluded_transaction_is_paid(
         ex: Exchange) -> None:
-    ex.block(ex.tx(ex.alice, limit("sell", 60_000, 0.1)))
+    """A bad oracle print is excluded from the replay. Measured against a chain where it
+    happened, the account that would have profited from it (Alice, short: the print is far
+    below the market) would show that profit as harm; the counterfactual keeps the
+    exclusion, so nobody is paid for a transaction the operators ruled out."""
+    ex.block(ex.tx(ex.alice, limit("sell", 60_000, 1)))
+    ex.block(ex.tx(ex.bob, market("buy", 61_000, 1)))  # Alice short 1 BTC, Bob long ~6x
     h = ex.height
-    buy = ex.tx(ex.bob, market("buy", 61_000, 0.1))
-    ex.block(buy)
-    ex.block(oracle(ex, px(63_000)))  # Bob's long gains 300 USDC
+    bad_print = oracle(ex, px(30_000))
+    ex.block(bad_print)
     roll_back(ex, h)
-    replay_all(ex, 0, Exclusions(tx_hashes=frozenset({buy.hash})), fork_height=h)
-    rows = {r["account"]: r for r in build_report(ex.store, 0)["accounts"]}
-    bob = rows[ex.bob.public_key.hex()]
-    assert int(bob["harm"]) > 0 and bob["txs_excluded"] == 1
-    assert bob["compensation"] == "0" and "excluded by the operators" in bob["held_for_review"]
-    assert rows[ex.alice.public_key.hex()]["compensation"] == "0"  # she is better off
+    replay_all(ex, 0, Exclusions(tx_hashes=frozenset({bad_print.hash})), fork_height=h)
+    report = build_report(ex.store, 0)
+    rows = {r["account"]: r for r in report["accounts"]}
+    assert rows[ex.bob.public_key.hex()]["liquidated_only_abandoned"] is True  # the print
+    assert report["totals"]["compensation_total"] == "0"
+    # Without the exclusion the counterfactual would hold Alice's windfall from the print:
+    alice = ex.alice.public_key
+    cf = counterfactual(ex.store, 0, h, Exclusions())
+    try:
+        windfall = account_margin(cf.overlay(), alice).equity - account_margin(
+            ex.store.overlay(), alice).equity
+    finally:
+        cf.close()
+    assert windfall > 1_000 * USD  # what the literal "no exclusions" rule would have paid
+    assert alice.hex() not in rows or rows[alice.hex()]["compensation"] == "0"
