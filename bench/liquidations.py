@@ -37,14 +37,13 @@ import plyvel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from genesis.state import init_store  # noqa: E402
-from state.accounts import Account, put_account  # noqa: E402
-from state.exchange import account_margin, position_key  # noqa: E402
-from state.liquidation import process_liquidations, reindex  # noqa: E402
-from state.machine import TxContext  # noqa: E402
-from state.margin import liquidation_price  # noqa: E402
-from state.markets import get_market, get_market_state, put_market_state  # noqa: E402
+from state.accounts import put_account
+from state.context import TxContext
+from state.exchange.liquidation import process_liquidations, reindex
+from state.exchange.margin import account_margin, liquidation_price
+from state.exchange.markets import get_market, get_market_state, put_market_state
 from state.params import load_params  # noqa: E402
-from state.positions import Position  # noqa: E402
+from state.records import Account, Position, position_key
 from state.schema import STATE  # noqa: E402
 from state.store import Store  # noqa: E402
 from tests.helpers import make_genesis  # noqa: E402

@@ -77,6 +77,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from state.meta import next_era
+from state.recovery.archive import Exclusions
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import plyvel  # noqa: E402
@@ -89,8 +92,8 @@ from chain.tx import Transaction, Transfer, make_tx  # noqa: E402
 from genesis.devnet import DevnetKeys  # noqa: E402
 from genesis.format import Genesis, GenesisAccount  # noqa: E402
 from genesis.state import init_store  # noqa: E402
-from state import pins, rehearsal, replay, rollback  # noqa: E402
 from state.params import load_params  # noqa: E402
+from state.recovery import pins, rehearsal, replay, rollback
 from state.schema import STATE, TREE, UNDO, undo_key  # noqa: E402
 from state.store import Head, Store  # noqa: E402
 from state.transition import BlockOutcome, apply_body, commit, seal  # noqa: E402
@@ -493,10 +496,10 @@ def bench_size(n_accounts: int, template: Genesis, keys: DevnetKeys,
         checks.append(f"state ({at_pin[STATE][0]:,} keys) and tree ({at_pin[TREE][0]:,} groups)"
                       " byte-identical to the pin (count + SHA-256)")
         assert rollback.operation(store) is None
-        assert rollback.next_era(store, new_head) == plan.new_era
+        assert next_era(store, new_head) == plan.new_era
         checks.append(f"operation finished, next era {plan.new_era}")
         if args.verify_root:
-            from state.verify import verify_store
+            from state.recovery.verify import verify_store
 
             t0 = time.perf_counter()
             rep = verify_store(store)
@@ -541,7 +544,7 @@ def replay_all(store: Store, keys: DevnetKeys, fork_height: int) -> int:
     """Replay every archived block of era 0 as the producer does (``run_replay``: fates and
     the record in each block's batch); returns the txs included."""
     params = load_params(store.overlay())
-    record = replay.begin_record(store, 0, replay.Exclusions(), [], 0)
+    record = replay.begin_record(store, 0, Exclusions(), [], 0)
 
     def seal_block(txs: list[Transaction], t: int, meta: list[tuple[bytes, bytes | None]],
                    outcome: BlockOutcome) -> Head:
@@ -554,7 +557,7 @@ def replay_all(store: Store, keys: DevnetKeys, fork_height: int) -> int:
 
 def rehearse_once(store: Store, keys: DevnetKeys, to_height: int) -> tuple[float, float]:
     """(f): seconds for the whole rehearsal, and for its compensation report alone."""
-    from state import compensation
+    from state.recovery import compensation
 
     before = {ks: keyspace_digest(store.db, ks) for ks in (STATE, TREE)}
     plan = rollback.plan_rollback(store, to_height, details=False)

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 from chain.crypto import PrivateKey
 from genesis.format import Genesis, GenesisAccount, GenesisMarket, NamedKey
-from state.exchange import INSURANCE_ADDRESS
-from state.markets import Market
+from state.records import INSURANCE_ADDRESS, Market
 
 
 @dataclass(frozen=True)

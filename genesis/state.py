@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from genesis.format import Genesis
-from state.accounts import Account
-from state.markets import initial_state, market_key, market_state_key
 from state.params import ChainParams
+from state.records import Account, initial_state, market_key, market_state_key
 from state.schema import TREE
 from state.store import Head, Store
 from state.tree import DictNodeStore, StateTree

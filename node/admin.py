@@ -27,14 +27,15 @@ from node.node import Node, tree_root_problem, wall_ms
 from node.replay import ProgressLog
 from node.testhooks import test_kill_hook
 from node.views import result_json
-from state import pins, rollback, snapshot_file
-from state.compensation import build_report
-from state.rehearsal import RehearsalPlan, rehearse
-from state.replay import Exclusions, archived_blocks, classify
-from state.rollback import RollbackPlan
+from state.meta import next_era
+from state.recovery import pins, rollback, snapshot_file
+from state.recovery.archive import Exclusions, archived_blocks, classify
+from state.recovery.compensation import build_report
+from state.recovery.rehearsal import RehearsalPlan, rehearse
+from state.recovery.rollback import RollbackPlan
+from state.recovery.verify import verify_store
 from state.schema import META_ADMIN_NONCE, META_REOPEN, META_REPLAYED
 from state.store import StoreError
-from state.verify import verify_store
 
 log = logging.getLogger("appchain.admin")
 
@@ -192,7 +193,8 @@ class AdminService:
                 "dropped": dropped}
 
     def _market_modes(self) -> list[dict[str, Any]]:
-        from state.markets import MARKET, Market, get_market_state
+        from state.exchange.markets import get_market_state
+        from state.records import MARKET, Market
 
         ov = self.store.overlay()
         out = []
@@ -270,7 +272,7 @@ class AdminService:
                 rollback.run, self.store, record, test_kill_hook("APPCHAIN_TEST_KILL_ROLLBACK"),
                 node.cfg.recovery.rollback_chunk_blocks)
             node.head = head
-            node.next_era = rollback.next_era(self.store, head)
+            node.next_era = next_era(self.store, head)
             node.held_back.extend(node.mempool.drain())
             # The halt now belongs to the recovery (a maintenance window it interrupted is
             # over: its "nothing changed" check cannot hold after a rollback).

@@ -228,8 +228,8 @@ def verify(home: Path) -> None:
     Run it on a stopped node (LevelDB allows one process). Exit status 0 when everything
     holds, 1 with the list of problems otherwise.
     """
+    from state.recovery.verify import verify_store
     from state.store import Store
-    from state.verify import verify_store
 
     h = Home(home)
     if not h.store_dir.exists():
@@ -781,7 +781,7 @@ def snapshot_files() -> None:
 @friendly
 def snapshot_verify(path: Path, genesis_file: Path | None) -> None:
     """Recompute a snapshot file's state root and check it against its header."""
-    from state.snapshot_file import check_file
+    from state.recovery.snapshot_file import check_file
 
     producer = None
     if genesis_file is not None:
@@ -803,7 +803,7 @@ def snapshot_import(home: Path, path: Path) -> None:
     """Start a fresh home from a snapshot file: the state root is recomputed and checked
     before anything is written; then `appchain start` serves it from that height."""
     from genesis.format import load_genesis
-    from state.snapshot_file import import_into
+    from state.recovery.snapshot_file import import_into
     from state.store import Store
 
     h = Home(home)

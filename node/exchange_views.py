@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from state.accounts import get_account
-from state.exchange import account_positions, get_position, margin_status
-from state.funding import settle
-from state.margin import liquidation_price, maintenance_requirement, unrealized_pnl
-from state.markets import get_market, get_market_state
-from state.orderbook import Order, account_orders, best_orders
-from state.positions import Position
+from state.exchange.book import account_orders, best_orders
+from state.exchange.funding import settle
+from state.exchange.margin import (
+    liquidation_price,
+    maintenance_requirement,
+    margin_status,
+    unrealized_pnl,
+)
+from state.exchange.markets import get_market, get_market_state
+from state.exchange.positions import account_positions, get_position
+from state.records import Order, Position
 from state.store import Overlay
 
 

@@ -42,11 +42,17 @@ from genesis.format import Genesis
 from genesis.state import genesis_state_root
 from node.client import RPCCallError
 from node.views import signed_header_json
-from state.accounts import Account
-from state.exchange import position_key
-from state.markets import Market, MarketState, market_key, market_state_key
-from state.orderbook import Order, order_key
-from state.positions import Position
+from state.records import (
+    Account,
+    Market,
+    MarketState,
+    Order,
+    Position,
+    market_key,
+    market_state_key,
+    order_key,
+    position_key,
+)
 from state.schema import account_key
 
 MAX_BATCH = 100

@@ -29,12 +29,13 @@ from node.config import Home, NodeConfig
 from node.mempool import Mempool, MempoolReject, RejectCode, precheck
 from node.metrics import NodeMetrics
 from node.signer import Signer
-from state import rollback
-from state.accounts import Account
-from state.audit import JOURNAL_FILE, AuditLog
 from state.invariants import InvariantViolation
+from state.meta import next_era
 from state.params import ChainParams, load_params
-from state.pins import auto_pin_writes, prunable_below
+from state.records import Account
+from state.recovery import rollback
+from state.recovery.audit import JOURNAL_FILE, AuditLog
+from state.recovery.pins import auto_pin_writes, prunable_below
 from state.schema import META_HALT_AT, STATE, TREE, account_key
 from state.store import Head, Store, StoreError
 from state.transition import BlockOutcome, apply_body, commit, import_block
@@ -152,7 +153,7 @@ class Node:
                 raise NodeError("a replay was interrupted; only the producer can finish it: "
                                 "start the node with its producer key")
             self._pending_replay = op  # finished once the node is set up (__init__)
-        self.next_era = rollback.next_era(self.store, head)
+        self.next_era = next_era(self.store, head)
         if self.signer is not None and self._pending_replay is None:
             # (an interrupted replay rebuilds its in-flight block identically instead)
             if self.signer.public_key != self.genesis.producer.pub_key:

@@ -20,18 +20,9 @@ from typing import TYPE_CHECKING, Any
 from chain.codec import decode, encode
 from node.testhooks import test_kill_hook
 from state import schema
-from state.replay import (
-    Exclusions,
-    Fate,
-    Progress,
-    archived_blocks,
-    begin_record,
-    fates_of,
-    replayed_height,
-    run_replay,
-    summarize,
-)
-from state.rollback import fork_certificates
+from state.meta import Fate, fork_certificates, replayed_height
+from state.recovery.archive import Exclusions, archived_blocks
+from state.recovery.replay import Progress, begin_record, fates_of, run_replay, summarize
 from state.store import Head, StoreError
 from state.transition import BlockOutcome
 

@@ -54,14 +54,16 @@ from node.views import (
     result_json,
     signed_header_json,
 )
-from state.accounts import Account
-from state.exchange import BAD_DEBT, INSURANCE_ADDRESS, Pool
-from state.markets import (
+from state.records import (
+    BAD_DEBT,
+    INSURANCE_ADDRESS,
     MARKET,
     MARKET_STATE,
     SYMBOL_RE,
+    Account,
     Market,
     MarketState,
+    Pool,
     market_key,
     market_state_key,
 )

@@ -36,7 +36,7 @@ from chain.stateproof import StateProof, check_proof, decode_proof
 from chain.tx import Transfer, decode_tx, make_tx
 from genesis.format import parse_genesis
 from genesis.state import chain_params, genesis_state_root, genesis_writes, init_store
-from state.accounts import Account
+from state.records import Account
 from state.store import Store
 from state.transition import apply_body, commit, import_block
 from state.tree import DictNodeStore, StateTree

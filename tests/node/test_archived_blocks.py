@@ -16,7 +16,7 @@ from chain.admin import ForkCertificate, make_command, sign_command, sign_fork
 from chain.block import SignedHeader
 from node.admin import AdminService
 from node.views import b64
-from state.audit import JOURNAL_FILE
+from state.recovery.audit import JOURNAL_FILE
 from tests.node.test_rpc import (
     INVALID_PARAMS,
     NEVER_MS,

@@ -49,8 +49,8 @@ from node.light import (
 from node.node import open_node
 from node.run import run_node
 from node.views import b64, signed_header_json
-from state.accounts import Account
 from state.params import PARAM_CHAIN
+from state.records import Account
 from state.schema import account_key
 from tests.helpers import REPO, make_genesis, make_home, running_node
 
@@ -636,8 +636,7 @@ async def trade(env: Env) -> tuple[int, int]:
 async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_path: Path
                                                                           ) -> None:
     from node.light import decode_value
-    from state.markets import MarketState
-    from state.positions import Position
+    from state.records import MarketState, Position
 
     async with chain_env(tmp_path, transfers=False, markets=True, balance=10**12) as env:
         oid, h = await trade(env)

@@ -20,7 +20,7 @@ from genesis.format import Genesis
 from genesis.state import chain_params, init_store
 from node.mempool import Mempool, MempoolReject, RejectCode
 from node.node import Node, open_node
-from state.accounts import Account
+from state.records import Account
 from state.schema import account_key
 from state.store import Store
 from tests.helpers import make_genesis, make_home

@@ -10,7 +10,7 @@ import pytest
 
 from node.admin_cli import _progress_line
 from node.replay import ProgressLog
-from state.replay import Progress
+from state.recovery.replay import Progress
 
 
 def test_progress_log_keeps_the_latest_and_logs_the_first_and_last(

@@ -22,7 +22,7 @@ from genesis.devnet import DevnetKeys
 from node.admin import AdminService
 from node.config import Home
 from node.node import Node, open_node
-from state.audit import JOURNAL_FILE
+from state.recovery.audit import JOURNAL_FILE
 from state.schema import STATE
 from state.store import Head, Store
 from tests.helpers import REPO, make_genesis, make_home

@@ -17,7 +17,7 @@ from chain.tx import Transfer, make_tx
 from node.keyfile import write_key
 from node.node import NodeError, open_node
 from node.signer import DoubleSignRefused, Signer
-from state.accounts import Account
+from state.records import Account
 from state.schema import account_key
 from state.transition import apply_body
 from tests.helpers import make_genesis, make_home

@@ -15,7 +15,7 @@ from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, make_tx
 from node.client import AsyncRPCClient
 from node.loadgen import LeveragedTraders
 from node.views import b64
-from state.exchange import INSURANCE_ADDRESS
+from state.records import INSURANCE_ADDRESS
 from tests.helpers import make_genesis, make_home, running_node
 
 BTC = "BTC-USD-PERP"

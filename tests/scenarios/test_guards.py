@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import state.funding_step as funding_step
+import state.block_end as block_end
 from chain.tx import Deposit, OraclePrice, PlaceOrder, make_tx
 from genesis.devnet import build_devnet, devnet_markets
 from genesis.format import GenesisMarket, parse_time
@@ -25,8 +25,9 @@ from node.mempool import MempoolReject, RejectCode
 from node.node import Node, open_node
 from node.views import b64
 from state.accounts import get_account, put_account
+from state.exchange.markets import get_market_state, put_market_state
 from state.invariants import InvariantViolation
-from state.markets import MarketState, get_market_state, market_state_key, put_market_state
+from state.records import MarketState, market_state_key
 from state.store import Store
 from tests.helpers import (
     GENESIS_TIME,
@@ -75,7 +76,7 @@ async def test_funding_index_reset_to_zero_is_refused_and_halts(tmp_path: Path,
     try:
         index = await grow_funding_index(node, keys)
         assert index > 0  # bids above the oracle: longs pay
-        real = funding_step.process_funding
+        real = block_end.process_funding
 
         def faulty(view, ctx):  # type: ignore[no-untyped-def]
             events = real(view, ctx)
@@ -83,7 +84,7 @@ async def test_funding_index_reset_to_zero_is_refused_and_halts(tmp_path: Path,
             put_market_state(view, BTC, replace(st, funding_index=0))  # the incident
             return events
 
-        monkeypatch.setattr(funding_step, "process_funding", faulty)
+        monkeypatch.setattr(block_end, "process_funding", faulty)
         head = node.head
         with pytest.raises(InvariantViolation) as e:
             await node.produce_block()
@@ -118,7 +119,7 @@ async def test_collateral_from_nowhere_is_refused(tmp_path: Path,
     node, keys = fast_funding_node(tmp_path)
     try:
         await node.produce_block()
-        real = funding_step.process_funding
+        real = block_end.process_funding
         who = keys.accounts[0].public_key
 
         def faulty(view, ctx):  # type: ignore[no-untyped-def]
@@ -126,7 +127,7 @@ async def test_collateral_from_nowhere_is_refused(tmp_path: Path,
             put_account(view, who, replace(acct, balance=acct.balance + 1))
             return real(view, ctx)
 
-        monkeypatch.setattr(funding_step, "process_funding", faulty)
+        monkeypatch.setattr(block_end, "process_funding", faulty)
         head = node.head
         with pytest.raises(InvariantViolation) as e:
             await node.produce_block()

@@ -24,9 +24,7 @@ from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, Transfer, make_t
 from node.admin_client import AdminClient
 from node.client import RPCCallError, RPCClient
 from node.views import b64
-from state.exchange import INSURANCE_ADDRESS
-from state.markets import MarketState, market_state_key
-from state.schema import STATE
+from state.records import INSURANCE_ADDRESS, MarketState, market_state_key
 from state.store import Store
 from tests.helpers import REPO, make_genesis, make_home, rewrite_behind_the_chain, running_node
 

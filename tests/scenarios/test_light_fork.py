@@ -17,7 +17,7 @@ from node.admin_client import AdminClient
 from node.client import AsyncRPCClient, RPCCallError, RPCClient
 from node.light import LightClient, LightClientError
 from node.views import b64
-from state.accounts import Account
+from state.records import Account
 from state.schema import account_key
 from tests.helpers import make_genesis, make_home, running_node
 

@@ -5,8 +5,8 @@ state, same blocks)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx

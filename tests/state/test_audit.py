@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from state import audit
-from state.audit import AuditEntry, AuditLog
+from state.recovery import audit
+from state.recovery.audit import AuditEntry, AuditLog
 from state.schema import META_AUDIT
 from state.store import Store, StoreError
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from chain.tx import Deposit, Transfer, Withdraw
-from state.compensation import build_report, counterfactual, report_id
-from state.exchange import INSURANCE_ADDRESS, account_margin
-from state.replay import Exclusions
+from state.exchange.margin import account_margin
+from state.records import INSURANCE_ADDRESS
+from state.recovery.archive import Exclusions
+from state.recovery.compensation import build_report, counterfactual, report_id
 from state.store import StoreError
 from tests.state.test_exchange import START, USD, Exchange, limit, market
 from tests.state.test_liquidation import oracle, px

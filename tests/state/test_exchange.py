@@ -18,17 +18,10 @@ from chain.crypto import PrivateKey
 from chain.tx import CancelAll, CancelOrder, OraclePrice, PlaceOrder, Transaction, make_tx
 from genesis.state import init_store
 from state.accounts import get_account
-from state.exchange import (
-    BAD_DEBT,
-    FEE_POOL,
-    FUNDING_DUST,
-    INSURANCE_ADDRESS,
-    Pool,
-    account_positions,
-    get_position,
-)
-from state.markets import get_market_state
-from state.orderbook import account_orders, best_orders
+from state.exchange.book import account_orders, best_orders
+from state.exchange.markets import get_market_state
+from state.exchange.positions import account_positions, get_position
+from state.records import BAD_DEBT, FEE_POOL, FUNDING_DUST, INSURANCE_ADDRESS, Pool
 from state.store import Store
 from state.transition import import_block
 from tests.helpers import make_genesis

@@ -4,7 +4,7 @@ payment, no jump after a gap, and settlement on the next fill."""
 from __future__ import annotations
 
 from chain.block import Block, TxResult
-from state.markets import get_market_state
+from state.exchange.markets import get_market_state
 from tests.state.test_exchange import BTC, USD, Exchange, limit, market
 
 

@@ -14,19 +14,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.tx import Deposit, OraclePrice, PlaceOrder, Transaction
-from state.exchange import (
+from state.exchange.book import account_orders
+from state.exchange.liquidation import RISK, RISK_OF, RiskEntries, thresholds
+from state.exchange.margin import Held, account_margin, margin_of
+from state.exchange.markets import get_market_state
+from state.exchange.positions import get_position
+from state.records import (
     BAD_DEBT,
     INSURANCE_ADDRESS,
-    Held,
+    Market,
+    MarketState,
     Pool,
-    account_margin,
-    get_position,
-    margin_of,
+    Position,
+    initial_state,
 )
-from state.liquidation import RISK, RISK_OF, RiskEntries, thresholds
-from state.markets import Market, MarketState, get_market_state, initial_state
-from state.orderbook import account_orders
-from state.positions import Position
 from tests.state.test_exchange import BTC, USD, Exchange, limit, market
 from tests.state.test_funding_step import end_events
 
@@ -161,9 +162,9 @@ def test_a_stale_oracle_liquidates_no_one_and_funding_alone_can_liquidate(ex: Ex
 def test_paused_market_liquidates_no_one(ex: Exchange) -> None:
     """No transaction switches modes yet (operator commands come with the recovery
     toolkit), so this runs the step on an overlay whose market state says ``paused``."""
-    from state.liquidation import process_liquidations
-    from state.machine import TxContext
-    from state.markets import put_market_state
+    from state.context import TxContext
+    from state.exchange.liquidation import process_liquidations
+    from state.exchange.markets import put_market_state
     from state.params import load_params
 
     open_long(ex, 1)
@@ -260,7 +261,7 @@ def test_index_never_misses_a_liquidatable_account(rows: list, collateral: int) 
     entries = thresholds(am)
     candidate = False
     for (h, k), h2 in zip(entries, later, strict=True):
-        from state.liquidation import _x
+        from state.exchange.liquidation import _x
 
         long = h.position.size > 0
         x2 = _x(h2.state, h2.market.maintenance_margin_ppm, long)
@@ -277,6 +278,6 @@ def test_index_entry_of_a_safe_account_is_not_a_candidate_at_its_own_prices() ->
     pos = Position(10**8, 60_000 * USD, 0, 0)
     am = margin_of(10_000 * USD, (Held(m, st0, pos),))
     [(h, k)] = thresholds(am)
-    from state.liquidation import _x
+    from state.exchange.liquidation import _x
 
     assert not _x(st0, 30_000, True) < k

@@ -11,9 +11,9 @@ from chain.admin import make_command, sign_command
 from chain.codes import ResultCode
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, OperatorCall, PlaceOrder, Transaction
-from state.exchange import INSURANCE_ADDRESS
-from state.markets import get_market_state
-from state.orderbook import account_orders
+from state.exchange.book import account_orders
+from state.exchange.markets import get_market_state
+from state.records import INSURANCE_ADDRESS
 from tests.state.test_exchange import BTC, USD, Exchange, limit
 from tests.state.test_liquidation import liq_events, open_long, oracle, px
 

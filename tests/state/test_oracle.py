@@ -15,7 +15,7 @@ from genesis.devnet import DevnetKeys
 from genesis.format import Genesis
 from genesis.state import init_store
 from node.mempool import Mempool, MempoolReject, RejectCode
-from state.markets import get_market, get_market_state
+from state.exchange.markets import get_market, get_market_state
 from state.params import load_params
 from state.store import Store
 from state.transition import apply_body

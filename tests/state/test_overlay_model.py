@@ -1,8 +1,10 @@
 """Model tests of the Overlay's ordered reads, walks, checkpoints and released marks against
 a plain set (the book walk's memo, skipped runs and journal are optimizations that must not
 change what a walk sees)."""
-from hypothesis import given, settings, strategies as st
-from state.store import Store, Head
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from state.store import Head, Store
 
 ZERO = bytes(32)
 def head(h): return Head(h, ZERO, ZERO, 0, h)

@@ -10,9 +10,10 @@ from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
 from chain.block import Block, Header, sign_header
 from chain.errors import InvalidBlock
 from chain.tx import Deposit, Transaction
-from state import pins, rollback
-from state.exchange import INSURANCE_ADDRESS
+from state.meta import next_era
 from state.params import load_params
+from state.records import INSURANCE_ADDRESS
+from state.recovery import pins, rollback
 from state.schema import ARCHIVE, TREE, TX_FATE, archive_key
 from state.store import Store, StoreError
 from state.transition import apply_body, import_block
@@ -90,7 +91,7 @@ def test_rollback_restores_the_exact_state_and_archives_the_abandoned_blocks(
         assert ex.store.tx_location(sha256(t)) is None
         assert ex.store.db.get(TX_FATE + sha256(t)) is not None
     assert rollback.operation(ex.store) is None
-    assert rollback.next_era(ex.store, head_h) == 1  # type: ignore[arg-type]
+    assert next_era(ex.store, head_h) == 1  # type: ignore[arg-type]
 
 
 def test_the_first_block_after_a_rollback_must_start_the_new_era(ex: Exchange) -> None:
@@ -101,7 +102,7 @@ def test_the_first_block_after_a_rollback_must_start_the_new_era(ex: Exchange) -
     import_block(ex.store, block_in_era(ex, 1, []))
     head = ex.store.head()
     assert head is not None and (head.height, head.era) == (3, 1)
-    assert rollback.next_era(ex.store, head) == 1
+    assert next_era(ex.store, head) == 1
     with pytest.raises(InvalidBlock, match="era 2, expected 1"):
         import_block(ex.store, block_in_era(ex, 2, []))
 

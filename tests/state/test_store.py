@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from state import schema
-from state.accounts import Account
+from state.records import Account
 from state.store import Head, PendingBlock, Store, StoreError
 
 ZERO = b"\x00" * 32

@@ -5,8 +5,8 @@ rehearsal) while the real store stays exactly as it was."""
 from __future__ import annotations
 
 from genesis.state import init_store
-from state import rollback
 from state.kv import MemoryKV, ScratchKV
+from state.meta import fork_certificates
 from state.schema import STATE, account_key
 from state.store import Store
 from state.transition import import_block
@@ -75,7 +75,7 @@ def test_a_scratch_copy_takes_blocks_and_a_rollback_and_the_real_store_is_unchan
     roll_back(sx, h)  # the rehearsal: roll back and start the new era
     assert scratch.head() is not None and sx.height == h
     assert full_dump(scratch) == at_h
-    assert rollback.fork_certificates(scratch) and not rollback.fork_certificates(ex.store)
+    assert fork_certificates(scratch) and not fork_certificates(ex.store)
     import_block(scratch, block_in_era(sx, 1, []))
     assert scratch.prune_undo(h) > 0
     assert everything(ex.store) == real and ex.store.head() == real_head

@@ -14,8 +14,9 @@ from chain.tx import Deposit, Transaction, Transfer, make_tx
 from genesis.devnet import DevnetKeys
 from genesis.format import Genesis
 from genesis.state import init_store
-from state.accounts import Account, get_account
+from state.accounts import get_account
 from state.params import load_params
+from state.records import Account
 from state.store import Store
 from state.transition import apply_body, commit, import_block
 from tests.helpers import make_genesis

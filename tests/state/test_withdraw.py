@@ -11,8 +11,8 @@ from chain.block import Event
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction
 from chain.tx import Deposit, Withdraw
-from state import blockend
-from state.machine import TxContext
+from state import block_end as blockend
+from state.context import TxContext
 from state.store import Overlay
 from tests.state.test_exchange import START, USD, Exchange, limit, market
 

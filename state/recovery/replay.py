@@ -40,157 +40,23 @@ rehearsal in a scratch copy predict the real run exactly.
 
 from __future__ import annotations
 
-import os
 import time as _time  # progress rates only; never inside a block
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chain.block import Block, Event, TxResult
-from chain.codec import decode, encode
-from chain.codes import ResultCode
+from chain.block import Block, TxResult
+from chain.codec import encode
 from chain.crypto import sha256
-from chain.errors import ChainError, InvalidBlock
-from chain.merkle import merkle_root
-from chain.tx import CancelOrder, OperatorCall, Transaction, decode_tx
+from chain.errors import InvalidBlock
+from chain.tx import Transaction
 from state import schema
+from state.meta import Fate
 from state.params import ChainParams
-from state.store import Head, Store, decode_local
+from state.recovery.archive import ArchivedBlock, Exclusions, archived_blocks, classify_all
+from state.recovery.divergence import ReplayState, code_name, decode_result, explain
+from state.store import Head, Store
 from state.transition import BlockOutcome, apply_body
-
-REASONS = ("decode", "signature", "excluded_tx", "excluded_sender", "excluded_type",
-           "operator_command", "after_excluded:<hash>", "after_dropped:<hash>",
-           "<block-validity reason>")
-
-FATES = ("identical", "diverged", "dropped")
-
-
-@dataclass(frozen=True)
-class ArchivedBlock:
-    era: int
-    height: int
-    time: int
-    txs: tuple[bytes, ...]
-    results: tuple[bytes, ...]
-    """The abandoned fork's TxResult bytes (transactions first, then the block's own)."""
-    intact: bool = False
-    """The producer's signature over the header verifies and the transactions hash to its
-    ``tx_root``: the bytes are exactly what was committed, whose signatures every node
-    checked then, so replay need not check them again (one header check per block instead
-    of one per transaction). Any corruption of a transaction's bytes makes this False, and
-    then every transaction's signature is checked."""
-
-
-@dataclass(frozen=True)
-class Exclusions:
-    tx_hashes: frozenset[bytes] = frozenset()
-    senders: frozenset[bytes] = frozenset()
-    types: frozenset[str] = frozenset()
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"tx": sorted(h.hex() for h in self.tx_hashes),
-                "sender": sorted(s.hex() for s in self.senders), "type": sorted(self.types)}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Exclusions:
-        return cls(frozenset(bytes.fromhex(h) for h in doc.get("tx", [])),
-                   frozenset(bytes.fromhex(s) for s in doc.get("sender", [])),
-                   frozenset(doc.get("type", [])))
-
-    @property
-    def empty(self) -> bool:
-        return not (self.tx_hashes or self.senders or self.types)
-
-
-@dataclass(frozen=True)
-class Fate:
-    """What replay did with one abandoned transaction (a durable record: ``m`` + ``fate/`` +
-    tx hash, written in the batch of the block that replayed it)."""
-
-    hash: bytes
-    era: int
-    height: int
-    """Height of the abandoned block that held it."""
-    index: int
-    fate: str
-    """``identical``, ``diverged`` or ``dropped``."""
-    reason: str = ""
-    """Why it was dropped (:data:`REASONS`); empty otherwise."""
-    why: str = ""
-    """For ``diverged``: what differs, in a few words."""
-    sender: str = ""
-    type: str = ""
-    new_height: int | None = None
-    new_index: int | None = None
-    code: int | None = None
-    """Result code on the recovered chain (included transactions)."""
-    original_code: int | None = None
-
-    def to_obj(self) -> dict[str, Any]:
-        return {"hash": self.hash.hex(), "era": self.era, "height": self.height,
-                "index": self.index, "fate": self.fate, "reason": self.reason,
-                "why": self.why, "sender": self.sender, "type": self.type,
-                "new_height": self.new_height, "new_index": self.new_index,
-                "code": self.code, "original_code": self.original_code}
-
-    @classmethod
-    def from_obj(cls, doc: dict[str, Any]) -> Fate:
-        return cls(bytes.fromhex(doc["hash"]), int(doc["era"]), int(doc["height"]),
-                   int(doc["index"]), str(doc["fate"]), str(doc.get("reason", "")),
-                   str(doc.get("why", "")), str(doc.get("sender", "")),
-                   str(doc.get("type", "")), doc.get("new_height"), doc.get("new_index"),
-                   doc.get("code"), doc.get("original_code"))
-
-    def encode(self) -> bytes:
-        return encode(self.to_obj())
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Fate:
-        return cls.from_obj(dict(decode(raw)))
-
-
-@dataclass
-class ReplayState:
-    """What a replay carries from block to block (and rebuilds from its record on resume)."""
-
-    exclusions: Exclusions
-    blocked: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
-    """sender -> (``excluded`` or ``dropped``, hash of its first transaction left out): its
-    later transactions' nonces no longer follow."""
-    operator_cancelled: dict[tuple[bytes, int], int] = field(default_factory=dict)
-    """(owner, order id) -> height of the operators' ``cancel_orders`` block that cancelled
-    it on the recovered chain (explains cancels that now find no order)."""
-
-    closed: dict[tuple[bytes, int], str] = field(default_factory=dict)
-    """(owner, order id) -> how the order last left the book on the recovered chain since
-    the replay began (``filled in block H``, ``cancelled (reason) in block H``, ...): what a
-    cancel that now finds no order is told."""
-
-    def note_closures(self, height: int, results: Sequence[TxResult]) -> None:
-        """Record what the block at ``height`` did to orders (its transactions' results and
-        its own, in order: the last word on an order wins)."""
-        for r in results:
-            for e in r.events:
-                t = e.type
-                if t == "fill":
-                    d = e.as_dict()
-                    self.closed[(bytes.fromhex(d["maker"]), int(d["maker_order"]))] = \
-                        f"filled in block {height}"
-                elif t == "order_cancelled" or t == "order_triggered":
-                    d = e.as_dict()
-                    if "owner" in d:
-                        what = (f"cancelled ({d.get('reason')})" if t == "order_cancelled"
-                                else "triggered")
-                        self.closed[(bytes.fromhex(d["owner"]), int(d["order"]))] = \
-                            f"{what} in block {height}"
-
-    def blocked_json(self) -> dict[str, list[str]]:
-        return {s.hex(): [k, h.hex()] for s, (k, h) in sorted(self.blocked.items())}
-
-    @staticmethod
-    def blocked_from_json(doc: dict[str, Any]) -> dict[bytes, tuple[str, bytes]]:
-        return {bytes.fromhex(s): (str(v[0]), bytes.fromhex(v[1])) for s, v in doc.items()}
 
 
 @dataclass
@@ -201,169 +67,6 @@ class Assembled:
     outcome: BlockOutcome
     included: list[Transaction]
     fates: list[Fate] = field(default_factory=list)
-
-
-def archived_blocks(store: Store, era: int, producer: bytes | None = None
-                    ) -> list[ArchivedBlock]:
-    """The abandoned blocks of ``era``, ascending height (``intact`` checked against
-    ``producer``, the genesis producer key, when given)."""
-    prefix = schema.ARCHIVE + schema.height_bytes(era)
-    out: list[ArchivedBlock] = []
-    results: dict[int, tuple[bytes, ...]] = {}
-    blocks: dict[int, bytes] = {}
-    for k, v in store.db.iterator(prefix=prefix):
-        height = schema.height_from(k[len(prefix):len(prefix) + 8])
-        kind = k[len(prefix) + 8:]
-        if kind == b"b":
-            blocks[height] = v
-        elif kind == b"r":
-            results[height] = tuple(decode_local(v))
-    for height in sorted(blocks):
-        raw = blocks[height]
-        intact = False
-        try:
-            block = Block.decode_block(raw)
-        except ChainError:
-            # A corrupted archived block: its transactions cannot be recovered one by one.
-            out.append(ArchivedBlock(era, height, 0, (), results.get(height, ())))
-            continue
-        time, txs = block.header.time, block.txs
-        if producer is not None:
-            try:
-                block.signed_header.verify(producer)
-                intact = merkle_root(txs) == block.header.tx_root
-            except ChainError:
-                intact = False  # check every transaction's signature instead
-        out.append(ArchivedBlock(era, height, time, tuple(txs), results.get(height, ()),
-                                 intact))
-    return out
-
-
-def classify(raw: bytes, ex: Exclusions, verify: bool = True
-             ) -> tuple[Transaction | None, str]:
-    """``(tx, "")`` for a transaction to try, or ``(tx or None, reason)`` for one dropped
-    before execution (the decoded transaction when it decodes, so its sender is known)."""
-    try:
-        tx = decode_tx(raw)
-    except ChainError:
-        return None, "decode"
-    if verify:
-        try:
-            tx.verify_signature()
-        except ChainError:
-            return tx, "signature"
-    if tx.hash in ex.tx_hashes:
-        return tx, "excluded_tx"
-    if tx.sender in ex.senders:
-        return tx, "excluded_sender"
-    if tx.type in ex.types:
-        return tx, "excluded_type"
-    if isinstance(tx.payload, OperatorCall):
-        return tx, "operator_command"
-    return tx, ""
-
-
-def classify_all(raws: Sequence[bytes], ex: Exclusions, verify: bool = True
-                 ) -> list[tuple[Transaction | None, str]]:
-    """:func:`classify` for a whole block; signatures are checked on every core (libsodium
-    releases the GIL), the answers are the same as one by one."""
-    if not verify or len(raws) < 32:
-        return [classify(r, ex, verify) for r in raws]
-    workers = os.cpu_count() or 1
-    chunk = -(-len(raws) // workers)
-    parts = [raws[i:i + chunk] for i in range(0, len(raws), chunk)]
-    with ThreadPoolExecutor(workers) as pool:
-        done = list(pool.map(lambda part: [classify(r, ex) for r in part], parts))
-    return [c for part in done for c in part]
-
-
-def code_name(code: int | None) -> str:
-    if code is None:
-        return "unknown"
-    try:
-        return ResultCode(code).name.lower()
-    except ValueError:
-        return str(code)
-
-
-def _decode_result(raw: bytes | None) -> TxResult | None:
-    if raw is None:
-        return None
-    try:
-        return TxResult.decode(raw)
-    except ChainError:
-        return None
-
-
-def _short(v: str) -> str:
-    """An address as its first 12 hex digits (the why stays one readable line)."""
-    return v[:12] + "…" if len(v) == 64 else v
-
-
-def _type_counts(events: Sequence[Event]) -> str:
-    out: list[str] = []
-    for e in events:
-        if out and out[-1].split(" x")[0] == e.type:
-            n = int(out[-1].split(" x")[1]) if " x" in out[-1] else 1
-            out[-1] = f"{e.type} x{n + 1}"
-        else:
-            out.append(e.type)
-    return ", ".join(out) or "none"
-
-
-def _operator_note(tx: Transaction, old: TxResult, st: ReplayState) -> str:
-    """Which orders the original result touched that the operators had cancelled."""
-    hits: list[tuple[int, int]] = []  # (height, order id)
-    if isinstance(tx.payload, CancelOrder):
-        oid = tx.payload.order_id
-        h = st.operator_cancelled.get((tx.sender, oid))
-        if h is not None:
-            return (f"order {oid} was already cancelled by the operators "
-                    f"(cancel_orders in block {h})")
-        how = st.closed.get((tx.sender, oid))
-        if how is not None:
-            return f"on the recovered chain order {oid} was {how}"
-    for e in old.events:
-        d = e.as_dict()
-        if e.type == "order_cancelled" and "owner" in d:
-            key = (bytes.fromhex(d["owner"]), int(d["order"]))
-        elif e.type == "fill":
-            key = (bytes.fromhex(d["maker"]), int(d["maker_order"]))
-        else:
-            continue
-        h = st.operator_cancelled.get(key)
-        if h is not None:
-            hits.append((h, key[1]))
-    if not hits:
-        return ""
-    blocks = sorted({h for h, _ in hits})
-    return (f"{len(hits)} order(s) it met on the abandoned fork were already cancelled by the "
-            f"operators (cancel_orders in block {', '.join(map(str, blocks))})")
-
-
-def explain(tx: Transaction, old_raw: bytes | None, new: TxResult, st: ReplayState) -> str:
-    """A short, readable account of how ``new`` differs from the abandoned fork's result."""
-    old = _decode_result(old_raw)
-    if old is None:
-        return "no readable result on the abandoned fork"
-    parts: list[str] = []
-    if old.code != new.code:
-        parts.append(f"code {code_name(old.code)} -> {code_name(new.code)}")
-    elif [e.type for e in old.events] != [e.type for e in new.events]:
-        parts.append(f"events [{_type_counts(old.events)}] -> [{_type_counts(new.events)}]")
-    else:
-        for i, (a, b) in enumerate(zip(old.events, new.events, strict=True)):
-            if a == b:
-                continue
-            da, db = a.as_dict(), b.as_dict()
-            diffs = [f"{k} {_short(da.get(k, '-'))} -> {_short(db.get(k, '-'))}"
-                     for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
-            parts.append(f"{a.type} #{i + 1}: " + ", ".join(diffs[:3]))
-            break
-    note = _operator_note(tx, old, st)
-    if note:
-        parts.append(note)
-    return "; ".join(parts) or "same code and events, other bytes"
 
 
 def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, st: ReplayState,
@@ -424,7 +127,7 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, st: ReplaySta
         if old is not None and old == outcome.result_bytes[k]:
             fate, orig, why = "identical", r.code, ""  # byte-identical: the fast path
         else:
-            o = _decode_result(old)
+            o = decode_result(old)
             orig = None if o is None else o.code
             if o is not None and o.code == r.code and o.events == r.events:
                 fate, why = "identical", ""
@@ -435,7 +138,7 @@ def assemble(store: Store, params: ChainParams, ab: ArchivedBlock, st: ReplaySta
     st.note_closures(height, outcome.results[max(0, len(trying) - 1):])
     for i, f in fates.items():
         if f.fate == "dropped" and i < len(ab.results):
-            o = _decode_result(ab.results[i])
+            o = decode_result(ab.results[i])
             if o is not None:
                 fates[i] = replace(f, original_code=o.code)
     return Assembled(time, outcome, [t for _, t in trying],
@@ -463,8 +166,6 @@ def summarize(fates: Sequence[Fate]) -> dict[str, Any]:
     return {**counts, "total": len(fates), "dropped_by_reason": dict(sorted(reasons.items())),
             "diverged_by_code": dict(sorted(diverged.items()))}
 
-
-# -- running a replay ---------------------------------------------------------------------------
 
 Commit = Callable[[list[Transaction], int, list[tuple[bytes, bytes | None]], BlockOutcome],
                   Head]
@@ -584,14 +285,3 @@ def fates_of(store: Store, era: int) -> list[Fate]:
             if v is not None:
                 out.append(Fate.decode(v))
     return out
-
-
-def replayed_height(store: Store, era: int) -> int | None:
-    """Height of the block that replayed ``era``'s last abandoned block (None: not yet)."""
-    v = store.db.get(schema.META_REPLAYED + str(era).encode())
-    if v is None:
-        return None
-    try:
-        return int(v)
-    except ValueError:  # written by an older version ("1"): unknown
-        return None

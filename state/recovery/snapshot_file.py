@@ -30,8 +30,11 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from chain.block import Block, SignedHeader
 from chain.codec import decode, encode
+from chain.errors import ChainError
 from state import schema
+from state.schema import TREE
 from state.store import Head, Store, StoreError
 from state.tree import DictNodeStore, StateTree
 
@@ -62,8 +65,6 @@ class SnapshotHeader:
     def check_header(self, producer: bytes | None) -> None:
         """The signed header must be for this block and state root, and (when ``producer``
         is given) signed by it."""
-        from chain.block import SignedHeader
-        from chain.errors import ChainError
 
         if not self.signed_header:
             return
@@ -135,7 +136,6 @@ def export(store: Store, path: Path, label: str, height: int | None = None) -> S
         target = Head.decode(decode(raw, 1 << 30)["prev_head"])
     pairs = list(state_at(store, h))
     raw_block = store.block_bytes(h)
-    from chain.block import Block
 
     signed = Block.signed_header_of(raw_block).encode() if raw_block is not None else b""
     hdr = SnapshotHeader(
@@ -253,7 +253,6 @@ def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
     """Initialise an EMPTY store from a snapshot file: check the file (root recomputed from
     its pairs, count, digest), that it belongs to this genesis, then write the state, its
     tree and the head in one batch."""
-    from state.schema import TREE
 
     if store.head() is not None:
         raise StoreError("the store is not empty: import needs a fresh home")

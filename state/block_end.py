@@ -13,18 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chain.block import Event
-from state.machine import TxContext
+from state.context import TxContext
+from state.exchange.funding_payments import process_funding
+from state.exchange.liquidation import process_liquidations
+from state.exchange.triggers import process_triggers
 from state.store import Overlay
 
 Step = Callable[[Overlay, TxContext], list[Event]]
 
 
 def steps() -> list[Step]:
-    """The end-of-block steps in protocol order."""
-    from state.funding_step import process_funding
-    from state.liquidation import process_liquidations
-    from state.triggers import process_triggers
-
+    """The end-of-block steps in protocol order (looked up at each call, so a test can
+    replace one with a faulty version)."""
     return [process_funding, process_triggers, process_liquidations]
 
 

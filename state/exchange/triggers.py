@@ -30,19 +30,20 @@ from __future__ import annotations
 
 from chain.block import Attr, Event
 from chain.codes import ResultCode
-from state.exchange import cancel_event, execute_taker, get_position
-from state.failure import ExecutionFailure
-from state.machine import TxContext
-from state.markets import MARKET, Market, get_market_state
-from state.orderbook import (
+from state.context import TxContext
+from state.exchange.book import (
     DIRECTIONS,
-    Order,
     is_triggered,
     order_key_of_index,
     remove,
     trigger_from_key,
     trigger_prefix,
 )
+from state.exchange.markets import get_market_state
+from state.exchange.matching import cancel_event, execute_taker
+from state.exchange.positions import get_position
+from state.execution_failure import ExecutionFailure
+from state.records import MARKET, Market, Order
 from state.store import Overlay
 
 

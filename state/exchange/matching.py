@@ -20,27 +20,14 @@ Margin rules (a first, simple version, documented in docs/PROTOCOL.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import cast
 
 from chain.block import Attr, Event
-from chain.codec import U64, Struct
 from chain.codes import ResultCode
-from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction, Withdraw
-from state.accounts import Account, get_account, put_account
-from state.failure import ExecutionFailure
-from state.funding import Settlement, settle
-from state.margin import (
-    initial_requirement,
-    is_liquidatable,
-    maintenance_requirement,
-    unrealized_pnl,
-)
-from state.markets import Market, MarketState, get_market, get_market_state, put_market_state
-from state.orderbook import (
+from chain.tx import CancelAll, CancelOrder, PlaceOrder, Transaction
+from state.exchange.book import (
     TRIGGER_KINDS,
-    Order,
     account_orders,
     arrival,
     best_orders,
@@ -49,188 +36,21 @@ from state.orderbook import (
     rest,
     trigger_direction,
 )
-from state.positions import NO_SETTLEMENT, Position, apply_fill, settle_funding
-from state.scales import FUNDING_DIVISOR, PPM
+from state.exchange.collateral import credit, pool_add, settle_position
+from state.exchange.margin import (
+    initial_requirement,
+    margin_status,
+)
+from state.exchange.markets import get_market, get_market_state, put_market_state
+from state.exchange.positions import apply_fill, get_position, store_position
+from state.execution_failure import ExecutionFailure
+from state.records import FEE_POOL, Market, MarketState, Order
+from state.scales import PPM
 from state.store import Overlay
 
-POSITION = b"pos/"
-POOL = b"pool/"
-FEE_POOL = POOL + b"fees"
-FUNDING_DUST = POOL + b"funding_dust"
-"""Funding rounding remainders in 10^-14 micro-USDC; always below 10^14 (swept on)."""
-BAD_DEBT = POOL + b"bad_debt"
-"""Value the exchange owes and does not hold (micro-USDC): shortfalls of bankrupt accounts
-the insurance fund could not pay, and losses of the fund's own positions beyond its balance.
-Only ever grows; counted negatively by the guard."""
-INSURANCE_ADDRESS = bytes(32)
-"""The insurance fund is the account at this address (32 zero bytes). No private key
-exists for it (it is not a valid ed25519 key), so it never signs anything: it receives
-liquidation penalties, swept funding dust and transfers (donations), pays bankrupt accounts'
-shortfalls, and is the counterparty that takes over liquidated positions."""
-U64_MAX = 2**64 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Pool(Struct):
-    """A balance held by the exchange itself (fees, funding dust)."""
-
-    amount: U64
-
-
-def position_key(owner: bytes, market: str) -> bytes:
-    return POSITION + owner + b"/" + market.encode()
-
-
-def get_position(view: Overlay, owner: bytes, market: str) -> Position | None:
-    return view.get_obj(position_key(owner, market), Position)
-
-
-def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Position]]:
-    prefix = POSITION + owner + b"/"
-    for k in view.live_keys(prefix):
-        pos = view.get_obj(k, Position)
-        if pos is not None:
-            yield k[len(prefix):].decode(), pos
-
-
-def pool_add(view: Overlay, key: bytes, amount: int) -> None:
-    if amount == 0:
-        return
-    cur = view.get_obj(key, Pool)
-    new = (cur.amount if cur else 0) + amount
-    if key == FUNDING_DUST and new >= FUNDING_DIVISOR:
-        # Whole micro-USDC of dust move to the insurance fund; the remainder stays < 10^14.
-        _credit(view, INSURANCE_ADDRESS, new // FUNDING_DIVISOR)
-        new %= FUNDING_DIVISOR
-    if not 0 <= new <= U64_MAX:
-        raise ExecutionFailure(ResultCode.OVERFLOW, "pool balance out of range")
-    view.put_obj(key, Pool(new))
-
-
-def _credit(view: Overlay, owner: bytes, delta: int) -> None:
-    acct = get_account(view, owner)
-    new = acct.balance + delta
-    if new < 0:
-        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
-                           f"collateral {acct.balance} cannot cover {-delta}")
-    if new > U64_MAX:
-        raise ExecutionFailure(ResultCode.OVERFLOW, "balance would exceed 2**64-1")
-    put_account(view, owner, Account(new, acct.nonce))
-
-
-def _settle(view: Overlay, owner: bytes, market: str, st: MarketState) -> Position:
-    """The owner's position in ``market`` with funding settled up to the current index."""
-    pos = get_position(view, owner, market)
-    if pos is None:
-        return Position(0, 0, st.funding_index, 0)
-    pos, paid = settle_funding(pos, st.funding_index)
-    if paid is not NO_SETTLEMENT:
-        _apply_settlement(view, owner, paid)
-    return pos
-
-
-def _apply_settlement(view: Overlay, owner: bytes, s: Settlement) -> None:
-    if s.collateral_delta:
-        _credit(view, owner, s.collateral_delta)
-    if s.dust_scaled:
-        pool_add(view, FUNDING_DUST, s.dust_scaled)
-
-
-def write_position(view: Overlay, owner: bytes, market: str, new: Position) -> None:
-    """Store a position; a flat one with no realized PnL to keep is deleted."""
-    if new.size == 0 and new.realized_pnl == 0:
-        view.delete(position_key(owner, market))
-    else:
-        view.put_obj(position_key(owner, market), new)
-
-
-def store_position(view: Overlay, owner: bytes, market: str, old: Position,
-                   new: Position) -> tuple[int, int]:
-    """Store a position; returns the change it makes to the market's (long, short) open
-    interest."""
-    write_position(view, owner, market, new)
-    return (max(new.size, 0) - max(old.size, 0), max(-new.size, 0) - max(-old.size, 0))
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """One open position of an account, with its market's rules and current state."""
-
-    market: Market
-    state: MarketState
-    position: Position
-
-
-@dataclass(frozen=True, slots=True)
-class AccountMargin:
-    """An account's cross-margin figures at oracle prices (docs/PROTOCOL.md §5).
-
-    ``equity = collateral + unrealized PnL + unsettled funding``; each term rounded against
-    the account (PnL and funding floored, requirements ceiled: state/margin.py).
-    """
-
-    collateral: int
-    held: tuple[Held, ...]
-    """Non-flat positions in markets that exist, in symbol order."""
-    unrealized_pnl: int
-    unsettled_funding: int
-    initial: int
-    maintenance: int
-
-    @property
-    def equity(self) -> int:
-        return self.collateral + self.unrealized_pnl + self.unsettled_funding
-
-    @property
-    def liquidatable(self) -> bool:
-        return bool(self.held) and is_liquidatable(self.equity, self.maintenance)
-
-
-def margin_of(collateral: int, held: tuple[Held, ...]) -> AccountMargin:
-    """The margin figures of ``collateral`` and the ``held`` positions (pure arithmetic)."""
-    upnl = funding = initial = maint = 0
-    for h in held:
-        pos, px = h.position, h.state.oracle_price
-        upnl += unrealized_pnl(pos, px)
-        funding += settle(pos.size, pos.funding_index, h.state.funding_index).collateral_delta
-        initial += initial_requirement(pos.size, px, h.market.initial_margin_ppm)
-        maint += maintenance_requirement(pos.size, px, h.market.maintenance_margin_ppm)
-    return AccountMargin(collateral, held, upnl, funding, initial, maint)
-
-
-def account_margin(view: Overlay, owner: bytes) -> AccountMargin:
-    """Read an account's collateral and positions and compute its margin figures."""
-    held: list[Held] = []
-    for symbol, pos in account_positions(view, owner):
-        if pos.size == 0:
-            continue
-        m = get_market(view, symbol)
-        st = get_market_state(view, symbol)
-        if m is not None and st is not None:
-            held.append(Held(m, st, pos))
-    return margin_of(get_account(view, owner).balance, tuple(held))
-
-
-def margin_status(view: Overlay, owner: bytes) -> tuple[int, int]:
-    """(equity, initial requirement) of an account at oracle prices: the same figures as
-    :func:`account_margin`, without the maintenance requirement or the per-position
-    records (this runs for every fill and every resting order that grows a position)."""
-    equity = get_account(view, owner).balance
-    initial = 0
-    for symbol, pos in account_positions(view, owner):
-        if pos.size == 0:
-            continue
-        m = get_market(view, symbol)
-        st = get_market_state(view, symbol)
-        if m is not None and st is not None:
-            px = st.oracle_price
-            equity += unrealized_pnl(pos, px) + settle(
-                pos.size, pos.funding_index, st.funding_index).collateral_delta
-            initial += initial_requirement(pos.size, px, m.initial_margin_ppm)
-    return equity, initial
-
-
 _ATTRS: dict[tuple[str, str], Attr] = {}
+
+
 _ATTRS_MAX = 1 << 16
 
 
@@ -268,10 +88,10 @@ def _fill(view: Overlay, market: Market, st: MarketState, taker: bytes, maker: O
     long_d = short_d = 0
     for owner, delta, fee_ppm in ((taker, sign * qty, market.taker_fee_ppm),
                                   (maker.owner, -sign * qty, market.maker_fee_ppm)):
-        old = _settle(view, owner, symbol, st)
+        old = settle_position(view, owner, symbol, st)
         out = apply_fill(old, delta, price, fee_ppm)
         try:
-            _credit(view, owner, out.collateral_delta)
+            credit(view, owner, out.collateral_delta)
         except ExecutionFailure:
             if owner == taker:
                 raise
@@ -513,31 +333,3 @@ def cancel_all(view: Overlay, tx: Transaction) -> list[Event]:
         remove(view, o)
         events.append(cancel_event(o, "cancelled"))
     return events
-
-
-
-def check_initial_margin(view: Overlay, owner: bytes) -> bool:
-    """Fail the transaction if ``owner`` holds positions its equity no longer backs at the
-    initial margin (used when collateral leaves an account: withdraw, transfer). Returns
-    whether the account holds positions (its liquidation index entry must be refreshed)."""
-    am = account_margin(view, owner)
-    if am.equity < am.initial:
-        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
-                               f"equity {am.equity} is below the initial margin {am.initial}")
-    return bool(am.held)
-
-
-def withdraw(view: Overlay, tx: Transaction, margin_touched: set[bytes]) -> list[Event]:
-    """Debit the sender's collateral; refused if the balance is short, or if the account
-    holds positions and its equity after the debit is below their initial margin. A sender
-    with positions is added to ``margin_touched`` (see state/liquidation.py)."""
-    p = cast(Withdraw, tx.payload)
-    acct = get_account(view, tx.sender)
-    if acct.balance < p.amount:
-        raise ExecutionFailure(ResultCode.INSUFFICIENT_FUNDS,
-                               f"balance {acct.balance} is less than {p.amount}")
-    put_account(view, tx.sender, Account(acct.balance - p.amount, acct.nonce))
-    if check_initial_margin(view, tx.sender):
-        margin_touched.add(tx.sender)
-    return [Event("withdraw", (Attr("amount", str(p.amount)),
-                               Attr("sender", tx.sender.hex())))]

@@ -58,36 +58,55 @@ from typing import Annotated
 
 from chain.block import Attr, Event
 from chain.codec import Length, Struct
-from state.accounts import Account, get_account, put_account
-from state.exchange import (
+from state.accounts import get_account, put_account
+from state.context import TxContext
+from state.exchange.book import account_orders, remove
+from state.exchange.collateral import pool_add
+from state.exchange.margin import AccountMargin, Held, account_margin, margin_of
+from state.exchange.markets import get_market_state, put_market_state
+from state.exchange.matching import cancel_event
+from state.exchange.positions import (
+    apply_fill,
+    fee_for,
+    get_position,
+    settle_funding,
+    write_position,
+)
+from state.records import (
     BAD_DEBT,
     FUNDING_DUST,
     INSURANCE_ADDRESS,
+    MARKET,
     POSITION,
-    AccountMargin,
-    Held,
-    account_margin,
-    cancel_event,
-    get_position,
-    margin_of,
-    pool_add,
-    write_position,
+    Account,
+    Market,
+    MarketState,
+    Position,
 )
-from state.machine import TxContext
-from state.markets import MARKET, Market, MarketState, get_market_state, put_market_state
-from state.orderbook import account_orders, remove
-from state.positions import Position, apply_fill, fee_for, settle_funding
 from state.scales import FUNDING_DIVISOR, PPM
 from state.store import Overlay
 
 RISK = b"liq/"
+
+
 RISK_OF = b"lqa/"
+
+
 ROUNDING_ALLOWANCE = 3
 """Per position: floored PnL, floored funding and ceiled requirement each lose under 1."""
+
+
 _OFFSET = 2**127
+
+
 _MAX = 2**128 - 1
+
+
 _OWNER_LEN = 32
+
+
 _K_LEN = 16
+
 
 RiskKey = Annotated[bytes, Length(1, 128)]
 

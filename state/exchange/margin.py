@@ -1,10 +1,5 @@
-"""Margin arithmetic: requirements, equity, liquidation test, liquidation price and outcome.
-
-Pure integer functions (scales in state/scales.py); nothing here reads or writes state.
-
-Every rounding is conservative for the exchange: requirements round up, unrealized PnL rounds
-toward negative infinity, and the liquidation price is rounded so that a price it reports as
-safe really is safe under :func:`is_liquidatable`.
+"""Margin: the integer margin arithmetic (requirements, PnL, liquidation price and outcome)
+and an account's cross-margin figures at oracle prices (docs/PROTOCOL.md §5).
 """
 
 from __future__ import annotations
@@ -12,8 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from state.positions import Position, apply_fill, fee_for
+from chain.codes import ResultCode
+from state.accounts import get_account
+from state.exchange.funding import settle
+from state.exchange.markets import get_market, get_market_state
+from state.exchange.positions import account_positions, apply_fill, fee_for
+from state.execution_failure import ExecutionFailure
+from state.records import Market, MarketState, Position
 from state.scales import PPM, SIZE_SCALE, div_ceil, div_floor
+from state.store import Overlay
 
 
 def _check_fraction(ppm: int, name: str) -> None:
@@ -172,3 +174,92 @@ def liquidation_outcome(
     return LiquidationOutcome(
         oracle_price, realized, penalty, after, shortfall, fill.notional, fill.new_position
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One open position of an account, with its market's rules and current state."""
+
+    market: Market
+    state: MarketState
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMargin:
+    """An account's cross-margin figures at oracle prices (docs/PROTOCOL.md §5).
+
+    ``equity = collateral + unrealized PnL + unsettled funding``; each term rounded against
+    the account (PnL and funding floored, requirements ceiled: state/margin.py).
+    """
+
+    collateral: int
+    held: tuple[Held, ...]
+    """Non-flat positions in markets that exist, in symbol order."""
+    unrealized_pnl: int
+    unsettled_funding: int
+    initial: int
+    maintenance: int
+
+    @property
+    def equity(self) -> int:
+        return self.collateral + self.unrealized_pnl + self.unsettled_funding
+
+    @property
+    def liquidatable(self) -> bool:
+        return bool(self.held) and is_liquidatable(self.equity, self.maintenance)
+
+
+def margin_of(collateral: int, held: tuple[Held, ...]) -> AccountMargin:
+    """The margin figures of ``collateral`` and the ``held`` positions (pure arithmetic)."""
+    upnl = funding = initial = maint = 0
+    for h in held:
+        pos, px = h.position, h.state.oracle_price
+        upnl += unrealized_pnl(pos, px)
+        funding += settle(pos.size, pos.funding_index, h.state.funding_index).collateral_delta
+        initial += initial_requirement(pos.size, px, h.market.initial_margin_ppm)
+        maint += maintenance_requirement(pos.size, px, h.market.maintenance_margin_ppm)
+    return AccountMargin(collateral, held, upnl, funding, initial, maint)
+
+
+def account_margin(view: Overlay, owner: bytes) -> AccountMargin:
+    """Read an account's collateral and positions and compute its margin figures."""
+    held: list[Held] = []
+    for symbol, pos in account_positions(view, owner):
+        if pos.size == 0:
+            continue
+        m = get_market(view, symbol)
+        st = get_market_state(view, symbol)
+        if m is not None and st is not None:
+            held.append(Held(m, st, pos))
+    return margin_of(get_account(view, owner).balance, tuple(held))
+
+
+def margin_status(view: Overlay, owner: bytes) -> tuple[int, int]:
+    """(equity, initial requirement) of an account at oracle prices: the same figures as
+    :func:`account_margin`, without the maintenance requirement or the per-position
+    records (this runs for every fill and every resting order that grows a position)."""
+    equity = get_account(view, owner).balance
+    initial = 0
+    for symbol, pos in account_positions(view, owner):
+        if pos.size == 0:
+            continue
+        m = get_market(view, symbol)
+        st = get_market_state(view, symbol)
+        if m is not None and st is not None:
+            px = st.oracle_price
+            equity += unrealized_pnl(pos, px) + settle(
+                pos.size, pos.funding_index, st.funding_index).collateral_delta
+            initial += initial_requirement(pos.size, px, m.initial_margin_ppm)
+    return equity, initial
+
+
+def check_initial_margin(view: Overlay, owner: bytes) -> bool:
+    """Fail the transaction if ``owner`` holds positions its equity no longer backs at the
+    initial margin (used when collateral leaves an account: withdraw, transfer). Returns
+    whether the account holds positions (its liquidation index entry must be refreshed)."""
+    am = account_margin(view, owner)
+    if am.equity < am.initial:
+        raise ExecutionFailure(ResultCode.INSUFFICIENT_MARGIN,
+                               f"equity {am.equity} is below the initial margin {am.initial}")
+    return bool(am.held)

@@ -1,6 +1,5 @@
-"""Positions: a signed size with an integer cost basis, and what a fill does to them.
-
-Pure integer functions (scales in state/scales.py); nothing here reads or writes state.
+"""Positions: what a fill does to a position (pure integer arithmetic, exact cost basis) and
+how positions are read and stored.
 
 Why a cost basis instead of an entry price: an entry price would have to be rounded at every
 fill, so PnL would drift and money could appear or vanish. The cost is a sum of the exact
@@ -11,35 +10,13 @@ move to the fee collector), and a flat position always has cost exactly 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from chain.codec import I64, Struct
-from state.funding import Settlement, settle
+from state.exchange.funding import Settlement, settle
+from state.records import POSITION, Position, position_key
 from state.scales import PPM, SIZE_SCALE, div_ceil, div_trunc, sign
-
-
-@dataclass(frozen=True, slots=True)
-class Position(Struct):
-    """One account's position in one market."""
-
-    size: I64
-    """Signed size in 10^-8 base units: long > 0, short < 0."""
-    cost: I64
-    """Cost basis in micro-USDC, same sign as ``size`` (0 when flat): what opening the
-    position's remaining part cost, net of the proportional parts already closed."""
-    funding_index: I64
-    """Funding index the position last settled at (pico-USDC per whole base unit)."""
-    realized_pnl: I64
-    """Cumulative realized trading PnL in micro-USDC (excluding fees and funding)."""
-
-    def entry_price(self) -> int | None:
-        """Average entry price for display, ``cost * 10^8 / size`` truncated; None when flat."""
-        if self.size == 0:
-            return None
-        return div_trunc(self.cost * SIZE_SCALE, self.size)
-
-
-FLAT = Position(0, 0, 0, 0)
+from state.store import Overlay
 
 
 def trade_notional(quantity: int, price: int) -> int:
@@ -126,3 +103,31 @@ def settle_funding(pos: Position, index_now: int) -> tuple[Position, Settlement]
         return pos, NO_SETTLEMENT  # what settle() gives for an unchanged index
     return (Position(pos.size, pos.cost, index_now, pos.realized_pnl),
             settle(pos.size, pos.funding_index, index_now))
+
+
+def get_position(view: Overlay, owner: bytes, market: str) -> Position | None:
+    return view.get_obj(position_key(owner, market), Position)
+
+
+def account_positions(view: Overlay, owner: bytes) -> Iterator[tuple[str, Position]]:
+    prefix = POSITION + owner + b"/"
+    for k in view.live_keys(prefix):
+        pos = view.get_obj(k, Position)
+        if pos is not None:
+            yield k[len(prefix):].decode(), pos
+
+
+def write_position(view: Overlay, owner: bytes, market: str, new: Position) -> None:
+    """Store a position; a flat one with no realized PnL to keep is deleted."""
+    if new.size == 0 and new.realized_pnl == 0:
+        view.delete(position_key(owner, market))
+    else:
+        view.put_obj(position_key(owner, market), new)
+
+
+def store_position(view: Overlay, owner: bytes, market: str, old: Position,
+                   new: Position) -> tuple[int, int]:
+    """Store a position; returns the change it makes to the market's (long, short) open
+    interest."""
+    write_position(view, owner, market, new)
+    return (max(new.size, 0) - max(old.size, 0), max(-new.size, 0) - max(-old.size, 0))

@@ -39,66 +39,50 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
 
-from chain.codec import U64, Bytes32, Length, Struct
-from state.view import StateView
+from state.records import ORDER, Order, order_key
+from state.state_view import StateView
 
-ORDER = b"ord/"
 BOOK = b"book/"
+
+
 TRIGGER = b"trig/"
+
+
 ACCOUNT_ORDERS = b"aord/"
+
+
 U64_MAX = 2**64 - 1
+
+
 ARRIVAL_TX_BITS = 20
+
+
 REF_BYTES = 40
 """An index key's trailing owner(32) + id(8): the ``ord/`` key suffix of its order."""
 
+
 _U64 = struct.Struct(">Q")
 
+
 SIDES = ("buy", "sell")
+
+
 KINDS = ("limit", "market", "take_profit", "stop_loss")
+
+
 TRIGGER_KINDS = ("take_profit", "stop_loss")
+
+
 DIRECTIONS = ("u", "d")
+
+
 TIFS = ("gtc", "post_only", "ioc")
 
 
 def arrival(height: int, tx_index: int) -> int:
     """The time priority of an order placed by transaction ``tx_index`` of block ``height``."""
     return (height << ARRIVAL_TX_BITS) | tx_index
-
-
-@dataclass(frozen=True, slots=True)
-class Order(Struct):
-    """An open order (resting limit order, or a take-profit/stop-loss waiting to trigger)."""
-
-    owner: Bytes32
-    id: U64
-    """The nonce of the transaction that placed it: ``(owner, id)`` names the order."""
-    market: Annotated[str, Length(1, 32)]
-    side: Annotated[str, Length(3, 4)]
-    """``buy`` or ``sell``."""
-    kind: Annotated[str, Length(1, 16)]
-    """``limit``, ``take_profit`` or ``stop_loss`` (market orders never rest)."""
-    tif: Annotated[str, Length(1, 16)]
-    price: U64
-    """Limit price (for TP/SL: the worst price accepted once triggered)."""
-    size: U64
-    """Remaining size (10^-8 base units)."""
-    orig_size: U64
-    reduce_only: bool
-    trigger_price: U64
-    """For TP/SL: the oracle price that triggers it; 0 otherwise."""
-    arrival: U64
-    """Time priority: ``height * 2^20 + tx index`` of its placement on this chain."""
-
-    def ref(self) -> bytes:
-        """owner(32) + id(8): the suffix of its ``ord/`` key and of its index keys."""
-        return self.owner + _U64.pack(self.id)
-
-
-def order_key(owner: bytes, oid: int) -> bytes:
-    return ORDER + owner + _U64.pack(oid)
 
 
 def book_prefix(market: str, side: str) -> bytes:

@@ -1,12 +1,8 @@
-"""Markets: the parameters genesis fixes for each perpetual, and the state that moves.
+"""What state keys hold: the value types of the state and the keys they live under.
 
-Scales (docs/PROTOCOL.md §1.1): prices are micro-USDC per one whole base unit, sizes are
-10^-8 base units, margin and fee fractions are parts per million (ppm), funding rates are
-parts per billion (ppb) per funding interval, times are milliseconds.
-
-State keys: ``mkt/<symbol>`` holds the :class:`Market` parameters (fixed at genesis),
-``mks/<symbol>`` the :class:`MarketState` (oracle price, funding index, open interest, mode).
-Two keys so that the per-block writes (oracle, funding) never rewrite the parameters.
+Every node, light client and independent client decodes the same records, so they live in
+one module that imports nothing but the codec and the scales: a light client reads them
+without loading the store or the exchange engine (docs/PROTOCOL.md §5.1).
 """
 
 from __future__ import annotations
@@ -15,15 +11,36 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from chain.codec import I64, U32, U64, Length, Struct
-from state.scales import PPM, RATE_SCALE
-from state.view import StateView
+from chain.codec import I64, U32, U64, Bytes32, Length, Struct
+from state.scales import PPM, RATE_SCALE, SIZE_SCALE, div_trunc
+from state.schema import _U64
+
+
+@dataclass(frozen=True, slots=True)
+class Account(Struct):
+    """State value under ``acct/<address>``."""
+
+    balance: U64
+    """Settlement-asset units held (see docs/PROTOCOL.md for the scale)."""
+    nonce: U64
+    """Nonce the account's next transaction must carry."""
+
+
+EMPTY = Account(0, 0)
+
 
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
+
+
 Symbol = Annotated[str, Length(1, 32)]
+
+
 MODES = ("active", "post-only", "cancel-only", "paused")
 
+
 MARKET = b"mkt/"
+
+
 MARKET_STATE = b"mks/"
 
 
@@ -94,18 +111,6 @@ def market_state_key(symbol: str) -> bytes:
     return MARKET_STATE + symbol.encode()
 
 
-def get_market(view: StateView, symbol: str) -> Market | None:
-    return view.get_obj(market_key(symbol), Market)
-
-
-def get_market_state(view: StateView, symbol: str) -> MarketState | None:
-    return view.get_obj(market_state_key(symbol), MarketState)
-
-
-def put_market_state(view: StateView, symbol: str, state: MarketState) -> None:
-    view.put_obj(market_state_key(symbol), state)
-
-
 def check_market(m: Market) -> str | None:
     """What is wrong with a market's parameters, or None (used by genesis validation)."""
     if not SYMBOL_RE.fullmatch(m.symbol):
@@ -142,3 +147,100 @@ def initial_state(oracle_price: int, genesis_time_ms: int) -> MarketState:
         price_band_ppm=0,
         liquidation_wait=0,
     )
+
+
+ORDER = b"ord/"
+
+
+@dataclass(frozen=True, slots=True)
+class Order(Struct):
+    """An open order (resting limit order, or a take-profit/stop-loss waiting to trigger)."""
+
+    owner: Bytes32
+    id: U64
+    """The nonce of the transaction that placed it: ``(owner, id)`` names the order."""
+    market: Annotated[str, Length(1, 32)]
+    side: Annotated[str, Length(3, 4)]
+    """``buy`` or ``sell``."""
+    kind: Annotated[str, Length(1, 16)]
+    """``limit``, ``take_profit`` or ``stop_loss`` (market orders never rest)."""
+    tif: Annotated[str, Length(1, 16)]
+    price: U64
+    """Limit price (for TP/SL: the worst price accepted once triggered)."""
+    size: U64
+    """Remaining size (10^-8 base units)."""
+    orig_size: U64
+    reduce_only: bool
+    trigger_price: U64
+    """For TP/SL: the oracle price that triggers it; 0 otherwise."""
+    arrival: U64
+    """Time priority: ``height * 2^20 + tx index`` of its placement on this chain."""
+
+    def ref(self) -> bytes:
+        """owner(32) + id(8): the suffix of its ``ord/`` key and of its index keys."""
+        return self.owner + _U64.pack(self.id)
+
+
+def order_key(owner: bytes, oid: int) -> bytes:
+    return ORDER + owner + _U64.pack(oid)
+
+
+@dataclass(frozen=True, slots=True)
+class Position(Struct):
+    """One account's position in one market."""
+
+    size: I64
+    """Signed size in 10^-8 base units: long > 0, short < 0."""
+    cost: I64
+    """Cost basis in micro-USDC, same sign as ``size`` (0 when flat): what opening the
+    position's remaining part cost, net of the proportional parts already closed."""
+    funding_index: I64
+    """Funding index the position last settled at (pico-USDC per whole base unit)."""
+    realized_pnl: I64
+    """Cumulative realized trading PnL in micro-USDC (excluding fees and funding)."""
+
+    def entry_price(self) -> int | None:
+        """Average entry price for display, ``cost * 10^8 / size`` truncated; None when flat."""
+        if self.size == 0:
+            return None
+        return div_trunc(self.cost * SIZE_SCALE, self.size)
+
+
+FLAT = Position(0, 0, 0, 0)
+
+
+POSITION = b"pos/"
+
+
+POOL = b"pool/"
+
+
+FEE_POOL = POOL + b"fees"
+
+
+FUNDING_DUST = POOL + b"funding_dust"
+"""Funding rounding remainders in 10^-14 micro-USDC; always below 10^14 (swept on)."""
+
+
+BAD_DEBT = POOL + b"bad_debt"
+"""Value the exchange owes and does not hold (micro-USDC): shortfalls of bankrupt accounts
+the insurance fund could not pay, and losses of the fund's own positions beyond its balance.
+Only ever grows; counted negatively by the guard."""
+
+
+INSURANCE_ADDRESS = bytes(32)
+"""The insurance fund is the account at this address (32 zero bytes). No private key
+exists for it (it is not a valid ed25519 key), so it never signs anything: it receives
+liquidation penalties, swept funding dust and transfers (donations), pays bankrupt accounts'
+shortfalls, and is the counterparty that takes over liquidated positions."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pool(Struct):
+    """A balance held by the exchange itself (fees, funding dust)."""
+
+    amount: U64
+
+
+def position_key(owner: bytes, market: str) -> bytes:
+    return POSITION + owner + b"/" + market.encode()

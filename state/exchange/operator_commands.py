@@ -36,26 +36,28 @@ from chain.admin import AdminEnvelope, AdminRefused, check_signatures
 from chain.block import Attr, Event
 from chain.codes import ResultCode
 from chain.tx import OperatorCall, Transaction
-from state.accounts import Account, get_account, put_account
-from state.exchange import INSURANCE_ADDRESS, cancel_event
-from state.failure import ExecutionFailure
-from state.machine import TxContext
-from state.markets import MARKET, MODES, Market, get_market_state, put_market_state
-from state.orderbook import (
-    DIRECTIONS,
-    Order,
-    book_prefix,
-    order_key_of_index,
-    remove,
-    trigger_prefix,
-)
+from state.accounts import get_account, put_account
+from state.context import TxContext
+from state.exchange.book import DIRECTIONS, book_prefix, order_key_of_index, remove, trigger_prefix
+from state.exchange.markets import get_market_state, put_market_state
+from state.exchange.matching import cancel_event
+from state.execution_failure import ExecutionFailure
+from state.records import INSURANCE_ADDRESS, MARKET, MODES, Account, Market, Order
 from state.scales import PPM
 from state.store import Overlay
 
 MAX_AGE_MS = 3_600_000
+
+
 OPERATOR_NONCE = b"opn/"
+
+
 KINDS = ("limit", "take_profit", "stop_loss")
+
+
 U64_MAX = 2**64 - 1
+
+
 _U64 = struct.Struct(">Q")
 
 

@@ -51,21 +51,14 @@ from chain.codes import ResultCode
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, Transaction, Withdraw, decode_tx
 from state import schema
-from state.accounts import Account
-from state.exchange import INSURANCE_ADDRESS, POSITION, account_margin
+from state.exchange.margin import account_margin
+from state.meta import Fate, fork_certificates, replayed_height
 from state.params import load_params
-from state.positions import Position
-from state.replay import (
-    Exclusions,
-    Fate,
-    archived_blocks,
-    begin_record,
-    code_name,
-    fates_of,
-    replayed_height,
-    run_replay,
-)
-from state.rollback import fork_certificates, head_at
+from state.records import INSURANCE_ADDRESS, POSITION, Account, Position
+from state.recovery.archive import Exclusions, archived_blocks
+from state.recovery.divergence import code_name
+from state.recovery.replay import begin_record, fates_of, run_replay
+from state.recovery.rollback import head_at
 from state.store import Head, Store, StoreError, decode_local
 from state.transition import BlockOutcome, seal
 

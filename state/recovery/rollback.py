@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chain.admin import SignedForkCertificate
 from chain.block import Block
 from chain.codec import decode, encode
 from chain.crypto import sha256
 from state import schema
-from state.exchange import POSITION
-from state.snapshot_file import SnapshotReader, differences
+from state.records import POSITION
+from state.recovery.snapshot_file import SnapshotReader, differences
 from state.store import Head, Store, StoreError, decode_local
 from state.tree import DictNodeStore, StateTree
 
@@ -175,6 +174,8 @@ def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
 
 CHUNK_BYTES = 64 * 1024 * 1024
 """A step reads at most about this much (undo records, blocks, results) before writing."""
+
+
 CHUNK_BLOCKS = 1000
 
 
@@ -316,20 +317,3 @@ def run(store: Store, record: dict[str, Any],
         if after_step is not None:
             after_step(head)
     return head
-
-
-def fork_certificates(store: Store) -> list[SignedForkCertificate]:
-    """Every stored fork certificate, by era."""
-    return [SignedForkCertificate.decode(v) for _, v in store.db.iterator(
-        prefix=schema.META_FORK)]
-
-
-def next_era(store: Store, head: Head) -> int:
-    """The era of the block after ``head``: ``head.era``, unless a fork certificate says a
-    newer era continues from exactly this block (the first block after a rollback)."""
-    era = head.era
-    for signed in fork_certificates(store):
-        c = signed.certificate
-        if c.to_height == head.height and c.to_block_hash == head.hash and c.era > era:
-            era = c.era
-    return era

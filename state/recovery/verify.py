@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from state.exchange import POSITION
-from state.markets import MARKET, MarketState, market_key, market_state_key
-from state.positions import Position
+from state.exchange.liquidation import RISK, RISK_OF, RiskEntries
+from state.records import (
+    INSURANCE_ADDRESS,
+    MARKET,
+    POSITION,
+    MarketState,
+    Position,
+    market_key,
+    market_state_key,
+)
 from state.schema import TREE
 from state.store import Store
 from state.tree import DictNodeStore, StateTree
@@ -89,8 +96,6 @@ def _check_risk_index(state: list[tuple[bytes, bytes]], report: VerifyReport) ->
     """The liquidation index (state/liquidation.py) covers every open position exactly:
     each account with positions has its ``lqa/`` record naming one ``liq/`` key per open
     position, and no ``liq/`` key exists that no record names."""
-    from state.exchange import INSURANCE_ADDRESS
-    from state.liquidation import RISK, RISK_OF, RiskEntries
 
     open_by_owner: dict[bytes, int] = {}
     liq_keys: set[bytes] = set()

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from chain.block import Attr, Event
-from state.funding import index_delta, premium_ppb, rate_from_premiums
-from state.machine import TxContext
-from state.markets import MARKET, Market, get_market_state, put_market_state
-from state.orderbook import best_orders
+from state.context import TxContext
+from state.exchange.book import best_orders
+from state.exchange.funding import index_delta, premium_ppb, rate_from_premiums
+from state.exchange.markets import get_market_state, put_market_state
+from state.records import MARKET, Market
 from state.store import Overlay
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1

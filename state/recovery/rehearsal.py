@@ -21,18 +21,12 @@ from typing import Any
 
 from chain.crypto import PrivateKey
 from chain.tx import Transaction
-from state import rollback
-from state.compensation import build_report
+from state.meta import Fate
 from state.params import load_params
-from state.replay import (
-    Exclusions,
-    Fate,
-    Progress,
-    begin_record,
-    fates_of,
-    run_replay,
-    summarize,
-)
+from state.recovery import rollback
+from state.recovery.archive import Exclusions
+from state.recovery.compensation import build_report
+from state.recovery.replay import Progress, begin_record, fates_of, run_replay, summarize
 from state.store import Head, Store, StoreError
 from state.transition import BlockOutcome, apply_body, seal
 

@@ -35,10 +35,14 @@ from state.store import Store, StoreError
 
 log = logging.getLogger("appchain.audit")
 
+
 JOURNAL_FILE = "audit.jsonl"
 """The journal's name in the node's data directory (beside ``store/``, never inside it)."""
 
+
 _SEQ = struct.Struct(">Q")
+
+
 _BATCH = 1000
 """Entries copied back into the store per write batch."""
 

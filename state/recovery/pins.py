@@ -21,6 +21,8 @@ from state import schema
 from state.store import Head, Store, StoreError
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 AUTO_PREFIX = "auto-"
 
 
