@@ -45,7 +45,7 @@ from state.exchange.markets import get_market, get_market_state, put_market_stat
 from state.params import load_params  # noqa: E402
 from state.records import Account, Position, position_key
 from state.schema import STATE  # noqa: E402
-from state.store import Store  # noqa: E402
+from state.store import Store
 from tests.helpers import make_genesis  # noqa: E402
 
 TARGET_MS = 100.0

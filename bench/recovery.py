@@ -95,9 +95,9 @@ from genesis.state import init_store  # noqa: E402
 from state.params import load_params  # noqa: E402
 from state.recovery import pins, rehearsal, replay, rollback
 from state.schema import STATE, TREE, UNDO, undo_key  # noqa: E402
-from state.store import Head, Store  # noqa: E402
+from state.store import Head, Store
 from state.transition import BlockOutcome, apply_body, commit, seal  # noqa: E402
-from state.tree import StateTree  # noqa: E402
+from state.tree import StateTree
 from tests.helpers import make_genesis  # noqa: E402
 
 TARGET_REPLAY = 0.7

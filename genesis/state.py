@@ -7,7 +7,8 @@ from state.params import ChainParams
 from state.records import Account, initial_state, market_key, market_state_key
 from state.schema import TREE
 from state.store import Head, Store
-from state.tree import DictNodeStore, StateTree
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 
 def chain_params(g: Genesis) -> ChainParams:

@@ -15,8 +15,8 @@ from state.exchange.margin import (
 )
 from state.exchange.markets import get_market, get_market_state
 from state.exchange.positions import account_positions, get_position
+from state.overlay import Overlay
 from state.records import Order, Position
-from state.store import Overlay
 
 
 def order_json(o: Order) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from state.context import TxContext
 from state.exchange.funding_payments import process_funding
 from state.exchange.liquidation import process_liquidations
 from state.exchange.triggers import process_triggers
-from state.store import Overlay
+from state.overlay import Overlay
 
 Step = Callable[[Overlay, TxContext], list[Event]]
 

@@ -29,6 +29,7 @@ from typing import Any
 from chain.codec import Struct
 from chain.errors import InvalidBlock
 from state.exchange.funding import max_index_move
+from state.overlay import Overlay
 from state.records import (
     BAD_DEBT,
     FEE_POOL,
@@ -45,7 +46,6 @@ from state.records import (
 )
 from state.scales import FUNDING_DIVISOR
 from state.schema import ACCOUNT
-from state.store import Overlay
 
 
 class InvariantViolation(InvalidBlock):

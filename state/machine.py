@@ -33,8 +33,8 @@ from state.exchange.markets import get_market, get_market_state, put_market_stat
 from state.exchange.matching import cancel_all, cancel_order, place_order
 from state.exchange.operator_commands import operator_call
 from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
 from state.records import Account
-from state.store import Overlay
 
 U64_MAX = 2**64 - 1
 

@@ -21,10 +21,12 @@ from state.context import TxContext
 from state.invariants import StoredStateMismatch, check_block
 from state.machine import apply_tx
 from state.meta import fork_certificates, next_era
+from state.overlay import Overlay
 from state.params import ChainParams, load_params
 from state.schema import TREE
-from state.store import Head, Overlay, PendingBlock, Store
-from state.tree import PriorMismatch, StateTree
+from state.store import Head, PendingBlock, Store
+from state.tree import StateTree
+from state.tree_groups import PriorMismatch
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from state.exchange.funding import Settlement
 from state.exchange.margin import check_initial_margin
 from state.exchange.positions import NO_SETTLEMENT, get_position, settle_funding
 from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
 from state.records import FUNDING_DUST, INSURANCE_ADDRESS, Account, MarketState, Pool, Position
 from state.scales import FUNDING_DIVISOR
-from state.store import Overlay
 
 U64_MAX = 2**64 - 1
 

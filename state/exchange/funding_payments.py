@@ -19,8 +19,8 @@ from state.context import TxContext
 from state.exchange.book import best_orders
 from state.exchange.funding import index_delta, premium_ppb, rate_from_premiums
 from state.exchange.markets import get_market_state, put_market_state
+from state.overlay import Overlay
 from state.records import MARKET, Market
-from state.store import Overlay
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 

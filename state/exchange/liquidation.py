@@ -72,6 +72,7 @@ from state.exchange.positions import (
     settle_funding,
     write_position,
 )
+from state.overlay import Overlay
 from state.records import (
     BAD_DEBT,
     FUNDING_DUST,
@@ -84,7 +85,6 @@ from state.records import (
     Position,
 )
 from state.scales import FUNDING_DIVISOR, PPM
-from state.store import Overlay
 
 RISK = b"liq/"
 

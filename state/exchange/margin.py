@@ -13,9 +13,9 @@ from state.exchange.funding import settle
 from state.exchange.markets import get_market, get_market_state
 from state.exchange.positions import account_positions, apply_fill, fee_for
 from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
 from state.records import Market, MarketState, Position
 from state.scales import PPM, SIZE_SCALE, div_ceil, div_floor
-from state.store import Overlay
 
 
 def _check_fraction(ppm: int, name: str) -> None:

@@ -44,9 +44,9 @@ from state.exchange.margin import (
 from state.exchange.markets import get_market, get_market_state, put_market_state
 from state.exchange.positions import apply_fill, get_position, store_position
 from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
 from state.records import FEE_POOL, Market, MarketState, Order
 from state.scales import PPM
-from state.store import Overlay
 
 _ATTRS: dict[tuple[str, str], Attr] = {}
 

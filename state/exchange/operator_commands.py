@@ -42,9 +42,9 @@ from state.exchange.book import DIRECTIONS, book_prefix, order_key_of_index, rem
 from state.exchange.markets import get_market_state, put_market_state
 from state.exchange.matching import cancel_event
 from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
 from state.records import INSURANCE_ADDRESS, MARKET, MODES, Account, Market, Order
 from state.scales import PPM
-from state.store import Overlay
 
 MAX_AGE_MS = 3_600_000
 

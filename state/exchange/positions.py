@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from state.exchange.funding import Settlement, settle
+from state.overlay import Overlay
 from state.records import POSITION, Position, position_key
 from state.scales import PPM, SIZE_SCALE, div_ceil, div_trunc, sign
-from state.store import Overlay
 
 
 def trade_notional(quantity: int, price: int) -> int:

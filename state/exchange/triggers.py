@@ -43,8 +43,8 @@ from state.exchange.markets import get_market_state
 from state.exchange.matching import cancel_event, execute_taker
 from state.exchange.positions import get_position
 from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
 from state.records import MARKET, Market, Order
-from state.store import Overlay
 
 
 def _fire(view: Overlay, market: Market, o: Order, oracle: int) -> list[Event]:

@@ -28,7 +28,8 @@ from state import schema
 from state.records import POSITION
 from state.recovery.snapshot_file import SnapshotReader, differences
 from state.store import Head, Store, StoreError, decode_local
-from state.tree import DictNodeStore, StateTree
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 
 @dataclass(frozen=True)

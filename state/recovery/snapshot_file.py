@@ -36,7 +36,8 @@ from chain.errors import ChainError
 from state import schema
 from state.schema import TREE
 from state.store import Head, Store, StoreError
-from state.tree import DictNodeStore, StateTree
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 MAGIC = b"APPCHAIN-SNAPSHOT-v1\n"
 

@@ -21,7 +21,8 @@ from state.records import (
 )
 from state.schema import TREE
 from state.store import Store
-from state.tree import DictNodeStore, StateTree
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 
 @dataclass

@@ -39,7 +39,8 @@ from genesis.state import chain_params, genesis_state_root, genesis_writes, init
 from state.records import Account
 from state.store import Store
 from state.transition import apply_body, commit, import_block
-from state.tree import DictNodeStore, StateTree
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 

@@ -13,7 +13,7 @@ from chain.errors import InvalidTransaction
 from chain.tx import Deposit, Withdraw
 from state import block_end as blockend
 from state.context import TxContext
-from state.store import Overlay
+from state.overlay import Overlay
 from tests.state.test_exchange import START, USD, Exchange, limit, market
 
 
