@@ -36,7 +36,7 @@ import plyvel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from genesis.state import init_store  # noqa: E402
+from genesis.initial_store import init_store
 from state.accounts import put_account
 from state.context import TxContext
 from state.exchange.liquidation import process_liquidations, reindex

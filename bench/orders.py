@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.throughput import run_pipeline, verify_rate  # noqa: E402
 from chain.block import TxResult  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
-from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx  # noqa: E402
+from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx
 from node.node import open_node  # noqa: E402
 from tests.helpers import make_genesis, make_home  # noqa: E402
 
@@ -92,7 +92,7 @@ def import_blocks(path: str) -> None:
     import pickle
     import time
 
-    from genesis.state import init_store
+    from genesis.initial_store import init_store
     from state.store import Store
     from state.transition import import_block
 

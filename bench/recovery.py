@@ -88,10 +88,10 @@ from chain.admin import ForkCertificate, sign_fork  # noqa: E402
 from chain.block import Block, Header, sign_header  # noqa: E402
 from chain.codec import decode  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
-from chain.tx import Transaction, Transfer, make_tx  # noqa: E402
-from genesis.devnet import DevnetKeys  # noqa: E402
+from chain.tx import Transaction, Transfer, make_tx
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis, GenesisAccount  # noqa: E402
-from genesis.state import init_store  # noqa: E402
+from genesis.initial_store import init_store
 from state.params import load_params  # noqa: E402
 from state.recovery import pins, rehearsal, replay, rollback
 from state.schema import STATE, TREE, UNDO, undo_key  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio.lowlevel
 
-from chain.tx import Transfer, make_tx  # noqa: E402
+from chain.tx import Transfer, make_tx
 from node.mempool import MempoolReject  # noqa: E402
 from node.node import open_node  # noqa: E402
 from tests.helpers import make_genesis, make_home  # noqa: E402

@@ -15,15 +15,24 @@ from typing import Annotated, Any, ClassVar
 
 import msgpack
 
-from chain.codec import U64, Bytes32, Length, Struct, Value, encode, unpack_canonical
+from chain.admin import AdminEnvelope
+from chain.codec import (
+    CHAIN_ID_MAX,
+    U64,
+    Bytes32,
+    ChainId,
+    Length,
+    Struct,
+    Value,
+    encode,
+    unpack_canonical,
+)
 from chain.crypto import TAG_TX, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import DecodeError, InvalidTransaction
 
 MAX_TX_BYTES = 64 * 1024
-CHAIN_ID_MAX = 50
 
 Address = Bytes32
-ChainId = Annotated[str, Length(1, CHAIN_ID_MAX)]
 TypeName = Annotated[str, Length(1, 32)]
 
 
@@ -192,8 +201,6 @@ class OperatorCall(Payload):
     envelope: Annotated[bytes, Length(1, MAX_ENVELOPE_BYTES)]
 
     def check(self, sender: bytes) -> None:
-        from chain.admin import AdminEnvelope
-
         try:
             env = AdminEnvelope.decode(self.envelope)
         except DecodeError as e:

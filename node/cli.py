@@ -122,7 +122,7 @@ def genesis_new(out_dir: Path, chain_id: str, accounts: int, balance: int, opera
                 threshold: int, oracles: int, genesis_time: str | None, markets: bool,
                 insurance_fund: int, funding_interval_ms: int) -> None:
     """Build a devnet genesis with fresh keys for every role."""
-    from genesis.devnet import build_devnet, devnet_markets
+    from genesis.builder import build_devnet, devnet_markets
     from genesis.format import parse_genesis, parse_time
 
     if threshold > operators:

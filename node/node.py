@@ -24,7 +24,7 @@ from chain.errors import ChainError, InvalidBlock
 from chain.stateproof import StateProof
 from chain.tx import Transaction, decode_tx
 from genesis.format import Genesis
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from node.config import Home, NodeConfig
 from node.mempool import Mempool, MempoolReject, RejectCode, precheck
 from node.metrics import NodeMetrics

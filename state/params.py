@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from chain.codec import U8, U64, Bytes32, Length, Struct
-from chain.tx import ChainId
+from chain.codec import U8, U64, Bytes32, ChainId, Length, Struct
 from state.schema import PARAM_CHAIN
 from state.state_view import StateView
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from chain.crypto import PrivateKey
-from genesis.devnet import DevnetKeys, build_devnet
+from genesis.builder import DevnetKeys, build_devnet
 from genesis.format import Genesis, parse_time
 from node.config import AdminConfig, Home, NodeConfig, ProducerConfig, RPCConfig
 from node.fsutil import write_atomic
@@ -27,7 +27,7 @@ def make_genesis(accounts: int = 4, balance: int = 10**9, operators: int = 1,
                  threshold: int = 1, chain_id: str = "test-chain",
                  markets: bool = False) -> tuple[Genesis, DevnetKeys]:
     """A test genesis; ``markets`` adds the devnet's BTC-USD-PERP and ETH-USD-PERP."""
-    from genesis.devnet import devnet_markets
+    from genesis.builder import devnet_markets
 
     t, ms = parse_time(GENESIS_TIME)
     return build_devnet(chain_id, t, ms, accounts=accounts, balance=balance,

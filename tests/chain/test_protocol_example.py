@@ -35,7 +35,8 @@ from chain.merkle import EMPTY_ROOT, inclusion_proof, merkle_root, verify_inclus
 from chain.stateproof import StateProof, check_proof, decode_proof
 from chain.tx import Transfer, decode_tx, make_tx
 from genesis.format import parse_genesis
-from genesis.state import chain_params, genesis_state_root, genesis_writes, init_store
+from genesis.initial_store import init_store
+from genesis.state import chain_params, genesis_state_root, genesis_writes
 from state.records import Account
 from state.store import Store
 from state.transition import apply_body, commit, import_block

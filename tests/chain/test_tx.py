@@ -11,15 +11,7 @@ from hypothesis import strategies as st
 from chain.block import Header, SignedHeader, sign_header
 from chain.crypto import TAG_ADMIN, TAG_HEADER, TAG_TX, PrivateKey, sha256, signing_bytes
 from chain.errors import DecodeError, InvalidSignature, InvalidTransaction
-from chain.tx import (
-    MAX_TX_BYTES,
-    PAYLOAD_TYPES,
-    Deposit,
-    Transaction,
-    Transfer,
-    decode_tx,
-    make_tx,
-)
+from chain.tx import MAX_TX_BYTES, PAYLOAD_TYPES, Deposit, Transaction, Transfer, decode_tx, make_tx
 from tests.chain.test_codec import Pairs, mp
 
 ALICE = PrivateKey(bytes(range(32)))

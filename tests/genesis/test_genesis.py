@@ -410,7 +410,7 @@ def test_unknown_app_state_field(doc: dict) -> None:
 
 
 def _btc() -> dict:
-    from genesis.devnet import devnet_markets
+    from genesis.builder import devnet_markets
     from genesis.format import market_json
 
     return market_json(devnet_markets()[0])

@@ -33,7 +33,7 @@ from chain.block import ZERO_HASH, Header, SignedHeader, sign_header
 from chain.crypto import PrivateKey
 from chain.stateproof import decode_proof
 from chain.tx import Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.state import chain_params
 from node.client import AsyncRPCClient, RPCClient

@@ -15,9 +15,10 @@ import pytest
 from chain.codec import decode, encode
 from chain.crypto import TAG_TX, PrivateKey, signing_bytes
 from chain.tx import Deposit, Transaction, Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from genesis.state import chain_params, init_store
+from genesis.initial_store import init_store
+from genesis.state import chain_params
 from node.mempool import Mempool, MempoolReject, RejectCode
 from node.node import Node, open_node
 from state.records import Account

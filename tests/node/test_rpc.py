@@ -23,7 +23,7 @@ from chain.block import SignedHeader
 from chain.codec import decode, encode
 from chain.crypto import TAG_TX, PrivateKey, signing_bytes
 from chain.tx import Deposit, Transaction, Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from node.client import AsyncRPCClient, RPCCallError
 from node.node import Node, open_node

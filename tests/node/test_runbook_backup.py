@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from chain.admin import AdminRefused, make_command, sign_command
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from node.admin import AdminService
 from node.config import Home
 from node.node import Node, open_node

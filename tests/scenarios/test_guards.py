@@ -17,7 +17,7 @@ import trio
 
 import state.block_end as block_end
 from chain.tx import Deposit, OraclePrice, PlaceOrder, make_tx
-from genesis.devnet import build_devnet, devnet_markets
+from genesis.builder import build_devnet, devnet_markets
 from genesis.format import GenesisMarket, parse_time
 from node.admin_client import AdminClient
 from node.client import RPCCallError, RPCClient

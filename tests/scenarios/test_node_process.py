@@ -10,7 +10,7 @@ import trio
 from chain.block import Block
 from chain.tx import Transfer, make_tx
 from genesis.format import load_genesis
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from node.client import AsyncRPCClient, NodeUnreachable
 from node.loadgen import TransferLoad
 from node.views import b64

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from chain.codes import ResultCode
 from chain.crypto import PrivateKey
 from chain.tx import CancelAll, CancelOrder, OraclePrice, PlaceOrder, Transaction, make_tx
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from state.accounts import get_account
 from state.exchange.book import account_orders, best_orders
 from state.exchange.markets import get_market_state

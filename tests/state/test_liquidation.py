@@ -205,7 +205,7 @@ def test_multi_market_account_is_found_through_either_market(ex: Exchange) -> No
 
 
 def test_replay_of_liquidations_is_byte_identical(ex: Exchange, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from genesis.state import init_store
+    from genesis.initial_store import init_store
     from state.store import Store
     from state.transition import import_block
 

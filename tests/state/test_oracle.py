@@ -11,9 +11,9 @@ from chain.codec import encode
 from chain.codes import ResultCode
 from chain.crypto import TAG_TX, signing_bytes
 from chain.tx import OraclePrice, decode_tx, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from node.mempool import Mempool, MempoolReject, RejectCode
 from state.exchange.markets import get_market, get_market_state
 from state.params import load_params

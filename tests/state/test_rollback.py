@@ -123,7 +123,7 @@ def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
     stored = ex.store.db.get(b"m" + b"fork/" + (1).to_bytes(8, "big"))
     assert stored is not None and SignedForkCertificate.decode(stored).certificate.to_height == 3
     # The same rollback without interruption, on a replay of the same chain.
-    from genesis.state import init_store
+    from genesis.initial_store import init_store
 
     other = Store(tmp_path / "other")
     init_store(other, ex.g)

@@ -8,7 +8,8 @@ from pathlib import Path
 from chain.block import Block
 from chain.stateproof import check_proof, verify
 from chain.tx import Deposit, Transfer, make_tx
-from genesis.state import genesis_state_root, init_store
+from genesis.initial_store import init_store
+from genesis.state import genesis_state_root
 from node.node import query_state
 from state.schema import TREE, account_key
 from state.store import Store

@@ -4,7 +4,7 @@ rehearsal) while the real store stays exactly as it was."""
 
 from __future__ import annotations
 
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from state.kv import MemoryKV, ScratchKV
 from state.meta import fork_certificates
 from state.schema import STATE, account_key

@@ -11,9 +11,9 @@ from chain.block import Block, Header, sign_header
 from chain.codes import ResultCode
 from chain.errors import InvalidBlock
 from chain.tx import Deposit, Transaction, Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from state.accounts import get_account
 from state.params import load_params
 from state.records import Account

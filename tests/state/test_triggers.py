@@ -15,7 +15,7 @@ import pytest
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction
 from chain.tx import CancelAll, CancelOrder, Deposit, OraclePrice, PlaceOrder, Transaction
-from genesis.state import init_store
+from genesis.initial_store import init_store
 from state.exchange.book import (
     TRIGGER,
     U64_MAX,
