@@ -59,7 +59,7 @@ from bench.throughput import run_pipeline, verify_rate  # noqa: E402
 from chain.block import TxResult  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
 from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx
-from node.node import open_node  # noqa: E402
+from node.node import open_node
 from tests.helpers import make_genesis, make_home  # noqa: E402
 
 TARGET_OPS = 5_000
@@ -189,7 +189,7 @@ def tally(node, first: int, last: int) -> tuple[Counter[str], list[tuple[int, by
     c: Counter[str] = Counter()
     rested: list[tuple[int, bytes, int]] = []
     for h in range(first, last + 1):
-        blk = node.block(h)
+        blk = node.store.block(h)
         results = node.store.results(h) or []
         for tx_raw, res_raw in zip(blk.txs, results, strict=False):
             tx = decode_tx(tx_raw)
@@ -299,7 +299,7 @@ def main() -> None:
                 for k, v in node.store.iter_state(pfx):
                     dig.update(k + b"\0" + v)
             for h in range(1, h2 + 1):  # transactions' results (not the block's own)
-                blk_h = node.block(h)
+                blk_h = node.store.block(h)
                 for r in (node.store.results(h) or [])[:len(blk_h.txs) if blk_h else 0]:
                     dig.update(r)
             digest = dig.hexdigest()[:16]

@@ -32,7 +32,7 @@ import trio.lowlevel
 
 from chain.tx import Transfer, make_tx
 from node.mempool import MempoolReject  # noqa: E402
-from node.node import open_node  # noqa: E402
+from node.node import open_node
 from tests.helpers import make_genesis, make_home  # noqa: E402
 
 TARGET_TPS = 10_000
@@ -70,7 +70,7 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
 
     async def admit() -> None:
         for i in range(0, total, chunk):
-            res = await node.submit_many(raws[i:i + chunk])
+            res = await node.intake.submit_many(raws[i:i + chunk])
             bad = [r for r in res if isinstance(r, MempoolReject)]
             if bad:
                 raise RuntimeError(f"{len(bad)} rejected, first: {bad[0].message}")
@@ -88,7 +88,7 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
                 continue
             before = node.head.height
             await node.produce_block()
-            blk = node.block(node.head.height)
+            blk = node.store.block(node.head.height)
             assert node.head.height == before + 1 and blk is not None
             committed += len(blk.txs)
 
@@ -102,8 +102,8 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
 async def run_http(url: str, raws: list[bytes], n_senders: int, clients: int
                    ) -> tuple[float, int]:
     """Send every transaction as JSON-RPC batches over HTTP; wait until all are committed."""
-    from node.client import AsyncRPCClient, RPCCallError
-    from node.views import b64
+    from node.client.rpc_client import AsyncRPCClient, RPCCallError
+    from node.wire_json import b64
 
     # Transaction i comes from sender i % n_senders: give each client whole senders so
     # each sender's nonces reach the node in order.

@@ -13,11 +13,23 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from chain.codec import Struct
+from chain.errors import DecodeError
 from state import schema
+from state.errors import CorruptValue
 from state.kv import KVReader
 from state.overlay_walks import MISSING, ORDERED_PREFIXES, OrderedWalks
 
 T = TypeVar("T", bound=Struct)
+
+
+def _decode_stored(db_key: bytes, raw: bytes, cls: type[T]) -> T:
+    """A committed value decoded as ``cls``; one that does not decode is the store's failure
+    (:class:`~state.store.CorruptValue`), not the reading transaction's fault."""
+    try:
+        return cls.decode(raw)
+    except DecodeError as e:
+        raise CorruptValue(f"stored value of {db_key!r} does not decode as {cls.__name__}: "
+                           f"{e.message}", reason="corrupt_value") from e
 
 
 class Overlay(OrderedWalks):
@@ -87,7 +99,7 @@ class Overlay(OrderedWalks):
             obj = self._base_objs.get(key, MISSING)
             if obj is MISSING or (obj is not None and type(obj) is not cls):
                 raw = self._base(key)
-                obj = None if raw is None else cls.decode(raw)
+                obj = None if raw is None else _decode_stored(self.keyspace + key, raw, cls)
                 self._base_objs[key] = obj  # type: ignore[assignment]
             return obj  # type: ignore[return-value]
         if v is None:
@@ -101,7 +113,7 @@ class Overlay(OrderedWalks):
         obj = self._base_objs.get(key, MISSING)
         if obj is MISSING or (obj is not None and type(obj) is not cls):
             raw = self._base(key)
-            obj = None if raw is None else cls.decode(raw)
+            obj = None if raw is None else _decode_stored(self.keyspace + key, raw, cls)
         return obj  # type: ignore[return-value]
 
     def _write(self, key: bytes, value: bytes | Struct | None) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 import msgpack
 import plyvel
 
+from chain.block import Block
 from chain.codec import U64, Bytes32, Struct, decode, encode
-from chain.errors import ChainError
 from state import schema
+from state.errors import OperationRefused, StoreError
 from state.kv import KV, KVSnapshot, MemoryKV, ScratchKV
 from state.overlay import Overlay
 from state.overlay_walks import MISSING
@@ -36,12 +37,6 @@ def decode_local(raw: bytes) -> Any:
 
 
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
-
-
-class StoreError(ChainError):
-    """The store is missing, of another layout, or inconsistent with the node's config."""
-
-    reason = "store_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +72,11 @@ class StoreSnapshot:
     def block_bytes(self, height: int) -> bytes | None:
         return self._snap.get(schema.block_key(height))  # type: ignore[no-any-return]
 
+    def get(self, db_key: bytes) -> bytes | None:
+        """A raw database value in this snapshot (for state/ modules: blocks' results,
+        the archive)."""
+        return self._snap.get(db_key)  # type: ignore[no-any-return]
+
     def overlay(self) -> Overlay:
         """State reads (typed, prefix walks) from this snapshot; never committed."""
         return Overlay(self._snap)
@@ -99,14 +99,14 @@ class HistoricalView:
             raise StoreError("store has no head")
         head = Head.decode(raw)
         if height > head.height:
-            raise StoreError(f"height {height} is above the head {head.height}")
+            raise OperationRefused(f"height {height} is above the head {head.height}")
         self._snap = snap
         self.height = height
         self._prior: dict[bytes, bytes | None] = {}
         for h in range(head.height, height, -1):  # lower heights last: their prior wins
             undo = snap.get(schema.undo_key(h))
             if undo is None:
-                raise StoreError(f"no undo record for height {h}: height {height} is no "
+                raise OperationRefused(f"no undo record for height {h}: height {height} is no "
                                  "longer held")
             for k, v in decode_local(undo)["prior"]:
                 self._prior[k] = v
@@ -232,6 +232,11 @@ class Store:
 
     def block_bytes(self, height: int) -> bytes | None:
         return self.db.get(schema.block_key(height))
+
+    def block(self, height: int) -> Block | None:
+        """The committed block at ``height``, decoded (None above the head)."""
+        raw = self.block_bytes(height)
+        return None if raw is None else Block.decode_block(raw)
 
     def height_of(self, block_hash: bytes) -> int | None:
         raw = self.db.get(schema.block_hash_key(block_hash))

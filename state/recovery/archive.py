@@ -132,3 +132,33 @@ def classify_all(raws: Sequence[bytes], ex: Exclusions, verify: bool = True
     with ThreadPoolExecutor(workers) as pool:
         done = list(pool.map(lambda part: [classify(r, ex) for r in part], parts))
     return [c for part in done for c in part]
+
+
+@dataclass(frozen=True)
+class EraBlock:
+    """A block named by era and height: the chain's own, or one a rollback abandoned (raw
+    bytes; the reader decodes them)."""
+
+    raw: bytes
+    results: list[bytes] | None
+    era: int
+    abandoned: bool
+
+
+def block_in_era(store: Store, era: int, height: int) -> tuple[EraBlock | None, bytes | None]:
+    """The block of ``era`` at ``height``: the chain's block there if it is of that era, else
+    the archived block a rollback abandoned (``x`` + era + height); with the chain's own
+    block bytes at that height (to say why when there is none). One snapshot, so a rollback
+    moving the block from the chain to the archive meanwhile is seen whole."""
+    with store.snapshot() as snap:
+        live = snap.block_bytes(height)
+        if live is not None and Block.signed_header_of(live).header.era == era:
+            res = snap.get(schema.results_key(height))
+            return EraBlock(live, None if res is None else list(decode_local(res)), era,
+                            False), live
+        archived = snap.get(schema.archive_key(era, height, b"b"))
+        if archived is not None:
+            res = snap.get(schema.archive_key(era, height, b"r"))
+            return EraBlock(archived, None if res is None else list(decode_local(res)), era,
+                            True), live
+    return None, live

@@ -31,7 +31,8 @@ from typing import Any
 from chain.codec import decode, encode
 from chain.errors import ChainError
 from state import schema
-from state.store import Store, StoreError
+from state.errors import StoreError
+from state.store import Store
 
 log = logging.getLogger("appchain.audit")
 

@@ -51,6 +51,7 @@ from chain.codes import ResultCode
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, Transaction, Withdraw, decode_tx
 from state import schema
+from state.errors import OperationRefused
 from state.exchange.margin import account_margin
 from state.meta import Fate, fork_certificates, replayed_height
 from state.params import load_params
@@ -59,7 +60,7 @@ from state.recovery.archive import Exclusions, archived_blocks
 from state.recovery.divergence import code_name
 from state.recovery.replay import begin_record, fates_of, run_replay
 from state.recovery.rollback import head_at
-from state.store import Head, Store, StoreError, decode_local
+from state.store import Head, Store, decode_local
 from state.transition import BlockOutcome, seal
 
 
@@ -83,14 +84,14 @@ def rewound(store: Store, height: int) -> Store:
         return scratch
     if height > head.height:
         scratch.close()
-        raise StoreError(f"height {height} is above the head {head.height}")
+        raise OperationRefused(f"height {height} is above the head {head.height}")
     prior: dict[bytes, bytes | None] = {}
     prev = b""
     for h in range(head.height, height, -1):
         raw = scratch.db.get(schema.undo_key(h))
         if raw is None:
             scratch.close()
-            raise StoreError(f"no undo record for height {h}: height {height} is no longer "
+            raise OperationRefused(f"no undo record for height {h}: height {height} is no longer "
                              "held (undo records pruned)")
         undo = decode_local(raw)
         for k, v in undo["prior"]:
@@ -154,7 +155,6 @@ def counterfactual(store: Store, era: int, fork_height: int, exclusions: Exclusi
                    outcome: BlockOutcome) -> Head:
             return seal(scratch, params, key, txs, time, outcome, meta)
 
-        scratch.db.delete(schema.META_OP)
         record = begin_record(scratch, era, exclusions, [], 0)
         run_replay(scratch, params, record, commit, fork_height=fork_height)
     except BaseException:
@@ -217,13 +217,13 @@ def build_report(store: Store, era: int) -> dict[str, Any]:
     replay. Raises ``StoreError`` if there is nothing to compare yet."""
     certs = [c.certificate for c in fork_certificates(store) if c.certificate.era == era + 1]
     if not certs:
-        raise StoreError(f"no fork certificate starts era {era + 1} (was era {era} rolled "
+        raise OperationRefused(f"no fork certificate starts era {era + 1} (was era {era} rolled "
                          "back?)")
     fork = certs[0]
     fork_height = int(fork.to_height)
     rec_height = replayed_height(store, era)
     if rec_height is None:
-        raise StoreError(f"era {era} has not been replayed yet: replay it first (the report "
+        raise OperationRefused(f"era {era} has not been replayed yet: replay it first (the report "
                          "compares the recovered chain after the replay with the "
                          "counterfactual)")
     abandoned = archived_blocks(store, era)

@@ -18,7 +18,8 @@ from typing import Annotated
 
 from chain.codec import U64, Bytes32, Length, Struct
 from state import schema
-from state.store import Head, Store, StoreError
+from state.errors import OperationRefused, StoreError
+from state.store import Head, Store
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -43,7 +44,7 @@ class SnapshotPin(Struct):
 
 def check_label(label: str) -> None:
     if not LABEL_RE.fullmatch(label):
-        raise StoreError(f"snapshot label {label!r} must be 1-64 of A-Z a-z 0-9 . _ - "
+        raise OperationRefused(f"snapshot label {label!r} must be 1-64 of A-Z a-z 0-9 . _ - "
                          "starting with a letter or digit")
 
 
@@ -62,7 +63,7 @@ def create_pin(store: Store, label: str, created_ms: int, operators: tuple[bytes
     """Pin the current head under ``label`` (refused if the label exists)."""
     check_label(label)
     if store.db.get(pin_key(label)) is not None:
-        raise StoreError(f"snapshot {label!r} already exists")
+        raise OperationRefused(f"snapshot {label!r} already exists")
     head = store.head()
     if head is None:
         raise StoreError("store has no genesis")
@@ -85,7 +86,7 @@ def list_pins(store: Store) -> list[SnapshotPin]:
 def delete_pin(store: Store, label: str) -> SnapshotPin:
     pin = get_pin(store, label)
     if pin is None:
-        raise StoreError(f"no snapshot {label!r}")
+        raise OperationRefused(f"no snapshot {label!r}")
     store.db.delete(pin_key(label), sync=True)
     return pin
 

@@ -21,13 +21,14 @@ from typing import Any
 
 from chain.crypto import PrivateKey
 from chain.tx import Transaction
+from state.errors import OperationRefused
 from state.meta import Fate
 from state.params import load_params
 from state.recovery import rollback
 from state.recovery.archive import Exclusions
 from state.recovery.compensation import build_report
 from state.recovery.replay import Progress, begin_record, fates_of, run_replay, summarize
-from state.store import Head, Store, StoreError
+from state.store import Head, Store
 from state.transition import BlockOutcome, apply_body, seal
 
 
@@ -102,7 +103,7 @@ def _operator_blocks(scratch: Store, params: Any, txs: Sequence[Transaction],
         new = commit([tx], head.time + 1, [], outcome)
         r = outcome.results[0]
         if r.code != 0:
-            raise StoreError(f"operator transaction {tx.hash.hex()} fails in the rehearsal: "
+            raise OperationRefused(f"operator transaction {tx.hash.hex()} fails in the rehearsal: "
                              f"{r.log}")
         out.append({"height": str(new.height), "hash": tx.hash.hex(), "code": r.code,
                     "events": len(r.events)})

@@ -46,12 +46,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chain.block import Block, TxResult
-from chain.codec import encode
 from chain.crypto import sha256
 from chain.errors import InvalidBlock
 from chain.tx import Transaction
-from state import schema
-from state.meta import Fate
+from state.meta import (
+    Fate,
+    MetaWrite,
+    ReplayOperation,
+    fate,
+    fate_write,
+    operation_write,
+    replayed_write,
+)
 from state.params import ChainParams
 from state.recovery.archive import ArchivedBlock, Exclusions, archived_blocks, classify_all
 from state.recovery.divergence import ReplayState, code_name, decode_result, explain
@@ -202,13 +208,13 @@ class Progress:
 
 
 def begin_record(store: Store, era: int, ex: Exclusions, by: list[str], started_ms: int
-                 ) -> dict[str, Any]:
-    """The replay's operation record (``m`` + ``op``), written before its first block."""
+                 ) -> ReplayOperation:
+    """The replay's operation record (``m`` + ``op``, state/meta.py), to be recorded before
+    its first block."""
     head = store.head()
     if head is None:
         raise InvalidBlock("store has no genesis")
-    return {"kind": "replay", "era": era, "next": 0, "exclusions": ex.to_json(), "by": by,
-            "started_ms": started_ms, "start_height": head.height + 1, "blocked": {}}
+    return ReplayOperation(era, 0, ex.to_json(), tuple(by), started_ms, head.height + 1)
 
 
 def operator_cancellations(store: Store, lo: int, hi: int) -> dict[tuple[bytes, int], int]:
@@ -228,18 +234,18 @@ def operator_cancellations(store: Store, lo: int, hi: int) -> dict[tuple[bytes, 
     return out
 
 
-def run_replay(store: Store, params: ChainParams, record: dict[str, Any], commit: Commit,
+def run_replay(store: Store, params: ChainParams, record: ReplayOperation, commit: Commit,
                *, fork_height: int,
                on_progress: Callable[[Progress], None] | None = None,
                after_block: Callable[[], None] | None = None) -> list[Fate]:
-    """Replay from ``record['next']`` to the end, committing each block (with its fates, the
+    """Replay from ``record.next`` to the end, committing each block (with its fates, the
     advanced record and, for the last, the ``replayed`` marker, in the block's own batch);
     returns the fates of the blocks replayed now. ``fork_height`` is the height the rollback
     went to (the operators' own blocks since then explain some divergences)."""
-    era = int(record["era"])
-    st = ReplayState(Exclusions.from_json(record["exclusions"]),
-                     ReplayState.blocked_from_json(record.get("blocked", {})))
-    start = int(record.get("start_height", fork_height + 1))
+    era = record.era
+    st = ReplayState(Exclusions.from_json(record.exclusions),
+                     ReplayState.blocked_from_json(record.blocked))
+    start = record.start_height
     st.operator_cancelled = operator_cancellations(store, fork_height + 1, start - 1)
     head = store.head()
     assert head is not None
@@ -249,20 +255,18 @@ def run_replay(store: Store, params: ChainParams, record: dict[str, Any], commit
     fates: list[Fate] = []
     counts = {"identical": 0, "diverged": 0, "dropped": 0}
     t0 = _time.monotonic()
-    first = int(record["next"])
+    first = record.next
     for idx in range(first, len(blocks)):
         ab = blocks[idx]
         done = idx + 1 == len(blocks)
         head = store.head()
         assert head is not None
         a = assemble(store, params, ab, st, head.height + 1, head.time + 1)
-        meta: list[tuple[bytes, bytes | None]] = [
-            (schema.META_FATE + f.hash, f.encode()) for f in a.fates]
-        nxt = dict(record, next=idx + 1, blocked=st.blocked_json())
-        meta.append((schema.META_OP, None if done else encode(nxt)))
+        meta: list[MetaWrite] = [fate_write(f) for f in a.fates]
+        nxt = record.advanced(st.blocked_json())
+        meta.append(operation_write(None if done else nxt))
         if done:
-            meta.append((schema.META_REPLAYED + str(era).encode(),
-                         str(head.height + 1).encode()))
+            meta.append(replayed_write(era, head.height + 1))
         commit(a.included, a.time, meta, a.outcome)
         record = nxt
         fates.extend(a.fates)
@@ -281,7 +285,7 @@ def fates_of(store: Store, era: int) -> list[Fate]:
     out: list[Fate] = []
     for ab in archived_blocks(store, era):
         for raw in ab.txs:
-            v = store.db.get(schema.META_FATE + sha256(raw))
-            if v is not None:
-                out.append(Fate.decode(v))
+            f = fate(store, sha256(raw))
+            if f is not None:
+                out.append(f)
     return out

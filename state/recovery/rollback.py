@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from chain.block import Block
-from chain.codec import decode, encode
+from chain.codec import encode
 from chain.crypto import sha256
 from state import schema
+from state.errors import OperationRefused, StoreError
+from state.meta import RollbackOperation, operation, record_operation
 from state.records import POSITION
 from state.recovery.snapshot_file import SnapshotReader, differences
-from state.store import Head, Store, StoreError, decode_local
+from state.store import Head, Store, decode_local
 from state.tree import StateTree
 from state.tree_groups import DictNodeStore
 
@@ -70,7 +72,7 @@ class RollbackPlan:
 def _undo(store: Store, height: int) -> dict[str, Any]:
     raw = store.db.get(schema.undo_key(height))
     if raw is None:
-        raise StoreError(f"no undo record for height {height}: cannot roll back past it")
+        raise OperationRefused(f"no undo record for height {height}: cannot roll back past it")
     return dict(decode_local(raw))
 
 
@@ -80,16 +82,16 @@ def plan_rollback(store: Store, to_height: int, *, details: bool = True) -> Roll
     every undo record once, in its steps."""
     head = store.head()
     if head is None:
-        raise StoreError("store has no genesis")
+        raise OperationRefused("store has no genesis")
     if to_height >= head.height:
-        raise StoreError(f"target height {to_height} is not below the head ({head.height})")
+        raise OperationRefused(f"target height {to_height} is not below the head ({head.height})")
     if to_height < 0:
-        raise StoreError("target height must be >= 0")
+        raise OperationRefused("target height must be >= 0")
     if not details:
         target = head_at(store, to_height, _undo(store, to_height + 1)["prev_head"])
         for h in range(head.height, to_height, -1):  # every block must still be undoable
             if store.db.get(schema.undo_key(h)) is None:
-                raise StoreError(f"no undo record for height {h}: cannot roll back past it")
+                raise OperationRefused(f"no undo record for height {h}: cannot roll back past it")
         return RollbackPlan(head.height, to_height, head.era, head.era + 1, target)
     blocks: list[dict[str, Any]] = []
     txs: list[dict[str, Any]] = []
@@ -142,34 +144,27 @@ def _owner(db_key: bytes) -> bytes | None:
     return None
 
 
-def operation(store: Store) -> dict[str, Any] | None:
-    """The recovery operation in progress (recorded, not finished), or None."""
-    raw = store.db.get(schema.META_OP)
-    return None if raw is None else dict(decode(raw))
-
-
 def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
           operators: list[bytes], started_ms: int,
-          restore_file: str | None = None) -> dict[str, Any]:
+          restore_file: str | None = None) -> RollbackOperation:
     """Record the rollback (durably) before any block is undone. With ``restore_file`` (a
     snapshot file of the target height, state/snapshot_file.py), the last step also makes
     the state equal to the file: writes that bypassed the blocks are undone too."""
     if operation(store) is not None:
-        raise StoreError("another recovery operation is in progress")
+        raise OperationRefused("another recovery operation is in progress")
     head = store.head()
     if head is None or head.height != plan.from_height:
-        raise StoreError("the head moved since the rollback was planned; plan it again")
+        raise OperationRefused("the head moved since the rollback was planned; plan it again")
     if restore_file is not None:
         with SnapshotReader(Path(restore_file)) as r:
             if (r.header.height, r.header.state_root) != (plan.to_height,
                                                           plan.target.state_root):
-                raise StoreError(f"{restore_file} holds height {r.header.height} (root "
+                raise OperationRefused(f"{restore_file} holds height {r.header.height} (root "
                                  f"{r.header.state_root.hex()}), not the target")
-    record = {"kind": "rollback", "from_height": plan.from_height, "to_height": plan.to_height,
-              "era": plan.era, "new_era": plan.new_era, "reason": reason,
-              "certificate": certificate, "by": [o.hex() for o in operators],
-              "started_ms": started_ms, "restore_file": restore_file}
-    store.db.put(schema.META_OP, encode(record), sync=True)
+    record = RollbackOperation(plan.from_height, plan.to_height, plan.era, plan.new_era, reason,
+                               certificate, tuple(o.hex() for o in operators), started_ms,
+                               restore_file)
+    record_operation(store, record)  # refused if another operation is recorded
     return record
 
 
@@ -180,7 +175,7 @@ CHUNK_BYTES = 64 * 1024 * 1024
 CHUNK_BLOCKS = 1000
 
 
-def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -> Head:
+def step(store: Store, record: RollbackOperation, max_blocks: int = CHUNK_BLOCKS) -> Head:
     """Undo a chunk of blocks from the head down in ONE batch; the last step also finishes
     the operation.
 
@@ -192,9 +187,9 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
     ``max_blocks`` lowers the block limit (node config ``recovery.rollback_chunk_blocks``)."""
     head = store.head()
     assert head is not None
-    to_height = int(record["to_height"])
+    to_height = record.to_height
     if head.height <= to_height:
-        raise StoreError("rollback already at its target")
+        raise OperationRefused("rollback already at its target")
     prior: dict[bytes, bytes | None] = {}
     archive: list[tuple[bytes, bytes]] = []
     deletes: list[bytes] = []
@@ -228,7 +223,7 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
             break
     prev = head_at(store, h, prev_raw)
     prev_raw = prev.encode()
-    era_abandoned = int(record.get("era", head.era))
+    era_abandoned = record.era
     with store.db.write_batch(transaction=True, sync=store.sync) as wb:
         # The abandoned head's accounts and positions, for the compensation report: the
         # first chunk that touches a key still sees its value at the abandoned head.
@@ -247,22 +242,22 @@ def step(store: Store, record: dict[str, Any], max_blocks: int = CHUNK_BLOCKS) -
         for k, v in archive:
             wb.put(k, v)
         wb.put(schema.META_HEAD, prev_raw)
-        if prev.height == to_height and not record.get("restore_file"):
+        if prev.height == to_height and not record.restore_file:
             _finish(record, wb)
     return prev
 
 
-def _finish(record: dict[str, Any], wb: Any) -> None:
+def _finish(record: RollbackOperation, wb: Any) -> None:
     """The last writes of a rollback (in its last batch): the new era's certificate, the
     careful-reopening marker, the operation record removed."""
-    wb.put(schema.fork_key(int(record["new_era"])), record["certificate"])
-    # Markets must reopen carefully (node/admin.py resume), also when this last step ran
+    wb.put(schema.fork_key(record.new_era), record.certificate)
+    # Markets must reopen carefully (node/ops/control.py resume), also when this last step ran
     # at startup after a crash.
-    wb.put(schema.META_REOPEN, str(record["new_era"]).encode())
+    wb.put(schema.META_REOPEN, str(record.new_era).encode())
     wb.delete(schema.META_OP)
 
 
-def restore_step(store: Store, record: dict[str, Any]) -> Head:
+def restore_step(store: Store, record: RollbackOperation) -> Head:
     """After the undo steps reached the target: make the state, AND its tree, equal to the
     snapshot file, in ONE batch that also finishes the rollback.
 
@@ -272,7 +267,8 @@ def restore_step(store: Store, record: dict[str, Any]) -> Head:
     (checked against the file's root). A tree that was itself rewritten beyond those keys
     would not reach that root: then the tree is rebuilt from the file (O(state), only in
     that case). Idempotent: re-run after a crash it finds nothing left to change."""
-    path = Path(str(record["restore_file"]))
+    assert record.restore_file is not None
+    path = Path(record.restore_file)
     head = store.head()
     assert head is not None
     with SnapshotReader(path) as r:
@@ -303,17 +299,17 @@ def restore_step(store: Store, record: dict[str, Any]) -> Head:
     return head
 
 
-def run(store: Store, record: dict[str, Any],
+def run(store: Store, record: RollbackOperation,
         after_step: Callable[[Head], None] | None = None,
         max_blocks: int = CHUNK_BLOCKS) -> Head:
     """Step until the head is at the target (also used to resume after a crash)."""
     head = store.head()
     assert head is not None
-    while head.height > int(record["to_height"]):
+    while head.height > record.to_height:
         head = step(store, record, max_blocks)
         if after_step is not None:
             after_step(head)
-    if record.get("restore_file") and operation(store) is not None:
+    if record.restore_file and operation(store) is not None:
         head = restore_step(store, record)
         if after_step is not None:
             after_step(head)

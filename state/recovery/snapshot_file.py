@@ -34,12 +34,20 @@ from chain.block import Block, SignedHeader
 from chain.codec import decode, encode
 from chain.errors import ChainError
 from state import schema
+from state.errors import OperationRefused, StoreError
 from state.schema import TREE
-from state.store import Head, Store, StoreError
+from state.store import Head, Store
 from state.tree import StateTree
 from state.tree_groups import DictNodeStore
 
 MAGIC = b"APPCHAIN-SNAPSHOT-v1\n"
+
+
+class SnapshotFileError(ChainError):
+    """A snapshot file that is not what it claims (truncated, damaged, of another chain, or
+    whose state does not recompute to its root): a rejection of the file."""
+
+    reason = "bad_snapshot_file"
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,11 @@ class SnapshotHeader:
             if producer is not None:
                 sh.verify(producer)
         except ChainError as e:
-            raise StoreError(f"the snapshot's signed header does not verify: {e}") from e
+            raise SnapshotFileError(f"the snapshot's signed header does not verify: {e}") from e
         h = sh.header
         if (h.hash, h.height, h.state_root, h.era) != (self.block_hash, self.height,
                                                        self.state_root, self.era):
-            raise StoreError("the snapshot's signed header is for another block or root")
+            raise SnapshotFileError("the snapshot's signed header is for another block or root")
 
     def head(self) -> Head:
         return Head(self.height, self.block_hash, self.state_root, self.era, self.time)
@@ -116,7 +124,7 @@ def state_at(store: Store, height: int) -> Iterator[tuple[bytes, bytes]]:
     for h in range(head.height, height, -1):  # lower heights last: their prior wins
         undo = store.undo_record(h)
         if undo is None:
-            raise StoreError(f"no undo record for height {h}")
+            raise OperationRefused(f"no undo record for height {h}")
         for k, v in undo:
             prior[k] = v
     return overlaid(store, prior)
@@ -133,7 +141,7 @@ def export(store: Store, path: Path, label: str, height: int | None = None) -> S
     else:
         raw = store.db.get(schema.undo_key(h + 1))
         if raw is None:
-            raise StoreError(f"height {h} is no longer held")
+            raise OperationRefused(f"height {h} is no longer held")
         target = Head.decode(decode(raw, 1 << 30)["prev_head"])
     pairs = list(state_at(store, h))
     raw_block = store.block_bytes(h)
@@ -169,7 +177,7 @@ class SnapshotReader:
         self._f: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
         if self._f.read(len(MAGIC)) != MAGIC:
             self.close()
-            raise StoreError(f"{path} is not an appchain snapshot file")
+            raise SnapshotFileError(f"{path} is not an appchain snapshot file")
         self._u = msgpack.Unpacker(self._f, raw=False, strict_map_key=True,
                                    max_buffer_size=1 << 30)
         try:
@@ -181,7 +189,7 @@ class SnapshotReader:
                 bytes(h.get("signed_header", b"")))
         except (StopIteration, KeyError, TypeError, ValueError) as e:
             self.close()
-            raise StoreError(f"{path}: bad snapshot header ({e})") from e
+            raise SnapshotFileError(f"{path}: bad snapshot header ({e})") from e
 
     def close(self) -> None:
         self._f.close()
@@ -199,20 +207,20 @@ class SnapshotReader:
         for obj in self._u:
             if isinstance(obj, dict):
                 if obj.get("count") != n or obj.get("sha256") != digest.digest():
-                    raise StoreError(f"{self.path}: count or digest does not match: the file "
+                    raise SnapshotFileError(f"{self.path}: count or digest does not match: the file "
                                      "is truncated or damaged")
                 return
             try:
                 k, v = bytes(obj[0]), bytes(obj[1])
             except (TypeError, IndexError) as e:
-                raise StoreError(f"{self.path}: bad entry {n}") from e
+                raise SnapshotFileError(f"{self.path}: bad entry {n}") from e
             if n and k <= last:
-                raise StoreError(f"{self.path}: keys out of order at entry {n}")
+                raise SnapshotFileError(f"{self.path}: keys out of order at entry {n}")
             digest.update(encode([k, v]))
             last = k
             n += 1
             yield k, v
-        raise StoreError(f"{self.path}: no trailer: the file is truncated")
+        raise SnapshotFileError(f"{self.path}: no trailer: the file is truncated")
 
 
 def check_file(path: Path, producer: bytes | None = None) -> tuple[SnapshotHeader, int]:
@@ -223,7 +231,7 @@ def check_file(path: Path, producer: bytes | None = None) -> tuple[SnapshotHeade
         pairs = list(r.pairs())
         root = StateTree(DictNodeStore()).apply(pairs)
         if root != r.header.state_root:
-            raise StoreError(f"{path}: the state recomputes to root {root.hex()}, the header "
+            raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, the header "
                              f"says {r.header.state_root.hex()}")
         return r.header, len(pairs)
 
@@ -256,11 +264,11 @@ def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
     tree and the head in one batch."""
 
     if store.head() is not None:
-        raise StoreError("the store is not empty: import needs a fresh home")
+        raise OperationRefused("the store is not empty: import needs a fresh home")
     with SnapshotReader(path) as r:
         hdr = r.header
         if hdr.genesis_hash != genesis_hash or hdr.chain_id != chain_id:
-            raise StoreError(f"{path} is a snapshot of chain {hdr.chain_id!r} (genesis "
+            raise SnapshotFileError(f"{path} is a snapshot of chain {hdr.chain_id!r} (genesis "
                              f"{hdr.genesis_hash.hex()}), this home runs {chain_id!r} "
                              f"(genesis {genesis_hash.hex()})")
         hdr.check_header(producer)
@@ -270,7 +278,7 @@ def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
     tree = store.overlay(TREE)
     root = StateTree(tree).apply(state.changes())
     if root != hdr.state_root:
-        raise StoreError(f"{path}: the state recomputes to root {root.hex()}, the header says "
+        raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, the header says "
                          f"{hdr.state_root.hex()}; nothing was written")
     store.init_genesis(genesis_hash, chain_id, (state, tree), hdr.head())
     return hdr

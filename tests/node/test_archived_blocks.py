@@ -14,8 +14,8 @@ from typing import Any
 
 from chain.admin import ForkCertificate, make_command, sign_command, sign_fork
 from chain.block import SignedHeader
-from node.admin import AdminService
-from node.views import b64
+from node.ops.service import AdminService
+from node.wire_json import b64
 from state.recovery.audit import JOURNAL_FILE
 from tests.node.test_rpc import (
     INVALID_PARAMS,

@@ -36,19 +36,19 @@ from chain.tx import Transfer, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.state import chain_params
-from node.client import AsyncRPCClient, RPCClient
-from node.light import (
+from node.client.light import LightClient
+from node.client.rpc_client import AsyncRPCClient, RPCClient
+from node.client.trust import (
     CHECKS,
     ERA_CHANGE_WITHOUT_CERTIFICATE,
     HeaderVerifier,
-    LightClient,
     LightClientError,
     TrustedHeader,
     TrustRoot,
 )
 from node.node import open_node
-from node.run import run_node
-from node.views import b64, signed_header_json
+from node.serve import run_node
+from node.wire_json import b64, signed_header_json
 from state.params import PARAM_CHAIN
 from state.records import Account
 from state.schema import account_key
@@ -635,7 +635,7 @@ async def trade(env: Env) -> tuple[int, int]:
 
 async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_path: Path
                                                                           ) -> None:
-    from node.light import decode_value
+    from node.client.light import decode_value
     from state.records import MarketState, Position
 
     async with chain_env(tmp_path, transfers=False, markets=True, balance=10**12) as env:

@@ -25,10 +25,10 @@ from chain.crypto import TAG_TX, PrivateKey, signing_bytes
 from chain.tx import Deposit, Transaction, Transfer, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from node.client import AsyncRPCClient, RPCCallError
+from node.client.rpc_client import AsyncRPCClient, RPCCallError
 from node.node import Node, open_node
-from node.run import run_node
-from node.views import b64
+from node.serve import run_node
+from node.wire_json import b64
 from tests.helpers import make_genesis, make_home
 
 BALANCE = 1_000_000

@@ -19,9 +19,9 @@ import trio
 
 from chain.admin import AdminRefused, make_command, sign_command
 from genesis.builder import DevnetKeys
-from node.admin import AdminService
 from node.config import Home
 from node.node import Node, open_node
+from node.ops.service import AdminService
 from state.recovery.audit import JOURNAL_FILE
 from state.schema import STATE
 from state.store import Head, Store

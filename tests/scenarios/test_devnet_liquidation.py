@@ -12,9 +12,9 @@ import trio
 
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, make_tx
-from node.client import AsyncRPCClient
-from node.loadgen import LeveragedTraders
-from node.views import b64
+from node.client.rpc_client import AsyncRPCClient
+from node.dev.loadgen import LeveragedTraders
+from node.wire_json import b64
 from state.records import INSURANCE_ADDRESS
 from tests.helpers import make_genesis, make_home, running_node
 

@@ -21,9 +21,9 @@ import pytest
 
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import RPCCallError, RPCClient
-from node.views import b64
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import RPCCallError, RPCClient
+from node.wire_json import b64
 from state.records import INSURANCE_ADDRESS, MarketState, market_state_key
 from state.store import Store
 from tests.helpers import REPO, make_genesis, make_home, rewrite_behind_the_chain, running_node

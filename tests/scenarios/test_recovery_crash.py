@@ -14,10 +14,10 @@ import pytest
 
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, PlaceOrder, Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import NodeUnreachable, RPCCallError, RPCClient
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import NodeUnreachable, RPCCallError, RPCClient
 from node.config import Home
-from node.views import b64
+from node.wire_json import b64
 from state.store import Store
 from tests.helpers import make_genesis, make_home, running_node
 

@@ -27,7 +27,7 @@ import pytest
 
 from chain.block import Block, TxResult
 from chain.tx import decode_tx
-from node.client import RPCClient
+from node.client.rpc_client import RPCClient
 from state.recovery.snapshot_file import SnapshotReader
 from state.store import Store
 from tests.helpers import REPO

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from chain.tx import Deposit, Transfer, Withdraw
+from state.errors import OperationRefused
 from state.exchange.margin import account_margin
 from state.records import INSURANCE_ADDRESS
 from state.recovery.archive import Exclusions
 from state.recovery.compensation import build_report, counterfactual, report_id
-from state.store import StoreError
 from tests.state.test_exchange import START, USD, Exchange, limit, market
 from tests.state.test_liquidation import oracle, px
 from tests.state.test_operator import op_tx
@@ -85,7 +85,7 @@ def test_no_report_before_the_replay(ex: Exchange) -> None:
     h = ex.height
     ex.block(ex.tx(ex.bob, market("buy", 61_000, 0.1)))
     roll_back(ex, h)
-    with pytest.raises(StoreError, match="has not been replayed yet"):
+    with pytest.raises(OperationRefused, match="has not been replayed yet"):
         build_report(ex.store, 0)
 
 

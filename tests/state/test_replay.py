@@ -32,7 +32,7 @@ def replay_all(ex: Exchange, era: int, exclusions: Exclusions | None = None,
         return seal(ex.store, params, ex.keys.producer, txs, time, outcome, meta)
 
     if fork_height is None:
-        fork_height = rec["start_height"] - 1
+        fork_height = rec.start_height - 1
     return replay.run_replay(ex.store, params, rec, commit, fork_height=fork_height)
 
 

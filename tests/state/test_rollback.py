@@ -10,12 +10,13 @@ from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
 from chain.block import Block, Header, sign_header
 from chain.errors import InvalidBlock
 from chain.tx import Deposit, Transaction
+from state.errors import OperationRefused
 from state.meta import next_era
 from state.params import load_params
 from state.records import INSURANCE_ADDRESS
 from state.recovery import pins, rollback
 from state.schema import ARCHIVE, TREE, TX_FATE, archive_key
-from state.store import Store, StoreError
+from state.store import Store
 from state.transition import apply_body, import_block
 from tests.state.test_exchange import USD, Exchange, limit, market
 
@@ -115,7 +116,7 @@ def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
     rollback.step(ex.store, rec, max_blocks=1)
     rollback.step(ex.store, rec, max_blocks=2)  # "crash": the record says what is left
     assert rollback.operation(ex.store) == rec
-    with pytest.raises(StoreError, match="another recovery operation"):
+    with pytest.raises(OperationRefused, match="another recovery operation"):
         rollback.begin(ex.store, plan, b"", "again", [], 0)
     rollback.run(ex.store, rollback.operation(ex.store) or {})
     assert rollback.operation(ex.store) is None
@@ -140,9 +141,9 @@ def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
 
 def test_rollback_refuses_bad_targets(ex: Exchange) -> None:
     trade_blocks(ex, 2)
-    with pytest.raises(StoreError, match="not below the head"):
+    with pytest.raises(OperationRefused, match="not below the head"):
         rollback.plan_rollback(ex.store, ex.height)
-    with pytest.raises(StoreError, match=">= 0"):
+    with pytest.raises(OperationRefused, match=">= 0"):
         rollback.plan_rollback(ex.store, -1)
 
 
@@ -151,9 +152,9 @@ def test_pins_and_automatic_pins(ex: Exchange) -> None:
     p = pins.create_pin(ex.store, "before-upgrade", 123, (b"\x01" * 32,))
     head = ex.store.head()
     assert head is not None and (p.height, p.state_root) == (head.height, head.state_root)
-    with pytest.raises(StoreError, match="already exists"):
+    with pytest.raises(OperationRefused, match="already exists"):
         pins.create_pin(ex.store, "before-upgrade", 1, ())
-    with pytest.raises(StoreError, match="label"):
+    with pytest.raises(OperationRefused, match="label"):
         pins.create_pin(ex.store, "bad label!", 1, ())
     assert [x.label for x in pins.list_pins(ex.store)] == ["before-upgrade"]
     # Automatic pins every 2 blocks, keeping the 2 most recent.
@@ -168,7 +169,7 @@ def test_pins_and_automatic_pins(ex: Exchange) -> None:
     labels = [x.label for x in pins.list_pins(ex.store)]
     assert "auto-2" not in labels and {"auto-4", "auto-6", "before-upgrade"} == set(labels)
     assert pins.delete_pin(ex.store, "before-upgrade").label == "before-upgrade"
-    with pytest.raises(StoreError, match="no snapshot"):
+    with pytest.raises(OperationRefused, match="no snapshot"):
         pins.delete_pin(ex.store, "before-upgrade")
     assert ARCHIVE == b"x"
 
@@ -205,7 +206,7 @@ def test_undo_pruning_keeps_recent_blocks_and_everything_above_the_oldest_pin(
     assert ex.store.prune_undo(below) == 4
     assert held() == list(range(5, 13))
     rollback.plan_rollback(ex.store, 4)  # the pin is still reachable
-    with pytest.raises(StoreError, match="no undo record"):
+    with pytest.raises(OperationRefused, match="no undo record"):
         rollback.plan_rollback(ex.store, 3)
     pins.delete_pin(ex.store, "p")
     assert pins.prunable_below(ex.store, head, 3) == 10

@@ -10,7 +10,7 @@ from chain.stateproof import check_proof, verify
 from chain.tx import Deposit, Transfer, make_tx
 from genesis.initial_store import init_store
 from genesis.state import genesis_state_root
-from node.node import query_state
+from state.queries import query_state
 from state.schema import TREE, account_key
 from state.store import Store
 from state.transition import import_block

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from state import schema
+from state.errors import StoreError
 from state.records import Account
-from state.store import Head, PendingBlock, Store, StoreError
+from state.store import Head, PendingBlock, Store
 
 ZERO = b"\x00" * 32
 

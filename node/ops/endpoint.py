@@ -29,23 +29,26 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chain.admin import AdminRefused
-from node.admin import COMMANDS, AdminService
-from node.node import Node, wall_ms
-from node.rpc import (
+from node.api.params import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
-    JSONRPCResponse,
     RPCError,
-    serve_app,
 )
-from state.schema import META_REOPEN
+from node.api.server import JSONRPCResponse, serve_app
+from node.chain_head import wall_ms
+from node.node import Node
+from node.ops.service import COMMANDS, AdminService
+from state import meta
 
 log = logging.getLogger("appchain.admin")
 
+
 MAX_BODY = 256 * 1024
+
+
 REFUSAL_CODES = {
     "malformed": 1041, "wrong_chain": 1042, "unsigned": 1043, "unknown_key": 1044,
     "bad_signature": 1045, "under_threshold": 1046, "expired": 1047, "not_yet_valid": 1048,
@@ -86,14 +89,14 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
             addr = params.get("address")
             if isinstance(addr, str):
                 try:
-                    extra["next_nonce"] = str(node.committed_nonce(bytes.fromhex(addr)))
+                    extra["next_nonce"] = str(node.chain.committed_nonce(bytes.fromhex(addr)))
                 except ValueError:
                     return _answer(id_, err=RPCError(INVALID_PARAMS, "address must be hex"))
             return _answer(id_, {**extra,
                 "chain_id": p.chain_id, "operators": [o.hex() for o in p.operators],
                 "threshold": p.operator_threshold, "now_ms": str(wall_ms()),
                 "max_age_ms": str(cfg.max_age_ms), "max_skew_ms": str(cfg.max_skew_ms),
-                "reopen_pending": node.store.db.get(META_REOPEN) is not None,
+                "reopen_pending": meta.reopen_pending(node.store),
                 "reopen": {"price_band_ppm": str(node.cfg.recovery.reopen_price_band_ppm),
                            "liquidation_wait": str(node.cfg.recovery.fresh_oracle_updates)},
                 "commands": sorted(COMMANDS)})

@@ -7,11 +7,11 @@ import signal
 
 import trio
 
-from node.admin_rpc import serve_admin
+from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
 from node.node import Node, open_node
-from node.rpc import serve_rpc
+from node.ops.endpoint import serve_admin
 
 log = logging.getLogger("appchain.run")
 
@@ -33,7 +33,7 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
         write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
         log.info("rpc listening on %s", url)
         if node.signer is not None:
-            nursery.start_soon(node.producer_loop)
+            nursery.start_soon(node.producer.producer_loop)
         else:
             log.info("no producer key: serving reads only")
         task_status.started(url)

@@ -23,10 +23,12 @@ import trio
 
 from chain.crypto import PrivateKey
 from chain.tx import CancelAll, CancelOrder, Payload, PlaceOrder, Transfer, make_tx
-from node.client import AsyncRPCClient, RPCCallError
-from node.views import b64
+from node.client.rpc_client import AsyncRPCClient, RPCCallError
+from node.wire_json import b64
 
 BATCH = 100
+
+
 TICK_S = 0.1
 
 

@@ -20,17 +20,19 @@ import trio
 from rich.console import Console
 
 from chain.crypto import PrivateKey
-from node.client import AsyncRPCClient, NodeUnreachable
-from node.keyfile import read_key
-from node.loadgen import (
+from node.client.rpc_client import AsyncRPCClient, NodeUnreachable
+from node.dev.loadgen import (
     LeveragedTraders,
     MarketMaker,
     OracleFeed,
     TransferLoad,
     market_payloads,
 )
+from node.keyfile import read_key
 
 START_TIMEOUT_S = 30.0
+
+
 STOP_TIMEOUT_S = 30.0
 
 

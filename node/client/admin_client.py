@@ -21,7 +21,7 @@ from chain.admin import (
 )
 from chain.crypto import PrivateKey
 from chain.tx import OperatorCall, make_tx
-from node.client import RPCClient
+from node.client.rpc_client import RPCClient
 
 DEFAULT_ADMIN = "http://127.0.0.1:26659"
 
