@@ -37,6 +37,7 @@ import plyvel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from genesis.initial_store import init_store
+from node.dev.local import make_genesis  # noqa: E402
 from state.accounts import put_account
 from state.context import TxContext
 from state.exchange.liquidation import process_liquidations, reindex
@@ -46,7 +47,6 @@ from state.params import load_params  # noqa: E402
 from state.records import Account, Position, position_key
 from state.schema import STATE  # noqa: E402
 from state.store import Store
-from tests.helpers import make_genesis  # noqa: E402
 
 TARGET_MS = 100.0
 MARKET = "BTC-USD-PERP"

@@ -59,8 +59,8 @@ from bench.throughput import run_pipeline, verify_rate  # noqa: E402
 from chain.block import TxResult  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
 from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx
+from node.dev.local import make_genesis, make_home  # noqa: E402
 from node.node import open_node
-from tests.helpers import make_genesis, make_home  # noqa: E402
 
 TARGET_OPS = 5_000
 TARGET_RATIO = 0.2

@@ -92,13 +92,13 @@ from chain.tx import Transaction, Transfer, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis, GenesisAccount  # noqa: E402
 from genesis.initial_store import init_store
+from node.dev.local import make_genesis  # noqa: E402
 from state.params import load_params  # noqa: E402
 from state.recovery import pins, rehearsal, replay, rollback
 from state.schema import STATE, TREE, UNDO, undo_key  # noqa: E402
 from state.store import Head, Store
 from state.transition import BlockOutcome, apply_body, commit, seal  # noqa: E402
 from state.tree import StateTree
-from tests.helpers import make_genesis  # noqa: E402
 
 TARGET_REPLAY = 0.7
 TARGET_SCALING = 1.3  # rollback time, largest state / smallest state

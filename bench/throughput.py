@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import trio.lowlevel
 
 from chain.tx import Transfer, make_tx
+from node.dev.local import make_genesis, make_home  # noqa: E402
 from node.mempool import MempoolReject  # noqa: E402
 from node.node import open_node
-from tests.helpers import make_genesis, make_home  # noqa: E402
 
 TARGET_TPS = 10_000
 TARGET_RATIO = 0.35
@@ -170,7 +170,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     http_tps = None
     if args.http:
-        from tests.helpers import NodeProcess
+        from node.dev.local import NodeProcess
 
         raws_http = presign(list(keys.accounts), g.chain_id, args.txs)
         with tempfile.TemporaryDirectory(prefix="appchain-bench-http-") as d:

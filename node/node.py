@@ -18,8 +18,8 @@ from node.intake import Intake
 from node.keyfile import read_key
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
-from node.ops.replay_runner import finish_interrupted_replay
 from node.producer import Producer
+from node.replay_runner import finish_interrupted_replay
 from node.signer import Signer
 from state.errors import StoreError
 from state.meta import HaltRecord, ScheduledHalt

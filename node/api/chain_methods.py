@@ -51,7 +51,7 @@ from state.records import (
     MARKET_STATE,
     MarketState,
 )
-from state.recovery.archive import block_in_era
+from state.recovery.archive import find_era_block
 
 Handler = Callable[[Node, Params], Awaitable[Any]]
 
@@ -86,9 +86,9 @@ def _decode_stored(raw: bytes, what: str) -> Block:
 
 
 def _block_in_era(node: Node, era: int, height: int) -> _EraBlock:
-    """The block of ``era`` at ``height`` (state/recovery/archive.py ``block_in_era``)."""
+    """The block of ``era`` at ``height`` (state/recovery/archive.py ``find_era_block``)."""
     try:
-        found, live_raw = block_in_era(node.store, era, height)
+        found, live_raw = find_era_block(node.store, era, height)
     except ChainError as e:
         raise RPCError(INTERNAL_ERROR, f"store inconsistency: block {height} does not "
                        f"decode ({e}); run verification") from e

@@ -20,6 +20,7 @@ import trio
 from rich.console import Console
 
 from chain.crypto import PrivateKey
+from genesis.format import load_genesis
 from node.client.rpc_client import AsyncRPCClient, NodeUnreachable
 from node.dev.loadgen import (
     LeveragedTraders,
@@ -187,7 +188,6 @@ async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
 def oracle_feed(root: Path, client: AsyncRPCClient, chain_id: str, period_s: float = 1.0,
                 sharp_every: int = 50) -> OracleFeed | None:
     """An oracle random walk over the genesis markets, if there are markets and a key."""
-    from genesis.format import load_genesis
 
     g = load_genesis(root / "genesis" / "genesis.json")
     key_file = root / "genesis" / "keys" / "oracle-0.json"

@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 import trio
 
 from chain.crypto import PrivateKey
-from chain.tx import CancelAll, CancelOrder, Payload, PlaceOrder, Transfer, make_tx
+from chain.tx import (
+    CancelAll,
+    CancelOrder,
+    Deposit,
+    OraclePrice,
+    Payload,
+    PlaceOrder,
+    Transfer,
+    Withdraw,
+    make_tx,
+)
 from node.client.rpc_client import AsyncRPCClient, RPCCallError
 from node.wire_json import b64
 
@@ -158,7 +168,6 @@ class OracleFeed:
         return new
 
     async def run(self) -> None:
-        from chain.tx import OraclePrice
 
         acct = await self.client.call("account", address=self.key.public_key.hex())
         nonce = int(acct["next_nonce"])
@@ -326,7 +335,6 @@ class LeveragedTraders:
             self.sent["refused"] += 1
 
     async def step(self) -> None:
-        from chain.tx import Deposit, Withdraw
 
         m = await self.client.call("market", symbol=self.market)
         oracle = int(m["state"]["oracle_price"])

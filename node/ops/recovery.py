@@ -11,8 +11,8 @@ import trio
 
 from chain.admin import AdminRefused, SignedForkCertificate
 from chain.errors import DecodeError
+from node import replay_runner
 from node.chain_head import wall_ms
-from node.ops import replay_runner
 from node.ops.args import (
     bool_arg,
     exclusions,
@@ -24,7 +24,7 @@ from node.ops.args import (
 )
 from node.ops.context import OpsContext
 from node.ops.control import checked_operator_tx
-from node.ops.replay_runner import ProgressLog
+from node.replay_runner import ProgressLog
 from node.testhooks import test_kill_hook
 from state.errors import StoreError
 from state.meta import replayed_height

@@ -145,7 +145,7 @@ class EraBlock:
     abandoned: bool
 
 
-def block_in_era(store: Store, era: int, height: int) -> tuple[EraBlock | None, bytes | None]:
+def find_era_block(store: Store, era: int, height: int) -> tuple[EraBlock | None, bytes | None]:
     """The block of ``era`` at ``height``: the chain's block there if it is of that era, else
     the archived block a rollback abandoned (``x`` + era + height); with the chain's own
     block bytes at that height (to say why when there is none). One snapshot, so a rollback

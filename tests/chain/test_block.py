@@ -20,7 +20,7 @@ from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes
 from chain.errors import DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import EMPTY_ROOT, merkle_root
 from chain.tx import Transfer, make_tx
-from tests.chain.test_codec import mp
+from tests.harness.codec_vectors import mp
 
 PRODUCER = PrivateKey(b"\x07" * 32)
 OTHER = PrivateKey(b"\x08" * 32)

@@ -12,7 +12,7 @@ from chain.block import Header, SignedHeader, sign_header
 from chain.crypto import TAG_ADMIN, TAG_HEADER, TAG_TX, PrivateKey, sha256, signing_bytes
 from chain.errors import DecodeError, InvalidSignature, InvalidTransaction
 from chain.tx import MAX_TX_BYTES, PAYLOAD_TYPES, Deposit, Transaction, Transfer, decode_tx, make_tx
-from tests.chain.test_codec import Pairs, mp
+from tests.harness.codec_vectors import Pairs, mp
 
 ALICE = PrivateKey(bytes(range(32)))
 BOB = PrivateKey(bytes(range(1, 33)))

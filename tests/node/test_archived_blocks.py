@@ -17,14 +17,7 @@ from chain.block import SignedHeader
 from node.ops.service import AdminService
 from node.wire_json import b64
 from state.recovery.audit import JOURNAL_FILE
-from tests.node.test_rpc import (
-    INVALID_PARAMS,
-    NEVER_MS,
-    Live,
-    _req,
-    call_error,
-    live_node,
-)
+from tests.harness.live_node import INVALID_PARAMS, NEVER_MS, Live, _req, call_error, live_node
 
 NOT_FOUND = 1030
 

@@ -46,13 +46,14 @@ from node.client.trust import (
     TrustedHeader,
     TrustRoot,
 )
+from node.dev.local import make_genesis, make_home, running_node
 from node.node import open_node
 from node.serve import run_node
 from node.wire_json import b64, signed_header_json
 from state.params import PARAM_CHAIN
 from state.records import Account
 from state.schema import account_key
-from tests.helpers import REPO, make_genesis, make_home, running_node
+from tests.helpers import REPO
 
 BALANCE = 1_000_000
 WAIT_S = 20

@@ -19,12 +19,12 @@ from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.initial_store import init_store
 from genesis.state import chain_params
+from node.dev.local import make_genesis, make_home
 from node.mempool import Mempool, MempoolReject, RejectCode
 from node.node import Node, open_node
 from state.records import Account
 from state.schema import account_key
 from state.store import Store
-from tests.helpers import make_genesis, make_home
 
 BALANCE = 10**9
 

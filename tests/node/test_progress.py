@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from node.cli.admin_session import progress_line
-from node.ops.replay_runner import ProgressLog
+from node.replay_runner import ProgressLog
 from state.recovery.replay import Progress
 
 

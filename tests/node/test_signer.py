@@ -14,6 +14,7 @@ from chain.block import Block, Header
 from chain.crypto import PrivateKey, sha256
 from chain.merkle import merkle_root
 from chain.tx import Transfer, make_tx
+from node.dev.local import make_genesis, make_home
 from node.errors import NodeError
 from node.keyfile import write_key
 from node.node import open_node
@@ -21,7 +22,6 @@ from node.signer import DoubleSignRefused, Signer
 from state.records import Account
 from state.schema import account_key
 from state.transition import apply_body
-from tests.helpers import make_genesis, make_home
 
 CHAIN = "test-chain"
 

@@ -14,9 +14,9 @@ from chain.crypto import PrivateKey
 from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, make_tx
 from node.client.rpc_client import AsyncRPCClient
 from node.dev.loadgen import LeveragedTraders
+from node.dev.local import make_genesis, make_home, running_node
 from node.wire_json import b64
 from state.records import INSURANCE_ADDRESS
-from tests.helpers import make_genesis, make_home, running_node
 
 BTC = "BTC-USD-PERP"
 USD = 10**6

@@ -21,6 +21,7 @@ from genesis.builder import build_devnet, devnet_markets
 from genesis.format import GenesisMarket, parse_time
 from node.client.admin_client import AdminClient
 from node.client.rpc_client import RPCCallError, RPCClient
+from node.dev.local import GENESIS_TIME, make_genesis, make_home, running_node
 from node.mempool import MempoolReject, RejectCode
 from node.node import Node, open_node
 from node.wire_json import b64
@@ -29,14 +30,9 @@ from state.exchange.markets import get_market_state, put_market_state
 from state.invariants import InvariantViolation
 from state.records import MarketState, market_state_key
 from state.store import Store
-from tests.helpers import (
-    GENESIS_TIME,
-    make_genesis,
-    make_home,
-    rewrite_behind_the_chain,
-    running_node,
-)
-from tests.scenarios.test_incident import USD, Chain, admin_url, order, px
+from tests.harness.exchange import USD, px
+from tests.harness.rpc_chain import Chain, admin_url, order
+from tests.helpers import rewrite_behind_the_chain
 
 BTC = "BTC-USD-PERP"
 

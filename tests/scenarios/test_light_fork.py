@@ -17,10 +17,10 @@ from node.client.admin_client import AdminClient
 from node.client.light import LightClient
 from node.client.rpc_client import AsyncRPCClient, RPCCallError, RPCClient
 from node.client.trust import LightClientError
+from node.dev.local import make_genesis, make_home, running_node
 from node.wire_json import b64
 from state.records import Account
 from state.schema import account_key
-from tests.helpers import make_genesis, make_home, running_node
 
 
 class Proxy:

@@ -13,10 +13,10 @@ from genesis.format import load_genesis
 from genesis.initial_store import init_store
 from node.client.rpc_client import AsyncRPCClient, NodeUnreachable
 from node.dev.loadgen import TransferLoad
+from node.dev.local import make_genesis, make_home, running_node
 from node.wire_json import b64
 from state.store import Store
 from state.transition import import_block
-from tests.helpers import make_genesis, make_home, running_node
 
 
 async def wait_height(client: AsyncRPCClient, height: int, timeout: float = 30) -> int:

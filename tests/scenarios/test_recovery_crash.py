@@ -17,9 +17,9 @@ from chain.tx import Deposit, PlaceOrder, Transfer, make_tx
 from node.client.admin_client import AdminClient
 from node.client.rpc_client import NodeUnreachable, RPCCallError, RPCClient
 from node.config import Home
+from node.dev.local import make_genesis, make_home, running_node
 from node.wire_json import b64
 from state.store import Store
-from tests.helpers import make_genesis, make_home, running_node
 
 BTC = "BTC-USD-PERP"
 USD = 10**6

@@ -12,8 +12,8 @@ from pathlib import Path
 from state.records import MarketState, market_state_key
 from state.schema import STATE
 from state.store import Store
+from tests.harness.exchange import BTC, Exchange, limit, market
 from tests.helpers import REPO
-from tests.state.test_exchange import BTC, Exchange, limit, market
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

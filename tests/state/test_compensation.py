@@ -12,11 +12,8 @@ from state.exchange.margin import account_margin
 from state.records import INSURANCE_ADDRESS
 from state.recovery.archive import Exclusions
 from state.recovery.compensation import build_report, counterfactual, report_id
-from tests.state.test_exchange import START, USD, Exchange, limit, market
-from tests.state.test_liquidation import oracle, px
-from tests.state.test_operator import op_tx
-from tests.state.test_replay import replay_all, system_block
-from tests.state.test_rollback import roll_back
+from tests.harness.exchange import START, USD, Exchange, limit, market, op_tx, oracle, px
+from tests.harness.recovery import replay_all, roll_back, system_block
 
 
 def test_harm_is_paid_exactly_and_only_where_the_interventions_caused_it(

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.tx import Deposit, OraclePrice, PlaceOrder, Transaction
+from chain.tx import Deposit, PlaceOrder
 from state.exchange.book import account_orders
 from state.exchange.liquidation import RISK, RISK_OF, RiskEntries, thresholds
 from state.exchange.margin import Held, account_margin, margin_of
@@ -28,24 +28,19 @@ from state.records import (
     Position,
     initial_state,
 )
-from tests.state.test_exchange import BTC, USD, Exchange, limit, market
-from tests.state.test_funding_step import end_events
+from tests.harness.exchange import (
+    BTC,
+    USD,
+    Exchange,
+    end_events,
+    limit,
+    liq_events,
+    open_long,
+    oracle,
+    px,
+)
 
 ETH = "ETH-USD-PERP"
-
-
-def px(usd: float) -> int:
-    return int(round(usd * 10)) * 100_000
-
-
-def oracle(ex: Exchange, price: int, symbol: str = BTC, dt: int = 1000) -> Transaction:
-    head = ex.store.head()
-    assert head is not None
-    return ex.tx(ex.keys.oracles[0], OraclePrice(symbol, price, head.time + dt))
-
-
-def liq_events(ex: Exchange) -> list[dict[str, str]]:
-    return [e for e in end_events(ex) if e["type"].startswith("liquidation")]
 
 
 def fund(ex: Exchange) -> int:
@@ -61,13 +56,6 @@ def bad_debt(ex: Exchange) -> int:
 
 def risk_keys(ex: Exchange) -> list[bytes]:
     return [k for k, _ in ex.store.iter_state(RISK)]
-
-
-def open_long(ex: Exchange, btc: float) -> None:
-    """Alice rests an ask of ``btc`` at 60,000; Dave buys it at market (taker fee 0.05%)."""
-    ex.block(ex.tx(ex.alice, limit("sell", 60_000, btc)))
-    [r] = ex.block(ex.tx(ex.dave, market("buy", 60_000, btc)))
-    assert r.code == 0, r.log
 
 
 def test_worked_liquidation_with_penalty(ex: Exchange) -> None:

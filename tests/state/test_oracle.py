@@ -14,12 +14,12 @@ from chain.tx import OraclePrice, decode_tx, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.initial_store import init_store
+from node.dev.local import make_genesis
 from node.mempool import Mempool, MempoolReject, RejectCode
 from state.exchange.markets import get_market, get_market_state
 from state.params import load_params
 from state.store import Store
 from state.transition import apply_body
-from tests.helpers import make_genesis
 
 BTC = "BTC-USD-PERP"
 

@@ -7,60 +7,18 @@ from pathlib import Path
 import pytest
 
 from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
-from chain.block import Block, Header, sign_header
+from chain.block import Block
 from chain.errors import InvalidBlock
-from chain.tx import Deposit, Transaction
+from chain.tx import Deposit
 from state.errors import OperationRefused
 from state.meta import next_era
-from state.params import load_params
 from state.records import INSURANCE_ADDRESS
 from state.recovery import pins, rollback
-from state.schema import ARCHIVE, TREE, TX_FATE, archive_key
+from state.schema import ARCHIVE, TX_FATE, archive_key
 from state.store import Store
-from state.transition import apply_body, import_block
-from tests.state.test_exchange import USD, Exchange, limit, market
-
-
-def full_dump(store: Store) -> list[tuple[bytes, bytes]]:
-    """State values and state tree nodes: everything a rollback must restore."""
-    return store.dump_state() + [(k, v) for k, v in store.db.iterator(prefix=TREE)]
-
-
-def trade_blocks(ex: Exchange, n: int) -> None:
-    """``n`` blocks of trading, oracle moves and a liquidation or two."""
-    from tests.state.test_liquidation import oracle, px
-
-    for i in range(n):
-        side = "buy" if i % 2 else "sell"
-        ex.block(ex.tx(ex.alice, limit(side, 60_000 + (50 if side == "sell" else -50), 0.5)),
-                 ex.tx(ex.bob, market("buy" if side == "sell" else "sell", 61_000 if
-                                      side == "sell" else 59_000, 0.2)),
-                 oracle(ex, px(60_000 - 300 * (i % 5))))
-
-
-def certificate(ex: Exchange, plan: rollback.RollbackPlan, reason: str = "test"
-                ) -> bytes:
-    cert = ForkCertificate(ex.g.chain_id, plan.new_era, plan.from_height, plan.to_height,
-                           plan.target.hash, plan.target.state_root, reason)
-    return sign_fork(cert, list(ex.keys.operators), 1).encode()
-
-
-def roll_back(ex: Exchange, to_height: int) -> rollback.RollbackPlan:
-    plan = rollback.plan_rollback(ex.store, to_height)
-    rec = rollback.begin(ex.store, plan, certificate(ex, plan), "test", [], 0)
-    rollback.run(ex.store, rec)
-    return plan
-
-
-def block_in_era(ex: Exchange, era: int, txs: list[Transaction]) -> bytes:
-    head = ex.store.head()
-    assert head is not None
-    params = load_params(ex.store.overlay())
-    out = apply_body(ex.store, params, head.height + 1, head.time + 1000, txs)
-    header = Header(params.chain_id, era, head.height + 1, head.hash, head.time + 1000,
-                    out.tx_root, out.results_root, out.state_root, ex.keys.producer.public_key)
-    return Block(header, sign_header(ex.keys.producer, header), tuple(t.raw for t in txs)
-                 ).encode()
+from state.transition import import_block
+from tests.harness.exchange import USD, Exchange
+from tests.harness.recovery import block_in_era, certificate, full_dump, roll_back, trade_blocks
 
 
 def test_rollback_restores_the_exact_state_and_archives_the_abandoned_blocks(

@@ -10,8 +10,8 @@ from state.meta import fork_certificates
 from state.schema import STATE, account_key
 from state.store import Store
 from state.transition import import_block
-from tests.state.test_exchange import Exchange, limit
-from tests.state.test_rollback import block_in_era, full_dump, roll_back, trade_blocks
+from tests.harness.exchange import Exchange, limit
+from tests.harness.recovery import block_in_era, full_dump, roll_back, trade_blocks
 
 
 def exchange_on(store: Store, like: Exchange) -> Exchange:

@@ -7,19 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from chain.block import Block, Header, sign_header
+from chain.block import Block, sign_header
 from chain.codes import ResultCode
 from chain.errors import InvalidBlock
 from chain.tx import Deposit, Transaction, Transfer, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.initial_store import init_store
+from node.dev.local import make_genesis
 from state.accounts import get_account
 from state.params import load_params
 from state.records import Account
 from state.store import Store
 from state.transition import apply_body, commit, import_block
-from tests.helpers import make_genesis
+from tests.harness.exchange import build
 
 
 @pytest.fixture
@@ -29,22 +30,6 @@ def chain(tmp_path: Path) -> Iterator[tuple[Store, Genesis, DevnetKeys]]:
     init_store(s, g)
     yield s, g, keys
     s.close()
-
-
-def build(store: Store, keys: DevnetKeys, txs: list[Transaction], dt: int = 1000,
-          tamper: dict[str, object] | None = None) -> bytes:
-    """A signed block over ``txs`` on the store's head (not committed)."""
-    head = store.head()
-    assert head is not None
-    params = load_params(store.overlay())
-    out = apply_body(store, params, head.height + 1, head.time + dt, txs)
-    fields = dict(chain_id=params.chain_id, era=0, height=head.height + 1,
-                  prev_hash=head.hash, time=head.time + dt, tx_root=out.tx_root,
-                  results_root=out.results_root, state_root=out.state_root,
-                  producer=keys.producer.public_key)
-    fields.update(tamper or {})
-    header = Header(**fields)  # type: ignore[arg-type]
-    return Block(header, sign_header(keys.producer, header), tuple(t.raw for t in txs)).encode()
 
 
 def run(store: Store, txs: list[Transaction]) -> list[int]:

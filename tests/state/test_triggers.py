@@ -28,8 +28,7 @@ from state.exchange.book import (
 from state.exchange.markets import get_market_state
 from state.store import Store
 from state.transition import import_block
-from tests.state.test_exchange import BTC, BTC_SIZE, START, USD, Exchange, limit, market
-from tests.state.test_funding_step import end_events
+from tests.harness.exchange import BTC, BTC_SIZE, START, USD, Exchange, end_events, limit, market
 
 
 def px(usd: float) -> int:

@@ -14,7 +14,7 @@ from chain.tx import Deposit, Withdraw
 from state import block_end as blockend
 from state.context import TxContext
 from state.overlay import Overlay
-from tests.state.test_exchange import START, USD, Exchange, limit, market
+from tests.harness.exchange import START, USD, Exchange, limit, market
 
 
 def test_withdraw_debits_collateral_and_emits_an_event(ex: Exchange) -> None:
