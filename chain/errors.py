@@ -28,7 +28,15 @@ class AppchainError(Exception):
 
     @property
     def message(self) -> str:
+        """The readable message (subclasses may set a shorter one than ``str(e)``)."""
+        m = self.__dict__.get("_message")
+        if m is not None:
+            return str(m)
         return str(self.args[0]) if self.args else self.reason
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value
 
 
 class ChainError(AppchainError):

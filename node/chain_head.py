@@ -18,7 +18,7 @@ from chain.errors import ChainError
 from genesis.format import Genesis
 from genesis.initial_store import init_store
 from node.config import Home, NodeConfig
-from node.errors import NodeError
+from node.node_error import NodeError
 from node.signer import Signer
 from state import meta
 from state.meta import HaltRecord, ReplayOperation, RollbackOperation, ScheduledHalt

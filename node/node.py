@@ -13,19 +13,19 @@ from typing import Any
 from genesis.format import Genesis, load_genesis
 from node.chain_head import ChainHead
 from node.config import Home, NodeConfig
-from node.errors import NodeError
 from node.intake import Intake
 from node.keyfile import read_key
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
+from node.node_error import NodeError
 from node.producer import Producer
 from node.replay_runner import finish_interrupted_replay
 from node.signer import Signer
-from state.errors import StoreError
 from state.meta import HaltRecord, ScheduledHalt
 from state.params import ChainParams, load_params
 from state.recovery.audit import AuditLog
 from state.store import Head, Store
+from state.store_errors import StoreError
 
 log = logging.getLogger("appchain.node")
 

@@ -23,9 +23,9 @@ from chain.errors import Failure, InvalidBlock
 from chain.tx import Transaction
 from node.chain_head import ChainHead, wall_ms
 from node.config import NodeConfig
-from node.errors import NodeError
 from node.intake import Intake
 from node.metrics import NodeMetrics
+from node.node_error import NodeError
 from node.signer import Signer
 from state.invariants import InvariantViolation
 from state.meta import MetaWrite

@@ -25,12 +25,12 @@ from node.config import Home
 from node.producer import Producer
 from node.testhooks import test_kill_hook
 from state import meta
-from state.errors import OperationRefused
 from state.meta import Fate, ReplayOperation, fork_certificates, replayed_height
 from state.params import ChainParams
 from state.recovery.archive import Exclusions, archived_blocks
 from state.recovery.replay import Progress, begin_record, fates_of, run_replay, summarize
 from state.store import Head, Store
+from state.store_errors import OperationRefused
 from state.transition import BlockOutcome
 
 log = logging.getLogger("appchain.replay")

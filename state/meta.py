@@ -19,8 +19,8 @@ from typing import Any
 from chain.admin import SignedForkCertificate
 from chain.codec import decode, encode
 from state import schema
-from state.errors import OperationRefused
 from state.store import Head, Store
+from state.store_errors import OperationRefused
 
 
 def fork_certificates(store: Store) -> list[SignedForkCertificate]:

@@ -15,9 +15,9 @@ from typing import TypeVar
 from chain.codec import Struct
 from chain.errors import DecodeError
 from state import schema
-from state.errors import CorruptValue
 from state.kv import KVReader
 from state.overlay_walks import MISSING, ORDERED_PREFIXES, OrderedWalks
+from state.store_errors import CorruptValue
 
 T = TypeVar("T", bound=Struct)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from chain.block import Block, SignedHeader
 from chain.stateproof import StateProof
-from state.errors import StoreError
 from state.schema import STATE, TREE
 from state.store import Store
+from state.store_errors import StoreError
 from state.tree import StateTree
 
 

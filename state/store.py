@@ -23,10 +23,10 @@ import plyvel
 from chain.block import Block
 from chain.codec import U64, Bytes32, Struct, decode, encode
 from state import schema
-from state.errors import OperationRefused, StoreError
 from state.kv import KV, KVSnapshot, MemoryKV, ScratchKV
 from state.overlay import Overlay
 from state.overlay_walks import MISSING
+from state.store_errors import OperationRefused, StoreError
 
 
 def decode_local(raw: bytes) -> Any:

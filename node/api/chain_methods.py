@@ -19,7 +19,7 @@ from node.api.exchange_methods import (
     rpc_orders,
     rpc_position,
 )
-from node.api.params import (
+from node.api.rpc_params import (
     COMMIT_TIMEOUT,
     HEXANY,
     INTERNAL_ERROR,
@@ -45,13 +45,13 @@ from node.wire_json import (
     signed_header_json,
 )
 from state import meta
-from state.errors import StoreError
 from state.queries import query_state
 from state.records import (
     MARKET_STATE,
     MarketState,
 )
 from state.recovery.archive import find_era_block
+from state.store_errors import StoreError
 
 Handler = Callable[[Node, Params], Awaitable[Any]]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from node.api.exchange_json import account_exchange_json, orderbook_json, orders_json, position_of
-from node.api.params import (
+from node.api.rpc_params import (
     INVALID_PARAMS,
     NOT_FOUND,
     Params,

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from node.api.chain_methods import METHODS
-from node.api.params import (
+from node.api.rpc_params import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,

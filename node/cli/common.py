@@ -14,8 +14,8 @@ import click
 from chain.errors import ChainError
 from node.client.rpc_client import DEFAULT_NODE, NodeUnreachable, RPCCallError
 from node.config import ConfigError
-from node.errors import NodeError
 from node.keyfile import KeyFileError
+from node.node_error import NodeError
 from node.signer import DoubleSignRefused
 
 F = TypeVar("F", bound=Callable[..., Any])

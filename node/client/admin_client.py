@@ -20,14 +20,17 @@ from chain.admin import (
     sign_fork,
 )
 from chain.crypto import PrivateKey
+from chain.errors import ChainError
 from chain.tx import OperatorCall, make_tx
 from node.client.rpc_client import RPCClient
 
 DEFAULT_ADMIN = "http://127.0.0.1:26659"
 
 
-class OperatorTxFailed(Exception):
+class OperatorTxFailed(ChainError):
     """An operator transaction was committed but failed (its result code is not 0)."""
+
+    reason = "operator_tx_failed"
 
     def __init__(self, result: dict[str, Any]) -> None:
         super().__init__(f"operator transaction {result.get('hash')} in block "

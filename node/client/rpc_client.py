@@ -7,11 +7,15 @@ from typing import Any
 
 import httpx
 
+from chain.errors import AppchainError, ChainError
+
 DEFAULT_NODE = "http://127.0.0.1:26657"
 
 
-class RPCCallError(Exception):
+class RPCCallError(ChainError):
     """The node answered with a JSON-RPC error (``code``, ``message``, ``data``)."""
+
+    reason = "node_refused"
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(f"[{code}] {message}")
@@ -20,8 +24,10 @@ class RPCCallError(Exception):
         self.data = data
 
 
-class NodeUnreachable(Exception):
+class NodeUnreachable(AppchainError):
     """No answer from the node at all (not running, wrong address, timeout)."""
+
+    reason = "node_unreachable"
 
 
 _ids = itertools.count(1)

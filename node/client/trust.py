@@ -24,7 +24,7 @@ CHECKS = ("response", "header_mismatch", "chain_id", "era", "producer", "signatu
 ERA_CHANGE_WITHOUT_CERTIFICATE = "era_change_without_certificate"
 
 
-class LightClientError(Exception):
+class LightClientError(ChainError):
     """The light client refused what the node said. ``check`` names the failed check (one of
     :data:`CHECKS`); ``reason`` refines it where useful (e.g. a proof's reason, or
     ``era_change_without_certificate``) and defaults to ``check``."""

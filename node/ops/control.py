@@ -12,7 +12,7 @@ from chain.errors import ChainError, DecodeError
 from chain.tx import OperatorCall, Transaction, decode_tx
 from node.chain_head import tree_root_problem, wall_ms
 from node.ops.args import bool_arg, int_arg, jsonable, need, only, pin_json, verification_json
-from node.ops.context import OpsContext
+from node.ops.ops_context import OpsContext
 from node.wire_json import result_json
 from state import meta
 from state.exchange.markets import get_market_state

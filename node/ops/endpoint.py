@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chain.admin import AdminRefused
-from node.api.params import (
+from node.api.rpc_params import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,

@@ -22,17 +22,17 @@ from node.ops.args import (
     report_summary,
     write_json,
 )
-from node.ops.context import OpsContext
 from node.ops.control import checked_operator_tx
+from node.ops.ops_context import OpsContext
 from node.replay_runner import ProgressLog
 from node.testhooks import test_kill_hook
-from state.errors import StoreError
 from state.meta import replayed_height
 from state.recovery import pins, rehearsal, rollback, snapshot_file
 from state.recovery.archive import archived_blocks, classify
 from state.recovery.compensation import build_report
 from state.recovery.rehearsal import RehearsalPlan
 from state.recovery.rollback import RollbackPlan
+from state.store_errors import StoreError
 
 
 def _target(ctx: OpsContext, args: dict[str, str]) -> int:

@@ -22,7 +22,7 @@ from node.chain_head import wall_ms
 from node.node import Node
 from node.ops import control, recovery, snapshots
 from node.ops.args import audit_args
-from node.ops.context import Command, OpsContext
+from node.ops.ops_context import Command, OpsContext
 from state import meta
 
 log = logging.getLogger("appchain.admin")

@@ -11,7 +11,7 @@ import trio
 from chain.admin import AdminRefused
 from node.chain_head import wall_ms
 from node.ops.args import need, only, pin_json
-from node.ops.context import OpsContext
+from node.ops.ops_context import OpsContext
 from state.recovery import pins, snapshot_file
 
 

@@ -31,8 +31,8 @@ from typing import Any
 from chain.codec import decode, encode
 from chain.errors import ChainError
 from state import schema
-from state.errors import StoreError
 from state.store import Store
+from state.store_errors import StoreError
 
 log = logging.getLogger("appchain.audit")
 

@@ -51,7 +51,6 @@ from chain.codes import ResultCode
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, Transaction, Withdraw, decode_tx
 from state import schema
-from state.errors import OperationRefused
 from state.exchange.margin import account_margin
 from state.meta import Fate, fork_certificates, replayed_height
 from state.params import load_params
@@ -61,6 +60,7 @@ from state.recovery.divergence import code_name
 from state.recovery.replay import begin_record, fates_of, run_replay
 from state.recovery.rollback import head_at
 from state.store import Head, Store, decode_local
+from state.store_errors import OperationRefused
 from state.transition import BlockOutcome, seal
 
 

@@ -18,8 +18,8 @@ from typing import Annotated
 
 from chain.codec import U64, Bytes32, Length, Struct
 from state import schema
-from state.errors import OperationRefused, StoreError
 from state.store import Head, Store
+from state.store_errors import OperationRefused, StoreError
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

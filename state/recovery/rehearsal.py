@@ -21,7 +21,6 @@ from typing import Any
 
 from chain.crypto import PrivateKey
 from chain.tx import Transaction
-from state.errors import OperationRefused
 from state.meta import Fate
 from state.params import load_params
 from state.recovery import rollback
@@ -29,6 +28,7 @@ from state.recovery.archive import Exclusions
 from state.recovery.compensation import build_report
 from state.recovery.replay import Progress, begin_record, fates_of, run_replay, summarize
 from state.store import Head, Store
+from state.store_errors import OperationRefused
 from state.transition import BlockOutcome, apply_body, seal
 
 

@@ -25,11 +25,11 @@ from chain.block import Block
 from chain.codec import encode
 from chain.crypto import sha256
 from state import schema
-from state.errors import OperationRefused, StoreError
 from state.meta import RollbackOperation, operation, record_operation
 from state.records import POSITION
 from state.recovery.snapshot_file import SnapshotReader, differences
 from state.store import Head, Store, decode_local
+from state.store_errors import OperationRefused, StoreError
 from state.tree import StateTree
 from state.tree_groups import DictNodeStore
 

@@ -34,9 +34,9 @@ from chain.block import Block, SignedHeader
 from chain.codec import decode, encode
 from chain.errors import ChainError
 from state import schema
-from state.errors import OperationRefused, StoreError
 from state.schema import TREE
 from state.store import Head, Store
+from state.store_errors import OperationRefused, StoreError
 from state.tree import StateTree
 from state.tree_groups import DictNodeStore
 

@@ -20,7 +20,7 @@ from chain.block import SignedHeader
 from chain.codec import decode, encode
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, Transfer, make_tx
-from node.api.params import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
+from node.api.rpc_params import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from node.client.rpc_client import RPCCallError
 from node.wire_json import b64
 from tests.harness.live_node import (

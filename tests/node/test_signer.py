@@ -15,9 +15,9 @@ from chain.crypto import PrivateKey, sha256
 from chain.merkle import merkle_root
 from chain.tx import Transfer, make_tx
 from node.dev.local import make_genesis, make_home
-from node.errors import NodeError
 from node.keyfile import write_key
 from node.node import open_node
+from node.node_error import NodeError
 from node.signer import DoubleSignRefused, Signer
 from state.records import Account
 from state.schema import account_key

@@ -197,7 +197,7 @@ def test_a_write_outside_the_blocks_is_refused_by_the_first_block_that_writes_th
 
 async def test_a_node_refuses_to_start_or_resume_on_a_tree_that_is_not_the_heads(
         tmp_path: Path) -> None:
-    from node.errors import NodeError
+    from node.node_error import NodeError
     from state.schema import META_HEAD
 
     node, keys = fast_funding_node(tmp_path)

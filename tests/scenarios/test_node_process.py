@@ -184,8 +184,8 @@ def test_store_behind_last_signed_record_refuses_to_start(tmp_path: Path) -> Non
 
     import pytest
 
-    from node.errors import NodeError
     from node.node import open_node
+    from node.node_error import NodeError
 
     g, keys = make_genesis(accounts=2)
     home = make_home(tmp_path / "node", g, keys.producer)
@@ -200,8 +200,8 @@ async def test_lost_last_signed_record_refuses_to_start_and_produce_is_serialise
         tmp_path: Path) -> None:
     import pytest
 
-    from node.errors import NodeError
     from node.node import open_node
+    from node.node_error import NodeError
 
     g, keys = make_genesis(accounts=2)
     home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=60_000)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from chain.tx import Deposit, Transfer, Withdraw
-from state.errors import OperationRefused
 from state.exchange.margin import account_margin
 from state.records import INSURANCE_ADDRESS
 from state.recovery.archive import Exclusions
 from state.recovery.compensation import build_report, counterfactual, report_id
+from state.store_errors import OperationRefused
 from tests.harness.exchange import START, USD, Exchange, limit, market, op_tx, oracle, px
 from tests.harness.recovery import replay_all, roll_back, system_block
 

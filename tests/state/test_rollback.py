@@ -10,12 +10,12 @@ from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
 from chain.block import Block
 from chain.errors import InvalidBlock
 from chain.tx import Deposit
-from state.errors import OperationRefused
 from state.meta import next_era
 from state.records import INSURANCE_ADDRESS
 from state.recovery import pins, rollback
 from state.schema import ARCHIVE, TX_FATE, archive_key
 from state.store import Store
+from state.store_errors import OperationRefused
 from state.transition import import_block
 from tests.harness.exchange import USD, Exchange
 from tests.harness.recovery import block_in_era, certificate, full_dump, roll_back, trade_blocks

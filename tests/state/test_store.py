@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from state import schema
-from state.errors import StoreError
 from state.records import Account
 from state.store import Head, PendingBlock, Store
+from state.store_errors import StoreError
 
 ZERO = b"\x00" * 32
 

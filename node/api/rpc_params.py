@@ -10,6 +10,7 @@ import re
 import sys
 from typing import Any
 
+from chain.errors import ChainError
 from node.mempool import MempoolReject
 from node.node import Node
 from state.records import (
@@ -49,8 +50,10 @@ HEXANY = re.compile(r"(?:[0-9a-fA-F]{2})+")
 MAX_KEY = 1024
 
 
-class RPCError(Exception):
+class RPCError(ChainError):
     """An error answer: ``code`` and ``message`` go to the client, ``data`` if given."""
+
+    reason = "rpc_error"
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
