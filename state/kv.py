@@ -103,7 +103,8 @@ class _Reader:
             if start is not None or stop is not None:
                 raise TypeError("'prefix' cannot be used together with 'start' or 'stop'")
             start, stop, include_start, include_stop = prefix, increment(prefix), True, False
-        return PlyvelIterator(self.raw_iterator(), start, stop, include_start, include_stop, reverse,
+        return PlyvelIterator(self.raw_iterator(), start, stop, include_start, include_stop,
+                              reverse,
                          include_key, include_value)
 
 

@@ -1,4 +1,6 @@
-"""The chain's JSON-RPC methods: health, status, genesis, blocks, headers and results (live or abandoned, by era), transactions, state queries with proofs, fork certificates, and the broadcast methods, plus the method table the server dispatches on (docs/PROTOCOL.md §9).
+"""The chain's JSON-RPC methods: health, status, genesis, blocks, headers and results (live or
+abandoned, by era), transactions, state queries with proofs, fork certificates, and the
+broadcast methods, plus the method table the server dispatches on (docs/PROTOCOL.md §9).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The exchange's JSON-RPC methods: accounts with margin, positions, orders, order books and markets, each read from one consistent store snapshot.
+"""The exchange's JSON-RPC methods: accounts with margin, positions, orders, order books and
+markets, each read from one consistent store snapshot.
 """
 
 from __future__ import annotations

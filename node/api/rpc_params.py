@@ -1,4 +1,6 @@
-"""Parameters of the public JSON-RPC methods: the error codes, and the parsing of heights, hashes, transactions and eras, strict enough that bad input gets invalid-params, never an internal error (docs/PROTOCOL.md §9).
+"""Parameters of the public JSON-RPC methods: the error codes, and the parsing of heights,
+hashes, transactions and eras, strict enough that bad input gets invalid-params, never an
+internal error (docs/PROTOCOL.md §9).
 """
 
 from __future__ import annotations

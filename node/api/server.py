@@ -1,4 +1,5 @@
-"""The public JSON-RPC server: JSON-RPC 2.0 over HTTP (POST, batches, and the URI form ``GET /<method>?param=...``), served by hypercorn in the node's trio nursery.
+"""The public JSON-RPC server: JSON-RPC 2.0 over HTTP (POST, batches, and the URI form ``GET
+/<method>?param=...``), served by hypercorn in the node's trio nursery.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""How ``appchain admin`` commands reach the node: the admin endpoint (from ``--admin`` or the home's ``data/admin_address``), the operator keys that sign each command, clean refusals, and live progress while a long command runs.
+"""How ``appchain admin`` commands reach the node: the admin endpoint (from ``--admin`` or the
+home's ``data/admin_address``), the operator keys that sign each command, clean refusals,
+and live progress while a long command runs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What every `appchain` command shares: clean errors (``Error: message``, exit status 1) instead of tracebacks, JSON output, the common options and argument parsers.
+"""What every `appchain` command shares: clean errors (``Error: message``, exit status 1)
+instead of tracebacks, JSON output, the common options and argument parsers.
 """
 
 from __future__ import annotations

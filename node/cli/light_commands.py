@@ -1,5 +1,5 @@
-"""``appchain light ...``: verified reads through the light client, which trusts only the genesis file.
-"""
+"""``appchain light ...``: verified reads through the light client, which trusts only the
+genesis file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reads from a node over its RPC: ``status``, ``account``, ``tx-info``, ``orderbook``, ``orders``, ``market``.
+"""Reads from a node over its RPC: ``status``, ``account``, ``tx-info``, ``orderbook``,
+``orders``, ``market``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""``appchain admin`` recovery commands: rollback, cancel-orders, market-mode, replay, rehearse, compensation-report, compensate (docs/OPERATIONS.md §12).
-"""
+"""``appchain admin`` recovery commands: rollback, cancel-orders, market-mode, replay,
+rehearse, compensation-report, compensate (docs/OPERATIONS.md §12)."""
 
 from __future__ import annotations
 

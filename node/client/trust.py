@@ -1,4 +1,6 @@
-"""What a light client trusts and how it extends that trust: the genesis (producer and operator keys, the genesis state root), then signed headers one height at a time, and a new era only through a fork certificate with the operators' threshold (docs/PROTOCOL.md §11).
+"""What a light client trusts and how it extends that trust: the genesis (producer and operator
+keys, the genesis state root), then signed headers one height at a time, and a new era only
+through a fork certificate with the operators' threshold (docs/PROTOCOL.md §11).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from state.recovery import pins, snapshot_file
 from state.recovery.verify import verify_store
 
 
-async def halt_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def halt_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"reason", "at_height"})
     reason = need(args, "reason")
     at = int_arg(args, "at_height")
@@ -38,7 +39,8 @@ async def halt_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) 
             "height": str(node.head.height), "state_root": node.head.state_root.hex()}
 
 
-async def resume_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def resume_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"force"})
     force = bool_arg(args, "force")
     node = ctx.node
@@ -117,7 +119,8 @@ async def maintenance_begin_command(ctx: OpsContext, args: dict[str, str], ops: 
             "snapshot_file": str(ctx.snapshot_path(label)), "state_keys": hdr.keys}
 
 
-async def maintenance_end_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def maintenance_end_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, set())
     node = ctx.node
     if node.halted is None or node.halted.check != "maintenance":
@@ -161,7 +164,8 @@ def checked_operator_tx(ctx: OpsContext, hex_tx: str) -> tuple[Transaction, Admi
     return tx, inner
 
 
-async def operator_tx_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def operator_tx_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     """Commit a signed ``operator`` transaction in a block of its own, now (also while
     halted: selective cancellation and market modes are part of a recovery)."""
     only(args, {"tx"})
@@ -189,7 +193,8 @@ async def operator_tx_command(ctx: OpsContext, args: dict[str, str], ops: list[b
     return out
 
 
-async def audit_log_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def audit_log_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"after", "limit"})
     after = int_arg(args, "after") or 0
     limit = min(int_arg(args, "limit") or 100, 1000)

@@ -52,7 +52,8 @@ def _target(ctx: OpsContext, args: dict[str, str]) -> int:
     return h
 
 
-async def rollback_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def rollback_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"to_height", "to_snapshot", "dry_run", "reason", "certificate"})
     dry = bool_arg(args, "dry_run")
     node = ctx.node
@@ -148,7 +149,8 @@ def _check_certificate(ctx: OpsContext, hex_cert: str, plan: RollbackPlan,
     return raw
 
 
-async def replay_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def replay_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"from_era", "exclude_tx", "exclude_sender", "exclude_type", "dry_run"})
     node = ctx.node
     era = int_arg(args, "from_era")
@@ -193,7 +195,8 @@ async def replay_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
             "dropped": [t for t in out["transactions"] if t["fate"] == "dropped"][:100]}
 
 
-async def rehearse_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def rehearse_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     """The whole recovery (rollback, operator transactions, replay, compensation report)
     in a scratch copy: nothing of the chain changes (state/rehearsal.py)."""
     only(args, {"to_height", "to_snapshot", "reason", "certificate", "operator_txs",

@@ -15,7 +15,8 @@ from node.ops.ops_context import OpsContext
 from state.recovery import pins, snapshot_file
 
 
-async def snapshot_create_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def snapshot_create_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"label"})
     label = need(args, "label")
     async with ctx.node.producer.exclusive():  # pin a committed head, never a moving one
@@ -23,13 +24,15 @@ async def snapshot_create_command(ctx: OpsContext, args: dict[str, str], ops: li
     return {"summary": f"snapshot {label} at height {pin.height}", **pin_json(pin)}
 
 
-async def snapshot_list_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def snapshot_list_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, set())
     found = [pin_json(p) for p in pins.list_pins(ctx.store)]
     return {"summary": f"{len(found)} snapshot(s)", "snapshots": found}
 
 
-async def snapshot_show_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def snapshot_show_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"label"})
     label = need(args, "label")
     pin = pins.get_pin(ctx.store, label)
@@ -38,13 +41,15 @@ async def snapshot_show_command(ctx: OpsContext, args: dict[str, str], ops: list
     return {"summary": f"snapshot {label}", **pin_json(pin)}
 
 
-async def snapshot_delete_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def snapshot_delete_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"label"})
     pin = pins.delete_pin(ctx.store, need(args, "label"))
     return {"summary": f"deleted snapshot {pin.label}", **pin_json(pin)}
 
 
-async def snapshot_export_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]) -> dict[str, Any]:
+async def snapshot_export_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
+        ) -> dict[str, Any]:
     only(args, {"label", "path"})
     label = need(args, "label")
     pin = pins.get_pin(ctx.store, label)

@@ -207,8 +207,8 @@ class SnapshotReader:
         for obj in self._u:
             if isinstance(obj, dict):
                 if obj.get("count") != n or obj.get("sha256") != digest.digest():
-                    raise SnapshotFileError(f"{self.path}: count or digest does not match: the file "
-                                     "is truncated or damaged")
+                    raise SnapshotFileError(f"{self.path}: count or digest does not match: "
+                                            "the file is truncated or damaged")
                 return
             try:
                 k, v = bytes(obj[0]), bytes(obj[1])
@@ -231,8 +231,8 @@ def check_file(path: Path, producer: bytes | None = None) -> tuple[SnapshotHeade
         pairs = list(r.pairs())
         root = StateTree(DictNodeStore()).apply(pairs)
         if root != r.header.state_root:
-            raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, the header "
-                             f"says {r.header.state_root.hex()}")
+            raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, "
+                                    f"the header says {r.header.state_root.hex()}")
         return r.header, len(pairs)
 
 
@@ -278,7 +278,8 @@ def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
     tree = store.overlay(TREE)
     root = StateTree(tree).apply(state.changes())
     if root != hdr.state_root:
-        raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, the header says "
-                         f"{hdr.state_root.hex()}; nothing was written")
+        raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, "
+                                f"the header says {hdr.state_root.hex()}; nothing was "
+                                "written")
     store.init_genesis(genesis_hash, chain_id, (state, tree), hdr.head())
     return hdr

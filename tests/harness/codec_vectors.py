@@ -1,4 +1,5 @@
-"""Hand-built msgpack bytes for codec tests: maps in a given key order, duplicates kept, so non-canonical forms can be written on purpose.
+"""Hand-built msgpack bytes for codec tests: maps in a given key order, duplicates kept, so
+non-canonical forms can be written on purpose.
 """
 
 from __future__ import annotations

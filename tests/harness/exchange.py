@@ -1,4 +1,5 @@
-"""An in-process chain with the devnet markets, one block per call, and the order, oracle and operator transactions the state tests build blocks from.
+"""An in-process chain with the devnet markets, one block per call, and the order, oracle and
+operator transactions the state tests build blocks from.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A producing node served on loopback inside the test's trio run, with an RPC client, and the JSON-RPC error codes tests compare against.
+"""A producing node served on loopback inside the test's trio run, with an RPC client, and the
+JSON-RPC error codes tests compare against.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Recovery at the store level, as the node does it: trading blocks to roll back, a signed fork certificate, rollback, blocks in a new era, and replay sealed with the producer key.
+"""Recovery at the store level, as the node does it: trading blocks to roll back, a signed fork
+certificate, rollback, blocks in a new era, and replay sealed with the producer key.
 """
 
 from __future__ import annotations

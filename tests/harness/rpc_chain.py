@@ -1,4 +1,5 @@
-"""A chain driven over a live node's RPC: commit transactions with the sender's next nonce, read block events, and reach the admin endpoint.
+"""A chain driven over a live node's RPC: commit transactions with the sender's next nonce,
+read block events, and reach the admin endpoint.
 """
 
 from __future__ import annotations

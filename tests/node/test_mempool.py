@@ -434,8 +434,8 @@ async def test_overlapping_commit_waits_all_learn_the_commit(
     t = make_tx(a, n.params.chain_id, 0, Transfer(b.public_key, 1))
     results: dict[str, object] = {}
 
-    async def wait(name: str, timeout: float) -> None:
-        results[name] = (await n.intake.submit_and_wait(t.raw, timeout))[1]
+    async def wait(name: str, wait_s: float) -> None:
+        results[name] = (await n.intake.submit_and_wait(t.raw, wait_s))[1]
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -443,7 +443,7 @@ async def test_overlapping_commit_waits_all_learn_the_commit(
             await trio.sleep(0.01)
             nursery.start_soon(wait, "long", 5)
             with trio.fail_after(5):
-                while "short" not in results:
+                while "short" not in results:  # noqa: ASYNC110 - a bounded poll of a task
                     await trio.sleep(0.01)
             assert results["short"] is None
             await n.produce_block()

@@ -33,8 +33,8 @@ async def commit(c: AsyncRPCClient, chain_id: str, key: PrivateKey, payload: Pay
 
 async def next_block(c: AsyncRPCClient) -> None:
     h0 = int((await c.call("status"))["sync_info"]["latest_block_height"])
-    while int((await c.call("status"))["sync_info"]["latest_block_height"]) <= h0:
-        await trio.sleep(0.02)
+    while int((await c.call("status"))["sync_info"]["latest_block_height"]) <= h0:  # noqa: ASYNC110
+        await trio.sleep(0.02)  # polling another process's RPC: no event to wait on
 
 
 def attrs(e: dict[str, Any]) -> dict[str, str]:

@@ -19,8 +19,8 @@ from state.store import Store
 from state.transition import import_block
 
 
-async def wait_height(client: AsyncRPCClient, height: int, timeout: float = 30) -> int:
-    with trio.fail_after(timeout):
+async def wait_height(client: AsyncRPCClient, height: int, within_s: float = 30) -> int:
+    with trio.fail_after(within_s):
         while True:
             st = await client.call("status")
             h = int(st["sync_info"]["latest_block_height"])
