@@ -3,7 +3,7 @@
 Builds ``--positions`` open positions on BTC-USD-PERP (half long, half short, one account
 each, 0.1 BTC opened at the 60,000 USD oracle price, leverage spread uniformly between 2x and
 19x) directly in a real LevelDB state (written in one batch, with each account's at-risk
-index entry computed by ``state.liquidation.reindex``: the bench does not replay 100,000
+index entry computed by ``state.exchange.liquidation.reindex``: the bench does not replay 100,000
 orders through the producer, bench/orders.py measures that path). Then, for each scenario,
 the oracle price moves (down, so longs are at risk) to where exactly ``L`` accounts fall
 below maintenance, and the end-of-block liquidation step (``process_liquidations``) runs on

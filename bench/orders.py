@@ -60,7 +60,7 @@ from chain.block import TxResult  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
 from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx
 from node.dev.local import make_genesis, make_home  # noqa: E402
-from node.node import open_node
+from node.node import Node, open_node
 
 TARGET_OPS = 5_000
 TARGET_RATIO = 0.2
@@ -184,12 +184,13 @@ def mixed_orders(signer: Signer, rng: random.Random, n: int, cancellable: list[t
     return raws, kinds
 
 
-def tally(node, first: int, last: int) -> tuple[Counter[str], list[tuple[int, bytes, int]]]:
+def tally(node: Node, first: int, last: int) -> tuple[Counter[str], list[tuple[int, bytes, int]]]:
     """Counts over blocks ``first..last`` and every (order id, owner, level) that rested."""
     c: Counter[str] = Counter()
     rested: list[tuple[int, bytes, int]] = []
     for h in range(first, last + 1):
         blk = node.store.block(h)
+        assert blk is not None  # h is at or below the committed head
         results = node.store.results(h) or []
         for tx_raw, res_raw in zip(blk.txs, results, strict=False):
             tx = decode_tx(tx_raw)

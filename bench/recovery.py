@@ -2,10 +2,11 @@
 
 For each state size (``--accounts``, default 100,000 and 1,000,000 funded accounts) a store is
 built from a genesis in a temporary folder (``init_store``: the state tree in bulk), a
-snapshot pin is created (``state.pins.create_pin``), then ``--blocks`` blocks of transfers are
-produced on top of it: each block is applied (``apply_body``), its header signed by the
-producer and committed (``commit``: one ``WriteBatch(transaction=True, sync=True)`` with its
-undo record), as the producer does. The store runs with ``sync=True`` throughout, like a node.
+snapshot pin is created (``state.recovery.pins.create_pin``), then ``--blocks`` blocks of
+transfers are produced on top of it: each block is applied (``apply_body``), its header signed
+by the producer and committed (``commit``: one ``WriteBatch(transaction=True, sync=True)``
+with its undo record), as the producer does. The store runs with ``sync=True`` throughout,
+like a node.
 
 The blocks' content is identical at every size: the same pre-signed transfers (same keys,
 nonces, amounts, block times) among ``--active`` accounts that exist at every size (the other
@@ -34,13 +35,13 @@ Measured per size:
     (then fsync every copied file), and later restore it (``rmtree`` the live directory,
     ``copytree`` the copy back, fsync).
 (e) replay throughput: after the rollback, every abandoned block is replayed as the producer
-    does (``state.replay.assemble``: decode, signatures checked on every core, apply with the
-    original block time; then signed and committed), and the head must come back to the
+    does (``state.recovery.replay.assemble``: decode, signatures checked on every core, apply
+    with the original block time; then signed and committed), and the head must come back to the
     pre-rollback state root. Baseline in the same run: normal production of the same blocks,
     i.e. the time the blocks took to build (apply, sign, commit) plus the time to check the
     same signatures on every core (what the mempool does before a block is built). Target:
     replay rate >= 0.7 of the production rate.
-(f) rehearsal (``state.rehearsal.rehearse``, what ``admin rehearse`` runs): before the real
+(f) rehearsal (``state.recovery.rehearsal.rehearse``, what ``admin rehearse`` runs): before the real
     rollback, the whole recovery to the pin (rollback, replay, compensation report with its
     counterfactual: a second rewind and replay) in a scratch copy-on-write layer over a
     snapshot of the store; the store must be byte for byte unchanged afterwards (state and
@@ -51,7 +52,7 @@ After the rollback the bench checks that the head is the pinned block (height, h
 root), that the stored tree's root is the pin's state root, and that the state (``s``) and
 state tree (``n``) keyspaces are byte for byte what they were at the pin (count + SHA-256 of
 every key and value, taken right after the pin). ``--verify-root`` also recomputes the root
-from the raw state (``state.verify.verify_store``, O(state)). After the naive restore the
+from the raw state (``state.recovery.verify.verify_store``, O(state)). After the naive restore the
 reopened store's head must be the pin's head.
 
 Usage: .venv/bin/python bench/recovery.py [--accounts 100000 1000000] [--blocks 1000]

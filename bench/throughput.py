@@ -33,7 +33,7 @@ import trio.lowlevel
 from chain.tx import Transfer, make_tx
 from node.dev.local import make_genesis, make_home  # noqa: E402
 from node.mempool import MempoolReject  # noqa: E402
-from node.node import open_node
+from node.node import Node, open_node
 
 TARGET_TPS = 10_000
 TARGET_RATIO = 0.35
@@ -62,7 +62,7 @@ def verify_rate(raws: list[bytes]) -> float:
     return len(items) / (time.perf_counter() - t0)
 
 
-async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]:
+async def run_pipeline(node: Node, raws: list[bytes], chunk: int) -> tuple[float, int]:
     """Admit in chunks while the producer commits blocks; returns (seconds, committed)."""
     total = len(raws)
     committed = 0

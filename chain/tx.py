@@ -195,7 +195,8 @@ class OperatorCall(Payload):
     """An operator command the state machine executes (selective order cancellation, market
     modes, compensation payments). ``envelope`` is a canonical ``AdminEnvelope``
     (chain/admin.py) that at least the genesis threshold of operators signed; the
-    transaction's own sender must be a genesis operator too (state/operator.py)."""
+    transaction's own sender must be a genesis operator too
+    (state/exchange/operator_commands.py)."""
 
     TYPE: ClassVar[str] = "operator"
     envelope: Annotated[bytes, Length(1, MAX_ENVELOPE_BYTES)]

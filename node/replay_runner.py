@@ -4,7 +4,7 @@ The operation is recorded (``m`` + ``op``, kind ``replay``) before its first blo
 replayed block is committed in ONE batch together with the fate of every transaction of the
 abandoned block it replaces (``m`` + ``fate/`` + tx hash) and the advanced record; the last
 block also removes the record. After a crash the node finishes the replay when it opens
-(node/node.py): replay is deterministic (state/recovery/replay.py), so the block it rebuilds
+(node/chain_head.py): replay is deterministic (state/recovery/replay.py), so the block it rebuilds
 for the interrupted step is the one the producer may already have signed, and the
 last-signed record accepts it. Progress is logged and kept on the node for
 ``admin_progress``.

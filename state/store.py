@@ -21,7 +21,7 @@ import msgpack
 import plyvel
 
 from chain.block import Block
-from chain.codec import U64, Bytes32, Struct, decode, encode
+from chain.codec import U64, Bytes32, Struct, encode
 from state import schema
 from state.kv import KV, KVSnapshot, MemoryKV, ScratchKV
 from state.overlay import Overlay
@@ -276,18 +276,6 @@ class Store:
         """Uncommitted writes over one keyspace: state values, or state tree nodes."""
         return Overlay(self.db, keyspace)
 
-    def halt_record(self) -> dict[str, Any] | None:
-        """Why and since when production is halted, or None."""
-        raw = self.db.get(schema.META_HALT)
-        return None if raw is None else dict(decode(raw))
-
-    def set_halt(self, record: dict[str, Any] | None) -> None:
-        """Record (or with None, clear) a halt; durable before it returns."""
-        if record is None:
-            self.db.delete(schema.META_HALT, sync=True)
-        else:
-            self.db.put(schema.META_HALT, encode(record), sync=True)
-
     def prune_undo(self, below: int, max_records: int = 64) -> int:
         """Delete up to ``max_records`` undo records of heights below ``below`` (oldest
         first), in one batch; returns how many. Idempotent: a crash just leaves some for the
@@ -325,6 +313,20 @@ class Store:
                     if v is not None:
                         wb.put(ov.keyspace + k, v)
             wb.put(schema.META_HEAD, head.encode())
+
+    def commit_writes(self, changes: Sequence[tuple[bytes, bytes | None]],
+                      head: Head | None = None) -> None:
+        """Apply raw key writes (None deletes) in ONE batch, in order, and with ``head`` move
+        the head with them: a rollback step, a snapshot restore, a scratch copy rewound.
+        With :meth:`init_genesis` and :meth:`commit_block` the only writers of the head."""
+        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+            for k, v in changes:
+                if v is None:
+                    wb.delete(k)
+                else:
+                    wb.put(k, v)
+            if head is not None:
+                wb.put(schema.META_HEAD, head.encode())
 
     def commit_block(self, overlays: Sequence[Overlay], pending: PendingBlock,
                      extra_meta: Sequence[tuple[bytes, bytes | None]] = ()) -> None:

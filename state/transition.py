@@ -45,7 +45,7 @@ class BlockOutcome:
 
 def check_linkage(head: Head, header: Header, params: ChainParams, era: int) -> None:
     """Header rules that need only the previous head, the chain parameters and the era the
-    next block must carry (``head.era``, or a new era after a rollback: state/rollback.py
+    next block must carry (``head.era``, or a new era after a rollback: state/meta.py
     ``next_era``)."""
     if header.chain_id != params.chain_id:
         raise InvalidBlock(f"block for chain {header.chain_id!r}, expected {params.chain_id!r}")

@@ -1,4 +1,4 @@
-"""Rendering the compensation report (state/compensation.py) for operators: CSV and a table.
+"""The compensation report (state/recovery/compensation.py) for operators: CSV and a table.
 
 The report itself is computed by the node (``admin compensation-report``); the CLI writes it
 as JSON and CSV and prints the table. Operators review (and may edit) the amounts before

@@ -77,8 +77,8 @@ class AdminClient:
         return self.send(self.envelope(command, args or {}))
 
     def signed_operator_tx(self, command: str, args: dict[str, str]) -> bytes:
-        """The raw ``operator`` transaction (state/operator.py) of a command: signed by
-        every key, sent by the first key with its next nonce."""
+        """The raw ``operator`` transaction (state/exchange/operator_commands.py) of a
+        command: signed by every key, sent by the first key with its next nonce."""
         env = self.envelope(command, args)
         sender = self.keys[0]
         nonce = int(self.rpc.call("admin_info", address=sender.public_key.hex())["next_nonce"])

@@ -102,7 +102,7 @@ async def maintenance_begin_command(ctx: OpsContext, args: dict[str, str], ops: 
                                f"chain is halted: {report.problems}")
         label = f"pre-maintenance-{node.head.height}"
         # The state itself, not only its root: a write that bypasses the blocks during
-        # the window cannot be undone from undo records (state/snapshot_file.py).
+        # the window cannot be undone from undo records (state/recovery/snapshot_file.py).
         # Written first: if it fails, nothing else has changed.
         try:
             hdr = await trio.to_thread.run_sync(snapshot_file.export, ctx.store,

@@ -198,7 +198,7 @@ async def replay_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
 async def rehearse_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
         ) -> dict[str, Any]:
     """The whole recovery (rollback, operator transactions, replay, compensation report)
-    in a scratch copy: nothing of the chain changes (state/rehearsal.py)."""
+    in a scratch copy: nothing of the chain changes (state/recovery/rehearsal.py)."""
     only(args, {"to_height", "to_snapshot", "reason", "certificate", "operator_txs",
                  "exclude_tx", "exclude_sender", "exclude_type"})
     node = ctx.node

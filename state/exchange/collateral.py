@@ -67,7 +67,7 @@ def apply_settlement(view: Overlay, owner: bytes, s: Settlement) -> None:
 def withdraw(view: Overlay, tx: Transaction, margin_touched: set[bytes]) -> list[Event]:
     """Debit the sender's collateral; refused if the balance is short, or if the account
     holds positions and its equity after the debit is below their initial margin. A sender
-    with positions is added to ``margin_touched`` (see state/liquidation.py)."""
+    with positions is added to ``margin_touched`` (see state/exchange/liquidation.py)."""
     p = cast(Withdraw, tx.payload)
     acct = get_account(view, tx.sender)
     if acct.balance < p.amount:

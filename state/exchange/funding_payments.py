@@ -1,7 +1,7 @@
 """End-of-block funding: sample the premium, and at each funding interval move the index.
 
 Per market, each block whose book has both a best bid and a best ask adds one premium sample
-``(mid − oracle) / oracle`` in ppb (state/funding.py). When the block time reaches
+``(mid − oracle) / oracle`` in ppb (state/exchange/funding.py). When the block time reaches
 ``funding_time + funding_interval``, the rate is the average of the samples since the last
 payment, clamped to ``± max_funding_rate_ppb``; the index moves by ONE interval's worth of
 that rate at the current oracle price, ``funding_time`` advances by the whole intervals

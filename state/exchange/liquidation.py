@@ -1,11 +1,11 @@
 """End-of-block liquidations, found through an at-risk index instead of a scan of positions.
 
-Runs last in the block (state/blockend.py), after funding and take-profit / stop-loss, so it
+Runs last in the block (state/block_end.py), after funding and take-profit / stop-loss, so it
 sees the block's final oracle prices and funding indices.
 
 **Which accounts are liquidated.** An account is liquidatable when its equity (collateral +
 unrealized PnL + unsettled funding, at oracle prices) is below its total maintenance
-requirement (state/margin.py). It is liquidated only if every market it holds a position in
+requirement (state/exchange/margin.py). It is liquidated only if every market it holds a position in
 is *eligible*: not ``paused``, not waiting for fresh oracle updates after a reopening
 (``liquidation_wait`` is 0), and its oracle price was observed at most the market's
 ``oracle_max_age_ms`` before the block time (a stale price never liquidates anyone). An

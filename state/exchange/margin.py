@@ -68,7 +68,7 @@ def equity(
     """Collateral + unrealized PnL of every position at its price + unsettled funding.
 
     ``unsettled_funding`` is the sum of the ``collateral_delta`` that settling each position
-    would give (state/funding.py ``settle``: floored, so also conservative).
+    would give (state/exchange/funding.py ``settle``: floored, so also conservative).
     """
     return collateral + sum(unrealized_pnl(p, px) for p, px in positions_with_prices) + (
         unsettled_funding
@@ -190,7 +190,7 @@ class AccountMargin:
     """An account's cross-margin figures at oracle prices (docs/PROTOCOL.md §5).
 
     ``equity = collateral + unrealized PnL + unsettled funding``; each term rounded against
-    the account (PnL and funding floored, requirements ceiled: state/margin.py).
+    the account (PnL and funding floored, requirements ceiled: state/exchange/margin.py).
     """
 
     collateral: int

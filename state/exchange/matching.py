@@ -3,10 +3,10 @@ take-profit / stop-loss on the trigger index), cancel one, cancel all of an acco
 withdraw collateral.
 
 The matching walk is ``execute_taker``: ``place_order`` and the end-of-block trigger step
-(state/triggers.py) run the same code.
+(state/exchange/triggers.py) run the same code.
 
 Collateral is the account's settlement balance (``Account.balance``). Every fill settles
-both positions' funding first, then applies the fill (state/positions.py) at the maker's
+both positions' funding first, then applies the fill (state/exchange/positions.py) at the maker's
 price; fees go to the fee pool. Open interest is kept per market (long side == short side).
 
 Margin rules (a first, simple version, documented in docs/PROTOCOL.md):
@@ -138,7 +138,8 @@ if [f.name for f in fields(Order)] != ["owner", "id", "market", "side", "kind", 
             "oracle_price", "oracle_time", "funding_index", "funding_time", "premium_sum_ppb",
             "premium_samples", "open_interest_long", "open_interest_short", "mode",
             "price_band_ppm", "liquidation_wait"]:
-    raise TypeError("state/exchange.py: update _resized / _with_open_interest to the fields")
+    raise TypeError(
+        "state/exchange/matching.py: update _resized / _with_open_interest to the fields")
 
 
 def _crosses(side: str, limit: int, resting_price: int) -> bool:
@@ -155,7 +156,7 @@ def execute_taker(view: Overlay, market: Market, owner: bytes, side: str, limit:
     cancellations, in walk order). Raises ``ExecutionFailure`` (the caller reverts) if a
     post-only order would cross, the taker cannot pay a fill, or the taker's exposure grew
     and its equity is below its initial margin. Used by ``order`` transactions and by the
-    end-of-block trigger step (state/triggers.py).
+    end-of-block trigger step (state/exchange/triggers.py).
     """
     st = get_market_state(view, market.symbol)
     if st is None:
@@ -216,7 +217,7 @@ def place_order(view: Overlay, height: int, tx_index: int, tx: Transaction
                 ) -> list[Event]:
     """Validate, match and (for GTC / post-only) rest one order; store a take-profit /
     stop-loss on the trigger index without matching it. The order is ``(sender, nonce)``
-    (state/orderbook.py); ``height`` and ``tx_index`` give only its time priority."""
+    (state/exchange/book.py); ``height`` and ``tx_index`` give only its time priority."""
     p = cast(PlaceOrder, tx.payload)
     market = get_market(view, p.market)
     st = get_market_state(view, p.market)

@@ -1,8 +1,8 @@
 """End-of-block take-profit / stop-loss: fire every order whose trigger the oracle has reached.
 
-Runs right after funding (state/blockend.py). For each market in symbol order (``mkt/`` key
+Runs right after funding (state/block_end.py). For each market in symbol order (``mkt/`` key
 order) whose mode is ``active``, with ``P`` = the market's oracle price at the end of the
-block, walk ``trig/`` + symbol + ``/u`` then ``/d`` (state/orderbook.py) from the first key:
+block, walk ``trig/`` + symbol + ``/u`` then ``/d`` (state/exchange/book.py) from the first key:
 
 * ``u`` (a sell take-profit, a buy stop-loss) fires when ``P >= trigger``;
 * ``d`` (a buy take-profit, a sell stop-loss) fires when ``P <= trigger``.

@@ -10,7 +10,7 @@ and replay *without* those operator blocks, computed in a scratch copy of the st
     harm = equity on the counterfactual − equity on the recovered chain
 
 both measured right after the block that replays the last abandoned block (equity =
-collateral + unrealized PnL at the oracle + unsettled funding, state/exchange.py). Only
+collateral + unrealized PnL at the oracle + unsettled funding, state/exchange/margin.py). Only
 positive harm is paid (``compensation = max(0, harm)``). The abandoned fork never enters the
 sum: a gain that existed only there (a maker's windfall from a zeroed funding index) is not
 owed to anyone, so it is never paid.
@@ -35,7 +35,7 @@ Listed apart, because money does not measure them:
   the report never leaves them out.
 
 Deterministic: the same store gives the same report and the same ``id``, which is how a
-rehearsal (state/rehearsal.py) predicts the real run's report exactly.
+rehearsal (state/recovery/rehearsal.py) predicts the real run's report exactly.
 """
 
 from __future__ import annotations
@@ -97,15 +97,9 @@ def rewound(store: Store, height: int) -> Store:
         for k, v in undo["prior"]:
             prior[k] = v  # lower heights come later: their prior wins
         prev = undo["prev_head"]
-    with scratch.db.write_batch(transaction=True) as wb:
-        for k, v in prior.items():
-            if v is None:
-                wb.delete(k)
-            else:
-                wb.put(k, v)
-        for h in range(head.height, height, -1):
-            wb.delete(schema.block_key(h))
-        wb.put(schema.META_HEAD, head_at(scratch, height, prev).encode())
+    writes = list(prior.items()) + [(schema.block_key(h), None)
+                                    for h in range(head.height, height, -1)]
+    scratch.commit_writes(writes, head_at(scratch, height, prev))
     return scratch
 
 

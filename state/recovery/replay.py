@@ -1,6 +1,6 @@
 """Replay: re-execute the user transactions of abandoned blocks on the restored state.
 
-The abandoned blocks of an era are in the archive (state/rollback.py). Replay takes them in
+The abandoned blocks of an era are in the archive (state/recovery/archive.py). Replay takes them in
 height order and, for each, builds ONE new block with the same block time (so funding and
 liquidations see the same clock; if the restored head is already at or past that time, one
 millisecond after the head), holding the block's transactions in their original order.
@@ -176,7 +176,7 @@ def summarize(fates: Sequence[Fate]) -> dict[str, Any]:
 Commit = Callable[[list[Transaction], int, list[tuple[bytes, bytes | None]], BlockOutcome],
                   Head]
 """Sign and commit one replayed block: ``(txs, time, extra metadata, outcome) -> new head``.
-The producer passes its own (node/replay.py); a rehearsal commits into its scratch store."""
+The producer passes its own (node/replay_runner.py); a rehearsal commits into its scratch store."""
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def begin(store: Store, plan: RollbackPlan, certificate: bytes, reason: str,
           operators: list[bytes], started_ms: int,
           restore_file: str | None = None) -> RollbackOperation:
     """Record the rollback (durably) before any block is undone. With ``restore_file`` (a
-    snapshot file of the target height, state/snapshot_file.py), the last step also makes
+    snapshot file of the target height, state/recovery/snapshot_file.py), the last step also makes
     the state equal to the file: writes that bypassed the blocks are undone too."""
     if operation(store) is not None:
         raise OperationRefused("another recovery operation is in progress")
@@ -222,39 +222,32 @@ def step(store: Store, record: RollbackOperation, max_blocks: int = CHUNK_BLOCKS
         if read >= CHUNK_BYTES or head.height - h >= max_blocks:
             break
     prev = head_at(store, h, prev_raw)
-    prev_raw = prev.encode()
     era_abandoned = record.era
-    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
-        # The abandoned head's accounts and positions, for the compensation report: the
-        # first chunk that touches a key still sees its value at the abandoned head.
-        for k in prior:
-            if _owner(k) is not None:
-                zk = schema.abandoned_key(era_abandoned, k[len(schema.STATE):])
-                if store.db.get(zk) is None:
-                    wb.put(zk, encode([store.db.get(k)]))
-        for k, v in prior.items():
-            if v is None:
-                wb.delete(k)
-            else:
-                wb.put(k, v)
-        for k in deletes:
-            wb.delete(k)
-        for k, v in archive:
-            wb.put(k, v)
-        wb.put(schema.META_HEAD, prev_raw)
-        if prev.height == to_height and not record.restore_file:
-            _finish(record, wb)
+    writes: list[tuple[bytes, bytes | None]] = []
+    # The abandoned head's accounts and positions, for the compensation report: the first
+    # chunk that touches a key still sees its value at the abandoned head.
+    for k in prior:
+        if _owner(k) is not None:
+            zk = schema.abandoned_key(era_abandoned, k[len(schema.STATE):])
+            if store.db.get(zk) is None:
+                writes.append((zk, encode([store.db.get(k)])))
+    writes += prior.items()
+    writes += [(k, None) for k in deletes]
+    writes += archive
+    if prev.height == to_height and not record.restore_file:
+        writes += _finish(record)
+    store.commit_writes(writes, prev)
     return prev
 
 
-def _finish(record: RollbackOperation, wb: Any) -> None:
+def _finish(record: RollbackOperation) -> list[tuple[bytes, bytes | None]]:
     """The last writes of a rollback (in its last batch): the new era's certificate, the
     careful-reopening marker, the operation record removed."""
-    wb.put(schema.fork_key(record.new_era), record.certificate)
     # Markets must reopen carefully (node/ops/control.py resume), also when this last step ran
     # at startup after a crash.
-    wb.put(schema.META_REOPEN, str(record.new_era).encode())
-    wb.delete(schema.META_OP)
+    return [(schema.fork_key(record.new_era), record.certificate),
+            (schema.META_REOPEN, str(record.new_era).encode()),
+            (schema.META_OP, None)]
 
 
 def restore_step(store: Store, record: RollbackOperation) -> Head:
@@ -284,18 +277,8 @@ def restore_step(store: Store, record: RollbackOperation) -> Head:
             StateTree(fresh).apply(r.pairs())
         tree_writes = [(k, None) for k, _ in store.db.iterator(prefix=schema.TREE)]
         tree_writes += [(schema.TREE + k, v) for k, v in sorted(fresh.data.items())]
-    with store.db.write_batch(transaction=True, sync=store.sync) as wb:
-        for k, v in diff:
-            if v is None:
-                wb.delete(schema.STATE + k)
-            else:
-                wb.put(schema.STATE + k, v)
-        for k, v in tree_writes:
-            if v is None:
-                wb.delete(k)
-            else:
-                wb.put(k, v)
-        _finish(record, wb)
+    writes: list[tuple[bytes, bytes | None]] = [(schema.STATE + k, v) for k, v in diff]
+    store.commit_writes(writes + tree_writes + _finish(record))
     return head
 
 

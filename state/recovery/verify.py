@@ -94,7 +94,7 @@ def verify_store(store: Store) -> VerifyReport:
 
 
 def _check_risk_index(state: list[tuple[bytes, bytes]], report: VerifyReport) -> None:
-    """The liquidation index (state/liquidation.py) covers every open position exactly:
+    """The liquidation index (state/exchange/liquidation.py) covers every open position exactly:
     each account with positions has its ``lqa/`` record naming one ``liq/`` key per open
     position, and no ``liq/`` key exists that no record names."""
 

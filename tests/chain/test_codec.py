@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.block import Attr, Block, Event, Header, TxResult
-from chain.codec import decode, encode
+from chain.codec import Struct, decode, encode
 from chain.errors import DecodeError
 from tests.harness.codec_vectors import Pairs, mp
 
@@ -29,14 +30,14 @@ def strict_eq(a: object, b: object) -> bool:
     """Equality that does not confuse True with 1, bytes with str, or lists with tuples."""
     if type(a) is not type(b):
         return False
-    if type(a) is list:
+    if type(a) is list and type(b) is list:  # (b's type is a's, checked above)
         return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b, strict=True))
-    if type(a) is dict:
+    if type(a) is dict and type(b) is dict:
         return list(a) == list(b) and all(strict_eq(a[k], b[k]) for k in a)
     return a == b
 
 
-def reason_of(data: bytes, fn=decode) -> str:
+def reason_of(data: bytes, fn: Callable[[bytes], object] = decode) -> str:
     with pytest.raises(DecodeError) as ei:
         fn(data)
     return ei.value.reason
@@ -531,10 +532,11 @@ blocks = st.builds(Block, header=headers, sig=st.binary(min_size=64, max_size=64
                    txs=st.lists(st.binary(max_size=300), max_size=8).map(tuple))
 
 
-def _roundtrip(cls: type, v: object) -> None:
-    data = v.encode()  # type: ignore[attr-defined]
-    assert data == mp(dataclasses.asdict(v))  # type: ignore[call-overload]
-    back = cls.decode(data)  # type: ignore[attr-defined]
+def _roundtrip(cls: type[Struct], v: Struct) -> None:
+    assert dataclasses.is_dataclass(v)  # every wire type is a dataclass
+    data = v.encode()
+    assert data == mp(dataclasses.asdict(v))
+    back = cls.decode(data)
     assert back == v
     assert type(back) is cls
     assert back.encode() == data

@@ -28,6 +28,7 @@ def _tx(key: PrivateKey = ALICE, chain_id: str = CHAIN, nonce: int = 3,
 
 def _envelope(tx: Transaction, **kw: object) -> dict:
     """The envelope as a plain dict (built from the tx's fields, not from its bytes)."""
+    assert dataclasses.is_dataclass(tx.payload)  # every concrete payload is a dataclass
     obj = {
         "chain_id": tx.chain_id,
         "nonce": tx.nonce,

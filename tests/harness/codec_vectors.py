@@ -56,7 +56,7 @@ def mp(x: object, sort: bool = True) -> bytes:
         return _hdr_len(len(b), 0xA0, 31, 0xD9, 0xDA, 0xDB) + b
     if type(x) is bytes:
         return _hdr_len(len(x), None, 0, 0xC4, 0xC5, 0xC6) + x
-    if type(x) in (list, tuple):
+    if type(x) is list or type(x) is tuple:
         return _hdr_len(len(x), 0x90, 15, None, 0xDC, 0xDD) + b"".join(mp(v, sort) for v in x)
     if type(x) is Pairs:
         return _hdr_len(len(x), 0x80, 15, None, 0xDE, 0xDF) + b"".join(

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 import pytest
@@ -94,9 +94,17 @@ class Live:
             await self.wait_height(h + 1)
 
 
+class RPCOverrides(TypedDict, total=False):
+    """[rpc] settings a test may override (fields of ``node.config.RPCConfig``)."""
+
+    laddr: str
+    max_body_bytes: int
+    timeout_broadcast_tx_commit_ms: int
+
+
 @asynccontextmanager
 async def live_node(tmp_path: Path, *, block_interval_ms: int = 50, mempool_size: int = 100_000,
-                    accounts: int = 3, **rpc: int) -> AsyncIterator[Live]:
+                    accounts: int = 3, **rpc: Unpack[RPCOverrides]) -> AsyncIterator[Live]:
     """A producing node serving RPC on a free port; ``rpc`` overrides [rpc] settings."""
     g, keys = make_genesis(accounts=accounts, balance=BALANCE)
     home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=block_interval_ms,

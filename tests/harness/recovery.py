@@ -61,7 +61,7 @@ def block_in_era(ex: Exchange, era: int, txs: list[Transaction]) -> bytes:
 
 def replay_all(ex: Exchange, era: int, exclusions: Exclusions | None = None,
                fork_height: int | None = None) -> list[Fate]:
-    """Run the replay as the producer does (state.replay.run_replay), sealing each block
+    """Run the replay as the producer does (state.recovery.replay.run_replay), sealing each block
     with the producer key."""
     params = load_params(ex.store.overlay())
     rec = replay.begin_record(ex.store, era, exclusions or Exclusions(), [], 0)

@@ -671,7 +671,7 @@ async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_pa
         forged_pos = b64(replace(pos, size=10**12).encode())
         forged_st = b64(replace(st, oracle_price=1, mode="paused").encode())
         forged_order = b64(replace(o, size=1).encode())
-        reads: list[tuple[str, Callable[[LightClient], Any]]] = [
+        reads: list[tuple[str | None, Callable[[LightClient], Any]]] = [
             (forged_pos, lambda c: c.position(bob, BTC, height=h)),
             (forged_st, lambda c: c.market(BTC, height=h)),
             (forged_order, lambda c: c.order(alice, oid, height=h)),

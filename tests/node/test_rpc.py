@@ -505,6 +505,7 @@ async def test_batches(tmp_path: Path) -> None:
         assert out[0] == {}
         assert isinstance(out[1], RPCCallError) and out[1].code == INVALID_PARAMS
         assert isinstance(out[2], RPCCallError) and out[2].code == METHOD_NOT_FOUND
+        assert not isinstance(out[3], RPCCallError)
         assert out[3]["block"]["header"]["height"] == "1"
 
         # A batch of notifications only: no JSON-RPC answer at all.

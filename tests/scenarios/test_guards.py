@@ -17,7 +17,7 @@ import trio
 
 import state.block_end as block_end
 from chain.tx import Deposit, OraclePrice, PlaceOrder, make_tx
-from genesis.builder import build_devnet, devnet_markets
+from genesis.builder import DevnetKeys, build_devnet, devnet_markets
 from genesis.format import GenesisMarket, parse_time
 from node.client.admin_client import AdminClient
 from node.client.rpc_client import RPCCallError, RPCClient
@@ -37,7 +37,7 @@ from tests.helpers import rewrite_behind_the_chain
 BTC = "BTC-USD-PERP"
 
 
-def fast_funding_node(tmp_path: Path) -> tuple[Node, object]:
+def fast_funding_node(tmp_path: Path) -> tuple[Node, DevnetKeys]:
     t, ms = parse_time(GENESIS_TIME)
     btc = devnet_markets()[0]
     fast = GenesisMarket(replace(btc.market, funding_interval_ms=1000), btc.oracle_price)
@@ -47,7 +47,7 @@ def fast_funding_node(tmp_path: Path) -> tuple[Node, object]:
     return node, keys
 
 
-async def grow_funding_index(node: Node, keys) -> int:  # type: ignore[no-untyped-def]
+async def grow_funding_index(node: Node, keys: DevnetKeys) -> int:
     """Quote a book with a premium and produce blocks until the index has moved."""
     alice, carol, _ = keys.accounts
     g = node.genesis

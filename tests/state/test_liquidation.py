@@ -1,6 +1,6 @@
 """Liquidations: worked numbers, the bankrupt case, the at-risk index, stale prices, funding.
 
-Devnet market parameters (genesis/devnet.py): initial margin 5%, maintenance 3%, liquidation
+Devnet market parameters (genesis/builder.py): initial margin 5%, maintenance 3%, liquidation
 penalty 1.5%, taker fee 0.05%, maker fee 0.02%, oracle max age 60 s, funding interval 60 s,
 max funding rate 0.1% per interval.
 """

@@ -2,6 +2,10 @@
 a plain set (the book walk's memo, skipped runs and journal are optimizations that must not
 change what a walk sees)."""
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,11 +14,11 @@ from state.store import Head, Store
 ZERO = bytes(32)
 
 
-def head(h):
+def head(h: int) -> Head:
     return Head(h, ZERO, ZERO, 0, h)
 
 
-def key(i):
+def key(i: int) -> bytes:
     return (b"book/X/a" if i % 2 else b"book/X/b") + i.to_bytes(2, "big")
 
 
@@ -42,7 +46,9 @@ def key(i):
         max_size=80,
     ),
 )
-def test_model(tmp_path_factory, committed, ops):
+def test_model(
+    tmp_path_factory: pytest.TempPathFactory, committed: set[int], ops: list[tuple[str, int]]
+) -> None:
     s = Store(tmp_path_factory.mktemp("m") / "db", sync=False)
     try:
         ov = s.overlay()
@@ -52,8 +58,8 @@ def test_model(tmp_path_factory, committed, ops):
         ov = s.overlay()
         model = {key(i) for i in committed}
         written: dict[bytes, bool] = {}
-        marks = []
-        walks = {}  # prefix -> (gen, last)
+        marks: list[tuple[int, set[bytes], dict[bytes, bool]]] = []
+        walks: dict[bytes, tuple[Iterator[bytes], bytes] | None] = {}  # prefix -> (gen, last)
         for op, i in ops:
             if op == "put" and i >= 0:
                 ov.put(key(i), b"w")
@@ -86,9 +92,9 @@ def test_model(tmp_path_factory, committed, ops):
                 walks[prefix] = (g, first) if first is not None else None
             elif op in ("step", "delcur"):
                 prefix = b"book/X/a" if i % 2 else b"book/X/b"
-                w = walks.get(prefix)
-                if w:
-                    g, last = w
+                cur = walks.get(prefix)
+                if cur:
+                    g, last = cur
                     if op == "delcur" and last in model:
                         ov.delete(last)
                         model.discard(last)
@@ -126,7 +132,9 @@ def test_model(tmp_path_factory, committed, ops):
         max_size=80,
     ),
 )
-def test_release_model(tmp_path_factory, committed, ops):
+def test_release_model(
+    tmp_path_factory: pytest.TempPathFactory, committed: set[int], ops: list[tuple[str, int]]
+) -> None:
     """Nested checkpoints with revert and release agree with a model of snapshots."""
     s = Store(tmp_path_factory.mktemp("r") / "db", sync=False)
     try:
@@ -136,7 +144,7 @@ def test_release_model(tmp_path_factory, committed, ops):
         s.init_genesis(ZERO, "c", [ov], head(0))
         ov = s.overlay()
         model = {key(i): b"v" for i in committed}
-        stack = []  # (mark, snapshot of model)
+        stack: list[tuple[int, dict[bytes, bytes]]] = []  # (mark, snapshot of model)
         n = 0
         for op, i in ops:
             n += 1
@@ -175,7 +183,7 @@ def test_release_model(tmp_path_factory, committed, ops):
         s.close()
 
 
-def test_runs_directed(tmp_path):
+def test_runs_directed(tmp_path: Path) -> None:
     s = Store(tmp_path / "db", sync=False)
     try:
         ov = s.overlay()

@@ -1,5 +1,6 @@
-"""Exchange arithmetic (state/scales.py, funding.py, positions.py, margin.py): worked numbers
-computed by hand in the comments, then property tests against exact Fraction references."""
+"""Exchange arithmetic (state/scales.py; funding.py, positions.py, margin.py in state/exchange/):
+worked numbers computed by hand in the comments, then property tests against exact Fraction
+references."""
 
 from __future__ import annotations
 

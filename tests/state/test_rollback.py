@@ -10,7 +10,7 @@ from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
 from chain.block import Block
 from chain.errors import InvalidBlock
 from chain.tx import Deposit
-from state.meta import next_era
+from state.meta import RollbackOperation, next_era
 from state.records import INSURANCE_ADDRESS
 from state.recovery import pins, rollback
 from state.schema import ARCHIVE, TX_FATE, archive_key
@@ -76,7 +76,9 @@ def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
     assert rollback.operation(ex.store) == rec
     with pytest.raises(OperationRefused, match="another recovery operation"):
         rollback.begin(ex.store, plan, b"", "again", [], 0)
-    rollback.run(ex.store, rollback.operation(ex.store) or {})
+    pending = rollback.operation(ex.store)
+    assert isinstance(pending, RollbackOperation)
+    rollback.run(ex.store, pending)
     assert rollback.operation(ex.store) is None
     resumed = full_dump(ex.store)
     stored = ex.store.db.get(b"m" + b"fork/" + (1).to_bytes(8, "big"))

@@ -154,6 +154,7 @@ def test_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_open_locked_store_is_a_clear_error(store: Store) -> None:
+    assert store.path is not None  # an on-disk store
     with pytest.raises(StoreError, match="cannot open store"):
         Store(store.path)
 
