@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import plyvel  # noqa: E402
 
 from chain.stateproof import check_proof, decode_proof  # noqa: E402
-from state.tree import DictNodeStore, StateTree  # noqa: E402
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 TARGET_UPDATE_MS = 50.0  # per block of 1,000 changed keys, at 1,000,000 keys
 TARGET_PROOF_BYTES = 1024  # at 1,000,000 keys

@@ -3,7 +3,7 @@
 Builds ``--positions`` open positions on BTC-USD-PERP (half long, half short, one account
 each, 0.1 BTC opened at the 60,000 USD oracle price, leverage spread uniformly between 2x and
 19x) directly in a real LevelDB state (written in one batch, with each account's at-risk
-index entry computed by ``state.liquidation.reindex``: the bench does not replay 100,000
+index entry computed by ``state.exchange.liquidation.reindex``: the bench does not replay 100,000
 orders through the producer, bench/orders.py measures that path). Then, for each scenario,
 the oracle price moves (down, so longs are at risk) to where exactly ``L`` accounts fall
 below maintenance, and the end-of-block liquidation step (``process_liquidations``) runs on
@@ -36,18 +36,17 @@ import plyvel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from genesis.state import init_store  # noqa: E402
-from state.accounts import Account, put_account  # noqa: E402
-from state.exchange import account_margin, position_key  # noqa: E402
-from state.liquidation import process_liquidations, reindex  # noqa: E402
-from state.machine import TxContext  # noqa: E402
-from state.margin import liquidation_price  # noqa: E402
-from state.markets import get_market, get_market_state, put_market_state  # noqa: E402
+from genesis.initial_store import init_store
+from node.dev.local import make_genesis  # noqa: E402
+from state.accounts import put_account
+from state.context import TxContext
+from state.exchange.liquidation import process_liquidations, reindex
+from state.exchange.margin import account_margin, liquidation_price
+from state.exchange.markets import get_market, get_market_state, put_market_state
 from state.params import load_params  # noqa: E402
-from state.positions import Position  # noqa: E402
+from state.records import Account, Position, position_key
 from state.schema import STATE  # noqa: E402
-from state.store import Store  # noqa: E402
-from tests.helpers import make_genesis  # noqa: E402
+from state.store import Store
 
 TARGET_MS = 100.0
 MARKET = "BTC-USD-PERP"

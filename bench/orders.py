@@ -58,9 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.throughput import run_pipeline, verify_rate  # noqa: E402
 from chain.block import TxResult  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
-from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx  # noqa: E402
-from node.node import open_node  # noqa: E402
-from tests.helpers import make_genesis, make_home  # noqa: E402
+from chain.tx import CancelOrder, PlaceOrder, decode_tx, make_tx
+from node.dev.local import make_genesis, make_home  # noqa: E402
+from node.node import Node, open_node
 
 TARGET_OPS = 5_000
 TARGET_RATIO = 0.2
@@ -92,7 +92,7 @@ def import_blocks(path: str) -> None:
     import pickle
     import time
 
-    from genesis.state import init_store
+    from genesis.initial_store import init_store
     from state.store import Store
     from state.transition import import_block
 
@@ -184,12 +184,13 @@ def mixed_orders(signer: Signer, rng: random.Random, n: int, cancellable: list[t
     return raws, kinds
 
 
-def tally(node, first: int, last: int) -> tuple[Counter[str], list[tuple[int, bytes, int]]]:
+def tally(node: Node, first: int, last: int) -> tuple[Counter[str], list[tuple[int, bytes, int]]]:
     """Counts over blocks ``first..last`` and every (order id, owner, level) that rested."""
     c: Counter[str] = Counter()
     rested: list[tuple[int, bytes, int]] = []
     for h in range(first, last + 1):
-        blk = node.block(h)
+        blk = node.store.block(h)
+        assert blk is not None  # h is at or below the committed head
         results = node.store.results(h) or []
         for tx_raw, res_raw in zip(blk.txs, results, strict=False):
             tx = decode_tx(tx_raw)
@@ -299,7 +300,7 @@ def main() -> None:
                 for k, v in node.store.iter_state(pfx):
                     dig.update(k + b"\0" + v)
             for h in range(1, h2 + 1):  # transactions' results (not the block's own)
-                blk_h = node.block(h)
+                blk_h = node.store.block(h)
                 for r in (node.store.results(h) or [])[:len(blk_h.txs) if blk_h else 0]:
                     dig.update(r)
             digest = dig.hexdigest()[:16]

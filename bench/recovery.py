@@ -2,10 +2,11 @@
 
 For each state size (``--accounts``, default 100,000 and 1,000,000 funded accounts) a store is
 built from a genesis in a temporary folder (``init_store``: the state tree in bulk), a
-snapshot pin is created (``state.pins.create_pin``), then ``--blocks`` blocks of transfers are
-produced on top of it: each block is applied (``apply_body``), its header signed by the
-producer and committed (``commit``: one ``WriteBatch(transaction=True, sync=True)`` with its
-undo record), as the producer does. The store runs with ``sync=True`` throughout, like a node.
+snapshot pin is created (``state.recovery.pins.create_pin``), then ``--blocks`` blocks of
+transfers are produced on top of it: each block is applied (``apply_body``), its header signed
+by the producer and committed (``commit``: one ``WriteBatch(transaction=True, sync=True)``
+with its undo record), as the producer does. The store runs with ``sync=True`` throughout,
+like a node.
 
 The blocks' content is identical at every size: the same pre-signed transfers (same keys,
 nonces, amounts, block times) among ``--active`` accounts that exist at every size (the other
@@ -34,13 +35,13 @@ Measured per size:
     (then fsync every copied file), and later restore it (``rmtree`` the live directory,
     ``copytree`` the copy back, fsync).
 (e) replay throughput: after the rollback, every abandoned block is replayed as the producer
-    does (``state.replay.assemble``: decode, signatures checked on every core, apply with the
-    original block time; then signed and committed), and the head must come back to the
+    does (``state.recovery.replay.assemble``: decode, signatures checked on every core, apply
+    with the original block time; then signed and committed), and the head must come back to the
     pre-rollback state root. Baseline in the same run: normal production of the same blocks,
     i.e. the time the blocks took to build (apply, sign, commit) plus the time to check the
     same signatures on every core (what the mempool does before a block is built). Target:
     replay rate >= 0.7 of the production rate.
-(f) rehearsal (``state.rehearsal.rehearse``, what ``admin rehearse`` runs): before the real
+(f) rehearsal (``state.recovery.rehearsal.rehearse``, what ``admin rehearse`` runs): before the real
     rollback, the whole recovery to the pin (rollback, replay, compensation report with its
     counterfactual: a second rewind and replay) in a scratch copy-on-write layer over a
     snapshot of the store; the store must be byte for byte unchanged afterwards (state and
@@ -51,7 +52,7 @@ After the rollback the bench checks that the head is the pinned block (height, h
 root), that the stored tree's root is the pin's state root, and that the state (``s``) and
 state tree (``n``) keyspaces are byte for byte what they were at the pin (count + SHA-256 of
 every key and value, taken right after the pin). ``--verify-root`` also recomputes the root
-from the raw state (``state.verify.verify_store``, O(state)). After the naive restore the
+from the raw state (``state.recovery.verify.verify_store``, O(state)). After the naive restore the
 reopened store's head must be the pin's head.
 
 Usage: .venv/bin/python bench/recovery.py [--accounts 100000 1000000] [--blocks 1000]
@@ -77,6 +78,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from state.meta import next_era
+from state.recovery.archive import Exclusions
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import plyvel  # noqa: E402
@@ -85,17 +89,17 @@ from chain.admin import ForkCertificate, sign_fork  # noqa: E402
 from chain.block import Block, Header, sign_header  # noqa: E402
 from chain.codec import decode  # noqa: E402
 from chain.crypto import PrivateKey  # noqa: E402
-from chain.tx import Transaction, Transfer, make_tx  # noqa: E402
-from genesis.devnet import DevnetKeys  # noqa: E402
+from chain.tx import Transaction, Transfer, make_tx
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis, GenesisAccount  # noqa: E402
-from genesis.state import init_store  # noqa: E402
-from state import pins, rehearsal, replay, rollback  # noqa: E402
+from genesis.initial_store import init_store
+from node.dev.local import make_genesis  # noqa: E402
 from state.params import load_params  # noqa: E402
+from state.recovery import pins, rehearsal, replay, rollback
 from state.schema import STATE, TREE, UNDO, undo_key  # noqa: E402
-from state.store import Head, Store  # noqa: E402
+from state.store import Head, Store
 from state.transition import BlockOutcome, apply_body, commit, seal  # noqa: E402
-from state.tree import StateTree  # noqa: E402
-from tests.helpers import make_genesis  # noqa: E402
+from state.tree import StateTree
 
 TARGET_REPLAY = 0.7
 TARGET_SCALING = 1.3  # rollback time, largest state / smallest state
@@ -493,10 +497,10 @@ def bench_size(n_accounts: int, template: Genesis, keys: DevnetKeys,
         checks.append(f"state ({at_pin[STATE][0]:,} keys) and tree ({at_pin[TREE][0]:,} groups)"
                       " byte-identical to the pin (count + SHA-256)")
         assert rollback.operation(store) is None
-        assert rollback.next_era(store, new_head) == plan.new_era
+        assert next_era(store, new_head) == plan.new_era
         checks.append(f"operation finished, next era {plan.new_era}")
         if args.verify_root:
-            from state.verify import verify_store
+            from state.recovery.verify import verify_store
 
             t0 = time.perf_counter()
             rep = verify_store(store)
@@ -541,7 +545,7 @@ def replay_all(store: Store, keys: DevnetKeys, fork_height: int) -> int:
     """Replay every archived block of era 0 as the producer does (``run_replay``: fates and
     the record in each block's batch); returns the txs included."""
     params = load_params(store.overlay())
-    record = replay.begin_record(store, 0, replay.Exclusions(), [], 0)
+    record = replay.begin_record(store, 0, Exclusions(), [], 0)
 
     def seal_block(txs: list[Transaction], t: int, meta: list[tuple[bytes, bytes | None]],
                    outcome: BlockOutcome) -> Head:
@@ -554,7 +558,7 @@ def replay_all(store: Store, keys: DevnetKeys, fork_height: int) -> int:
 
 def rehearse_once(store: Store, keys: DevnetKeys, to_height: int) -> tuple[float, float]:
     """(f): seconds for the whole rehearsal, and for its compensation report alone."""
-    from state import compensation
+    from state.recovery import compensation
 
     before = {ks: keyspace_digest(store.db, ks) for ks in (STATE, TREE)}
     plan = rollback.plan_rollback(store, to_height, details=False)

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio.lowlevel
 
-from chain.tx import Transfer, make_tx  # noqa: E402
+from chain.tx import Transfer, make_tx
+from node.dev.local import make_genesis, make_home  # noqa: E402
 from node.mempool import MempoolReject  # noqa: E402
-from node.node import open_node  # noqa: E402
-from tests.helpers import make_genesis, make_home  # noqa: E402
+from node.node import Node, open_node
 
 TARGET_TPS = 10_000
 TARGET_RATIO = 0.35
@@ -62,7 +62,7 @@ def verify_rate(raws: list[bytes]) -> float:
     return len(items) / (time.perf_counter() - t0)
 
 
-async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]:
+async def run_pipeline(node: Node, raws: list[bytes], chunk: int) -> tuple[float, int]:
     """Admit in chunks while the producer commits blocks; returns (seconds, committed)."""
     total = len(raws)
     committed = 0
@@ -70,7 +70,7 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
 
     async def admit() -> None:
         for i in range(0, total, chunk):
-            res = await node.submit_many(raws[i:i + chunk])
+            res = await node.intake.submit_many(raws[i:i + chunk])
             bad = [r for r in res if isinstance(r, MempoolReject)]
             if bad:
                 raise RuntimeError(f"{len(bad)} rejected, first: {bad[0].message}")
@@ -88,7 +88,7 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
                 continue
             before = node.head.height
             await node.produce_block()
-            blk = node.block(node.head.height)
+            blk = node.store.block(node.head.height)
             assert node.head.height == before + 1 and blk is not None
             committed += len(blk.txs)
 
@@ -102,8 +102,8 @@ async def run_pipeline(node, raws: list[bytes], chunk: int) -> tuple[float, int]
 async def run_http(url: str, raws: list[bytes], n_senders: int, clients: int
                    ) -> tuple[float, int]:
     """Send every transaction as JSON-RPC batches over HTTP; wait until all are committed."""
-    from node.client import AsyncRPCClient, RPCCallError
-    from node.views import b64
+    from node.client.rpc_client import AsyncRPCClient, RPCCallError
+    from node.wire_json import b64
 
     # Transaction i comes from sender i % n_senders: give each client whole senders so
     # each sender's nonces reach the node in order.
@@ -170,7 +170,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     http_tps = None
     if args.http:
-        from tests.helpers import NodeProcess
+        from node.dev.local import NodeProcess
 
         raws_http = presign(list(keys.accounts), g.chain_id, args.txs)
         with tempfile.TemporaryDirectory(prefix="appchain-bench-http-") as d:

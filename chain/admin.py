@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
-from chain.codec import U8, U64, Bytes32, Bytes64, Length, Str1024, Struct
+from chain.codec import U8, U64, Bytes32, Bytes64, ChainId, Length, Str1024, Struct
 from chain.crypto import TAG_ADMIN, TAG_FORK, PrivateKey, is_valid_signature, signing_bytes
 from chain.errors import ChainError
-from chain.tx import ChainId
 
 MAX_ARG_BYTES = 120_000
 MAX_SIGNATURES = 64

@@ -17,6 +17,7 @@ from chain.codec import (
     U64,
     Bytes32,
     Bytes64,
+    ChainId,
     Length,
     Str64,
     Str1024,
@@ -27,7 +28,7 @@ from chain.codec import (
 from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
-from chain.tx import MAX_TX_BYTES, ChainId
+from chain.tx import MAX_TX_BYTES
 
 ZERO_HASH = b"\x00" * 32
 MAX_BLOCK_TXS = 100_000

@@ -63,6 +63,10 @@ Bytes64 = Annotated[bytes, Length(64, 64)]
 Str64 = Annotated[str, Length(0, 64)]
 Str1024 = Annotated[str, Length(0, 1024)]
 
+CHAIN_ID_MAX = 50
+ChainId = Annotated[str, Length(1, CHAIN_ID_MAX)]
+"""A chain's id (transactions, blocks, admin commands and fork certificates carry it)."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Untyped values

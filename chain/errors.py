@@ -1,16 +1,25 @@
-"""One exception root for everything the chain rejects, with data-carrying leaves.
+"""The project's exception roots, with data-carrying leaves.
 
-Each leaf carries a stable machine-readable ``reason`` so that RPC servers and reports can
+Two kinds of trouble, two roots under :class:`AppchainError`:
+
+* :class:`ChainError`, a **rejection**: the input is wrong (a transaction, a block, a
+  command, a file someone hands us); the node is fine and says why it refused;
+* :class:`Failure`: the node's **own** storage or state is broken (a stored value that does
+  not decode, a store rewritten outside the blocks, a disk error); nobody's input is to
+  blame, so a failure must never be reported as the offending transaction, and a producer
+  halts on one instead of dropping a transaction.
+
+Each class carries a stable machine-readable ``reason`` so that RPC servers and reports can
 map it to a code without parsing messages.
 """
 
 from __future__ import annotations
 
 
-class ChainError(Exception):
-    """Root of every rejection by chain, state or genesis code."""
+class AppchainError(Exception):
+    """Root of every exception this project raises on purpose."""
 
-    reason: str = "chain_error"
+    reason: str = "error"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -19,7 +28,27 @@ class ChainError(Exception):
 
     @property
     def message(self) -> str:
+        """The readable message (subclasses may set a shorter one than ``str(e)``)."""
+        m = self.__dict__.get("_message")
+        if m is not None:
+            return str(m)
         return str(self.args[0]) if self.args else self.reason
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value
+
+
+class ChainError(AppchainError):
+    """Root of every rejection by chain, state or genesis code."""
+
+    reason = "chain_error"
+
+
+class Failure(AppchainError):
+    """The node's own storage or state is broken (not a rejection of anyone's input)."""
+
+    reason = "failure"
 
 
 class DecodeError(ChainError):

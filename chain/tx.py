@@ -15,15 +15,24 @@ from typing import Annotated, Any, ClassVar
 
 import msgpack
 
-from chain.codec import U64, Bytes32, Length, Struct, Value, encode, unpack_canonical
+from chain.admin import AdminEnvelope
+from chain.codec import (
+    CHAIN_ID_MAX,
+    U64,
+    Bytes32,
+    ChainId,
+    Length,
+    Struct,
+    Value,
+    encode,
+    unpack_canonical,
+)
 from chain.crypto import TAG_TX, PrivateKey, sha256, signing_bytes, verify
 from chain.errors import DecodeError, InvalidTransaction
 
 MAX_TX_BYTES = 64 * 1024
-CHAIN_ID_MAX = 50
 
 Address = Bytes32
-ChainId = Annotated[str, Length(1, CHAIN_ID_MAX)]
 TypeName = Annotated[str, Length(1, 32)]
 
 
@@ -186,14 +195,13 @@ class OperatorCall(Payload):
     """An operator command the state machine executes (selective order cancellation, market
     modes, compensation payments). ``envelope`` is a canonical ``AdminEnvelope``
     (chain/admin.py) that at least the genesis threshold of operators signed; the
-    transaction's own sender must be a genesis operator too (state/operator.py)."""
+    transaction's own sender must be a genesis operator too
+    (state/exchange/operator_commands.py)."""
 
     TYPE: ClassVar[str] = "operator"
     envelope: Annotated[bytes, Length(1, MAX_ENVELOPE_BYTES)]
 
     def check(self, sender: bytes) -> None:
-        from chain.admin import AdminEnvelope
-
         try:
             env = AdminEnvelope.decode(self.envelope)
         except DecodeError as e:

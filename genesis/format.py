@@ -17,11 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chain.codec import encode
+from chain.codec import CHAIN_ID_MAX, encode
 from chain.crypto import sha256
 from chain.errors import InvalidGenesis
-from chain.tx import CHAIN_ID_MAX
-from state.markets import SYMBOL_RE, Market, check_market
+from state.records import SYMBOL_RE, Market, check_market
 
 U64_MAX = 2**64 - 1
 CHAIN_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")

@@ -1,14 +1,14 @@
-"""Turning a validated genesis into the store's initial state (the head before block one)."""
+"""The genesis state: its (key, value) pairs and its state root, computed without a store
+(a light client checks the genesis root with this; genesis/initial_store.py writes it)."""
 
 from __future__ import annotations
 
 from genesis.format import Genesis
-from state.accounts import Account
-from state.markets import initial_state, market_key, market_state_key
-from state.params import ChainParams
-from state.schema import TREE
-from state.store import Head, Store
-from state.tree import DictNodeStore, StateTree
+from state.params import PARAM_CHAIN, ChainParams
+from state.records import Account, initial_state, market_key, market_state_key
+from state.schema import account_key
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 
 def chain_params(g: Genesis) -> ChainParams:
@@ -25,8 +25,6 @@ def chain_params(g: Genesis) -> ChainParams:
 
 def genesis_writes(g: Genesis) -> list[tuple[bytes, bytes]]:
     """The genesis state as sorted (key, value) pairs."""
-    from state.params import PARAM_CHAIN
-    from state.schema import account_key
 
     writes = [(PARAM_CHAIN, chain_params(g).encode())]
     writes += [(account_key(a.address), Account(a.balance, 0).encode()) for a in g.accounts]
@@ -42,17 +40,3 @@ def genesis_state_root(g: Genesis) -> bytes:
     return StateTree(DictNodeStore()).apply(genesis_writes(g))
 
 
-def init_store(store: Store, g: Genesis) -> Head:
-    """Write the genesis state into an empty store and return the genesis head.
-
-    The genesis head sits at ``initial_height - 1`` with the genesis hash as its block hash,
-    so the first block links to the genesis document itself.
-    """
-    overlay = store.overlay()
-    for k, v in genesis_writes(g):
-        overlay.put(k, v)
-    tree = store.overlay(TREE)
-    root = StateTree(tree).apply(overlay.changes())
-    head = Head(g.initial_height - 1, g.hash, root, 0, g.genesis_time_ms)
-    store.init_genesis(g.hash, g.chain_id, (overlay, tree), head)
-    return head

@@ -1,3 +1,3 @@
-"""Running things on trio: producer, mempool, RPC, CLI, devnet, load generator."""
+"""The node: a core (chain head, intake, producer) and wings (api, ops, client, cli, dev)."""
 
 __version__ = "0.1.0"

@@ -20,12 +20,15 @@ from typing import Any
 import tomli_w
 
 from chain.block import MAX_BLOCK_TXS
+from chain.errors import ChainError
 from chain.tx import MAX_TX_BYTES
 from node.fsutil import write_atomic
 
 
-class ConfigError(Exception):
+class ConfigError(ChainError):
     """A config file that is missing or names a bad value; the message names the setting."""
+
+    reason = "bad_config"
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,14 @@ import stat
 from pathlib import Path
 
 from chain.crypto import PrivateKey
+from chain.errors import ChainError
 from node.fsutil import write_atomic
 
 
-class KeyFileError(Exception):
+class KeyFileError(ChainError):
     """A key file that is missing, unreadable, malformed or inconsistent."""
+
+    reason = "bad_key_file"
 
 
 def write_key(path: str | os.PathLike[str], key: PrivateKey, name: str = "",

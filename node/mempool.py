@@ -19,7 +19,7 @@ from enum import IntEnum
 from itertools import islice
 
 from chain.block import MAX_BLOCK_BYTES
-from chain.errors import DecodeError, InvalidSignature, InvalidTransaction
+from chain.errors import ChainError, DecodeError, InvalidSignature, InvalidTransaction
 from chain.tx import Deposit, OperatorCall, OraclePrice, Transaction, decode_tx
 from state.params import ChainParams
 
@@ -42,13 +42,12 @@ class RejectCode(IntEnum):
     """The node failed while checking the transaction (a bug; it is logged)."""
 
 
-class MempoolReject(Exception):
+class MempoolReject(ChainError):
     """A transaction refused at admission, with its code and a readable reason."""
 
     def __init__(self, code: RejectCode, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, reason=code.name.lower())
         self.code = code
-        self.message = message
 
 
 def precheck(raw: bytes, params: ChainParams, max_tx_bytes: int) -> Transaction:

@@ -19,11 +19,15 @@ from pathlib import Path
 
 from chain.block import Block, Header, sign_header
 from chain.crypto import PrivateKey
+from chain.errors import Failure
 from node.fsutil import write_atomic
 
 
-class DoubleSignRefused(Exception):
-    """Signing this header would contradict a block already signed."""
+class DoubleSignRefused(Failure):
+    """Signing this header would contradict a block already signed (the node's own record
+    and its store disagree: a failure, never signed through)."""
+
+    reason = "double_sign_refused"
 
 
 class Signer:

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from chain.codec import U64, Struct
+from state.records import EMPTY, Account
 from state.schema import account_key
-from state.view import StateView
-
-
-@dataclass(frozen=True, slots=True)
-class Account(Struct):
-    """State value under ``acct/<address>``."""
-
-    balance: U64
-    """Settlement-asset units held (see docs/PROTOCOL.md for the scale)."""
-    nonce: U64
-    """Nonce the account's next transaction must carry."""
-
-
-EMPTY = Account(0, 0)
+from state.state_view import StateView
 
 
 def get_account(view: StateView, address: bytes) -> Account:

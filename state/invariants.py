@@ -28,14 +28,24 @@ from typing import Any
 
 from chain.codec import Struct
 from chain.errors import InvalidBlock
-from state.accounts import Account
-from state.exchange import BAD_DEBT, FEE_POOL, FUNDING_DUST, POSITION, Pool
-from state.funding import max_index_move
-from state.markets import MARKET_STATE, Market, MarketState, market_key
-from state.positions import FLAT, Position
+from state.exchange.funding import max_index_move
+from state.overlay import Overlay
+from state.records import (
+    BAD_DEBT,
+    FEE_POOL,
+    FLAT,
+    FUNDING_DUST,
+    MARKET_STATE,
+    POSITION,
+    Account,
+    Market,
+    MarketState,
+    Pool,
+    Position,
+    market_key,
+)
 from state.scales import FUNDING_DIVISOR
 from state.schema import ACCOUNT
-from state.store import Overlay
 
 
 class InvariantViolation(InvalidBlock):

@@ -8,7 +8,7 @@ produce a failed ``TxResult`` whose writes are reverted but whose nonce is consu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import cast
 
 from chain.block import Attr, Event, TxResult
@@ -25,33 +25,18 @@ from chain.tx import (
     Transfer,
     Withdraw,
 )
-from state.accounts import Account, get_account, put_account
-from state.exchange import cancel_all, cancel_order, check_initial_margin, place_order, withdraw
-from state.failure import ExecutionFailure
-from state.markets import get_market, get_market_state, put_market_state
-from state.params import ChainParams
-from state.store import Overlay
+from state.accounts import get_account, put_account
+from state.context import TxContext
+from state.exchange.collateral import withdraw
+from state.exchange.margin import check_initial_margin
+from state.exchange.markets import get_market, get_market_state, put_market_state
+from state.exchange.matching import cancel_all, cancel_order, place_order
+from state.exchange.operator_commands import operator_call
+from state.execution_failure import ExecutionFailure
+from state.overlay import Overlay
+from state.records import Account
 
 U64_MAX = 2**64 - 1
-
-
-@dataclass(slots=True)
-class TxContext:
-    """What a handler may know besides state: the chain's params, the block's height and
-    clock, and the transaction's position in the block (set per transaction)."""
-
-    params: ChainParams
-    height: int
-    time: int
-    tx_index: int = 0
-    deposited: int = 0
-    """Settlement units that entered the chain in this block (successful deposits)."""
-    withdrawn: int = 0
-    """Settlement units that left the chain in this block (successful withdrawals)."""
-    margin_touched: set[bytes] = field(default_factory=set)
-    """Accounts holding positions whose collateral a successful transaction lowered without
-    writing a position (withdraw, transfer out): the liquidation step refreshes their entry
-    in the at-risk index (positions written by fills are found from the block's writes)."""
 
 
 def _credit(view: Overlay, address: bytes, amount: int) -> None:
@@ -129,7 +114,6 @@ HANDLERS: dict[str, Handler] = {
 
 
 def _operator_call(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event]:
-    from state.operator import operator_call  # it needs TxContext from this module
 
     return operator_call(view, ctx, tx)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from chain.codec import U8, U64, Bytes32, Length, Struct
-from chain.tx import ChainId
+from chain.codec import U8, U64, Bytes32, ChainId, Length, Struct
 from state.schema import PARAM_CHAIN
-from state.view import StateView
+from state.state_view import StateView
 
 KeyList = Annotated[tuple[Bytes32, ...], Length(0, 64)]
 

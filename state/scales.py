@@ -27,13 +27,13 @@ Rounding (each rule is chosen so the protocol never creates money or calls an un
 safe; the modules that apply them say why):
 
 * trade notional ``abs(size)*price // SIZE_SCALE`` floors; both sides of a fill use the same
-  value, so it is exactly conserved whichever way it rounds (state/positions.py);
-* margin requirements and fees round UP (state/margin.py, state/positions.py);
-* unrealized PnL rounds toward negative infinity (state/margin.py);
+  value, so it is exactly conserved whichever way it rounds (state/exchange/positions.py);
+* margin requirements and fees round UP (state/exchange/margin.py, state/exchange/positions.py);
+* unrealized PnL rounds toward negative infinity (state/exchange/margin.py);
 * funding index deltas and premium averages truncate toward zero (:func:`div_trunc`), so a
   positive and a negative rate of equal size move the index by equal amounts;
 * funding payments floor: a payer pays the ceiling of what it owes, a receiver gets the floor,
-  and the fraction left over is tracked as dust (state/funding.py).
+  and the fraction left over is tracked as dust (state/exchange/funding.py).
 """
 
 from __future__ import annotations

@@ -21,11 +21,12 @@ store is created and checked on every open, so an old binary never misreads a ne
 | ``z``  | ``z`` + era(8) + state key   | ``[value or nil]``: an account or position as   |
 |        |                              | the abandoned head of ``era`` left it           |
 
-Metadata under ``m``: ``head``, ``schema``, ``genesis_hash``, ``chain_id``, ``halt`` (the halt
-record), ``halt_at`` (a scheduled halt height), ``pin/`` + label (snapshot pins,
-``state/pins.py``), ``op`` (the recovery operation in progress, ``state/rollback.py``),
-``fork/`` + era(8) (the fork certificate that started an era), ``audit/`` + seq(8) (the
-operator audit log, ``state/audit.py``), ``admin_nonce/`` + nonce(8) (admin nonces seen).
+Metadata under ``m``, each value a typed record of ``state/meta.py``: ``head``, ``schema``,
+``genesis_hash``, ``chain_id``, ``halt`` (the halt record), ``halt_at`` (a scheduled halt
+height), ``pin/`` + label (snapshot pins, ``state/recovery/pins.py``), ``op`` (the recovery
+operation in progress, ``state/recovery/rollback.py`` and ``replay.py``), ``fork/`` + era(8)
+(the fork certificate that started an era), ``audit/`` + seq(8) (the operator audit log,
+``state/recovery/audit.py``), ``admin_nonce/`` + nonce(8) (admin nonces seen).
 
 State keys (after the ``s`` prefix) are themselves prefixed by what they hold:
 ``acct/`` + address(32) for accounts and ``param/`` + name for chain parameters.

@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chain.admin import AdminRefused
 from chain.block import Block, Header, TxResult, encode_results, sign_header
 from chain.crypto import PrivateKey
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
-from state.blockend import end_block
+from state.block_end import end_block
+from state.context import TxContext
 from state.invariants import StoredStateMismatch, check_block
-from state.machine import TxContext, apply_tx
+from state.machine import apply_tx
+from state.meta import fork_certificates, next_era
+from state.overlay import Overlay
 from state.params import ChainParams, load_params
-from state.rollback import fork_certificates, next_era
 from state.schema import TREE
-from state.store import Head, Overlay, PendingBlock, Store
-from state.tree import PriorMismatch, StateTree
+from state.store import Head, PendingBlock, Store
+from state.tree import StateTree
+from state.tree_groups import PriorMismatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,7 @@ class BlockOutcome:
 
 def check_linkage(head: Head, header: Header, params: ChainParams, era: int) -> None:
     """Header rules that need only the previous head, the chain parameters and the era the
-    next block must carry (``head.era``, or a new era after a rollback: state/rollback.py
+    next block must carry (``head.era``, or a new era after a rollback: state/meta.py
     ``next_era``)."""
     if header.chain_id != params.chain_id:
         raise InvalidBlock(f"block for chain {header.chain_id!r}, expected {params.chain_id!r}")
@@ -60,7 +64,6 @@ def check_linkage(head: Head, header: Header, params: ChainParams, era: int) -> 
 def check_fork(store: Store, head: Head, era: int, params: ChainParams) -> None:
     """A block opening a new era: its fork certificate must carry enough genesis operator
     signatures (certificates can arrive from elsewhere; never trust one unchecked)."""
-    from chain.admin import AdminRefused
 
     for signed in fork_certificates(store):
         c = signed.certificate

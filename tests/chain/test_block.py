@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from chain.crypto import TAG_HEADER, PrivateKey, sha256, signing_bytes
 from chain.errors import DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import EMPTY_ROOT, merkle_root
 from chain.tx import Transfer, make_tx
-from tests.chain.test_codec import mp
+from tests.harness.codec_vectors import mp
 
 PRODUCER = PrivateKey(b"\x07" * 32)
 OTHER = PrivateKey(b"\x08" * 32)
@@ -90,6 +91,12 @@ def test_tamper_every_byte_of_signed_header(mask: int) -> None:
     assert decode_failures > 0 and sig_failures > 0
 
 
+def _with_field(h: Header, field: str, value: object) -> Header:
+    """``h`` with one field, named at run time, replaced (the value's type is the test's)."""
+    changes: dict[str, Any] = {field: value}
+    return dataclasses.replace(h, **changes)
+
+
 @pytest.mark.parametrize("field, value", [
     ("chain_id", "test-chaim"), ("era", 2), ("height", 43), ("prev_hash", b"\xab" * 32),
     ("time", 1_767_225_600_001), ("tx_root", b"\x00" * 32), ("results_root", b"\x00" * 32),
@@ -98,7 +105,7 @@ def test_tamper_every_byte_of_signed_header(mask: int) -> None:
 def test_changed_header_field_breaks_signature(field: str, value: object) -> None:
     h = _header()
     sig = sign_header(PRODUCER, h)
-    h2 = dataclasses.replace(h, **{field: value})
+    h2 = _with_field(h, field, value)
     assert h2.hash != h.hash
     with pytest.raises(InvalidSignature):
         SignedHeader(h2, sig).verify(PRODUCER.public_key)
@@ -163,7 +170,7 @@ def test_block_hash_changes_with_any_header_field() -> None:
     hashes = {h.hash}
     for field, value in [("era", 0), ("height", 1), ("time", 5), ("producer", b"\x00" * 32),
                          ("state_root", ZERO_HASH)]:
-        hashes.add(dataclasses.replace(h, **{field: value}).hash)
+        hashes.add(_with_field(h, field, value).hash)
     assert len(hashes) == 6
 
 
@@ -205,7 +212,8 @@ def test_check_tx_root_rejects_wrong_header_root() -> None:
 
 def test_block_decode_rejections() -> None:
     b = _block(1)
-    obj = {"header": dataclasses.asdict(b.header), "sig": b.sig, "txs": list(b.txs)}
+    obj: dict[str, object] = {"header": dataclasses.asdict(b.header), "sig": b.sig,
+                              "txs": list(b.txs)}
     obj["txs"] = ["not bytes"]
     with pytest.raises(DecodeError) as ei:
         Block.decode_block(mp(obj))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.block import Attr, Block, Event, Header, TxResult
-from chain.codec import decode, encode
+from chain.codec import Struct, decode, encode
 from chain.errors import DecodeError
+from tests.harness.codec_vectors import Pairs, mp
 
 U64_MAX = 2**64 - 1
 I64_MIN = -(2**63)
@@ -24,77 +26,18 @@ I64_MIN = -(2**63)
 # An independent msgpack encoder, straight from the spec (shortest forms, sorted keys).
 
 
-class Pairs(list):
-    """A map given as (key, value) pairs, emitted in exactly this order (duplicates kept)."""
-
-
-def _hdr_len(n: int, fix_base: int | None, fix_max: int, w8: int | None, w16: int, w32: int
-             ) -> bytes:
-    if fix_base is not None and n <= fix_max:
-        return bytes([fix_base | n])
-    if w8 is not None and n <= 0xFF:
-        return bytes([w8, n])
-    if n <= 0xFFFF:
-        return bytes([w16]) + struct.pack(">H", n)
-    return bytes([w32]) + struct.pack(">I", n)
-
-
-def mp(x: object, sort: bool = True) -> bytes:
-    if x is None:
-        return b"\xc0"
-    if x is False:
-        return b"\xc2"
-    if x is True:
-        return b"\xc3"
-    if type(x) is int:
-        if 0 <= x <= 0x7F:
-            return bytes([x])
-        if 0 <= x <= 0xFF:
-            return b"\xcc" + struct.pack(">B", x)
-        if 0 <= x <= 0xFFFF:
-            return b"\xcd" + struct.pack(">H", x)
-        if 0 <= x <= 0xFFFFFFFF:
-            return b"\xce" + struct.pack(">I", x)
-        if 0 <= x <= U64_MAX:
-            return b"\xcf" + struct.pack(">Q", x)
-        if -32 <= x < 0:
-            return struct.pack(">b", x)
-        if -128 <= x:
-            return b"\xd0" + struct.pack(">b", x)
-        if -(2**15) <= x:
-            return b"\xd1" + struct.pack(">h", x)
-        if -(2**31) <= x:
-            return b"\xd2" + struct.pack(">i", x)
-        return b"\xd3" + struct.pack(">q", x)
-    if type(x) is str:
-        b = x.encode("utf-8")
-        return _hdr_len(len(b), 0xA0, 31, 0xD9, 0xDA, 0xDB) + b
-    if type(x) is bytes:
-        return _hdr_len(len(x), None, 0, 0xC4, 0xC5, 0xC6) + x
-    if type(x) in (list, tuple):
-        return _hdr_len(len(x), 0x90, 15, None, 0xDC, 0xDD) + b"".join(mp(v, sort) for v in x)
-    if type(x) is Pairs:
-        return _hdr_len(len(x), 0x80, 15, None, 0xDE, 0xDF) + b"".join(
-            mp(k, sort) + mp(v, sort) for k, v in x)
-    if type(x) is dict:
-        keys = sorted(x, key=lambda k: k.encode("utf-8")) if sort else list(x)
-        return _hdr_len(len(x), 0x80, 15, None, 0xDE, 0xDF) + b"".join(
-            mp(k, sort) + mp(x[k], sort) for k in keys)
-    raise TypeError(type(x))
-
-
 def strict_eq(a: object, b: object) -> bool:
     """Equality that does not confuse True with 1, bytes with str, or lists with tuples."""
     if type(a) is not type(b):
         return False
-    if type(a) is list:
+    if type(a) is list and type(b) is list:  # (b's type is a's, checked above)
         return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b, strict=True))
-    if type(a) is dict:
+    if type(a) is dict and type(b) is dict:
         return list(a) == list(b) and all(strict_eq(a[k], b[k]) for k in a)
     return a == b
 
 
-def reason_of(data: bytes, fn=decode) -> str:
+def reason_of(data: bytes, fn: Callable[[bytes], object] = decode) -> str:
     with pytest.raises(DecodeError) as ei:
         fn(data)
     return ei.value.reason
@@ -589,10 +532,11 @@ blocks = st.builds(Block, header=headers, sig=st.binary(min_size=64, max_size=64
                    txs=st.lists(st.binary(max_size=300), max_size=8).map(tuple))
 
 
-def _roundtrip(cls: type, v: object) -> None:
-    data = v.encode()  # type: ignore[attr-defined]
-    assert data == mp(dataclasses.asdict(v))  # type: ignore[call-overload]
-    back = cls.decode(data)  # type: ignore[attr-defined]
+def _roundtrip(cls: type[Struct], v: Struct) -> None:
+    assert dataclasses.is_dataclass(v)  # every wire type is a dataclass
+    data = v.encode()
+    assert data == mp(dataclasses.asdict(v))
+    back = cls.decode(data)
     assert back == v
     assert type(back) is cls
     assert back.encode() == data

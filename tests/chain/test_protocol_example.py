@@ -35,11 +35,13 @@ from chain.merkle import EMPTY_ROOT, inclusion_proof, merkle_root, verify_inclus
 from chain.stateproof import StateProof, check_proof, decode_proof
 from chain.tx import Transfer, decode_tx, make_tx
 from genesis.format import parse_genesis
-from genesis.state import chain_params, genesis_state_root, genesis_writes, init_store
-from state.accounts import Account
+from genesis.initial_store import init_store
+from genesis.state import chain_params, genesis_state_root, genesis_writes
+from state.records import Account
 from state.store import Store
 from state.transition import apply_body, commit, import_block
-from state.tree import DictNodeStore, StateTree
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 

@@ -11,16 +11,8 @@ from hypothesis import strategies as st
 from chain.block import Header, SignedHeader, sign_header
 from chain.crypto import TAG_ADMIN, TAG_HEADER, TAG_TX, PrivateKey, sha256, signing_bytes
 from chain.errors import DecodeError, InvalidSignature, InvalidTransaction
-from chain.tx import (
-    MAX_TX_BYTES,
-    PAYLOAD_TYPES,
-    Deposit,
-    Transaction,
-    Transfer,
-    decode_tx,
-    make_tx,
-)
-from tests.chain.test_codec import Pairs, mp
+from chain.tx import MAX_TX_BYTES, PAYLOAD_TYPES, Deposit, Transaction, Transfer, decode_tx, make_tx
+from tests.harness.codec_vectors import Pairs, mp
 
 ALICE = PrivateKey(bytes(range(32)))
 BOB = PrivateKey(bytes(range(1, 33)))
@@ -36,6 +28,7 @@ def _tx(key: PrivateKey = ALICE, chain_id: str = CHAIN, nonce: int = 3,
 
 def _envelope(tx: Transaction, **kw: object) -> dict:
     """The envelope as a plain dict (built from the tx's fields, not from its bytes)."""
+    assert dataclasses.is_dataclass(tx.payload)  # every concrete payload is a dataclass
     obj = {
         "chain_id": tx.chain_id,
         "nonce": tx.nonce,

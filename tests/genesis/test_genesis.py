@@ -11,7 +11,7 @@ import pytest
 
 from chain.errors import InvalidGenesis
 from genesis.format import Genesis, format_time_ms, load_genesis, parse_genesis, parse_time
-from tests.helpers import GENESIS_TIME, make_genesis
+from node.dev.local import GENESIS_TIME, make_genesis
 
 HEX_A = "aa" * 32
 HEX_B = "bb" * 32
@@ -410,7 +410,7 @@ def test_unknown_app_state_field(doc: dict) -> None:
 
 
 def _btc() -> dict:
-    from genesis.devnet import devnet_markets
+    from genesis.builder import devnet_markets
     from genesis.format import market_json
 
     return market_json(devnet_markets()[0])

@@ -14,17 +14,10 @@ from typing import Any
 
 from chain.admin import ForkCertificate, make_command, sign_command, sign_fork
 from chain.block import SignedHeader
-from node.admin import AdminService
-from node.views import b64
-from state.audit import JOURNAL_FILE
-from tests.node.test_rpc import (
-    INVALID_PARAMS,
-    NEVER_MS,
-    Live,
-    _req,
-    call_error,
-    live_node,
-)
+from node.ops.service import AdminService
+from node.wire_json import b64
+from state.recovery.audit import JOURNAL_FILE
+from tests.harness.live_node import INVALID_PARAMS, NEVER_MS, Live, _req, call_error, live_node
 
 NOT_FOUND = 1030
 

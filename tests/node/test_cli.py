@@ -14,8 +14,9 @@ import pytest
 from chain.crypto import PrivateKey
 from genesis.format import load_genesis, parse_time
 from node.config import Home
+from node.dev.local import make_genesis, make_home, running_node
 from node.keyfile import read_key, write_key
-from tests.helpers import REPO, make_genesis, make_home, running_node
+from tests.helpers import REPO
 
 GENESIS_TIME = "2026-01-01T00:00:00Z"
 UNREACHABLE = "http://127.0.0.1:1"  # nothing listens on port 1

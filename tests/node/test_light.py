@@ -33,26 +33,27 @@ from chain.block import ZERO_HASH, Header, SignedHeader, sign_header
 from chain.crypto import PrivateKey
 from chain.stateproof import decode_proof
 from chain.tx import Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.state import chain_params
-from node.client import AsyncRPCClient, RPCClient
-from node.light import (
+from node.client.light import LightClient
+from node.client.rpc_client import AsyncRPCClient, RPCClient
+from node.client.trust import (
     CHECKS,
     ERA_CHANGE_WITHOUT_CERTIFICATE,
     HeaderVerifier,
-    LightClient,
     LightClientError,
     TrustedHeader,
     TrustRoot,
 )
+from node.dev.local import make_genesis, make_home, running_node
 from node.node import open_node
-from node.run import run_node
-from node.views import b64, signed_header_json
-from state.accounts import Account
+from node.serve import run_node
+from node.wire_json import b64, signed_header_json
 from state.params import PARAM_CHAIN
+from state.records import Account
 from state.schema import account_key
-from tests.helpers import REPO, make_genesis, make_home, running_node
+from tests.helpers import REPO
 
 BALANCE = 1_000_000
 WAIT_S = 20
@@ -635,9 +636,8 @@ async def trade(env: Env) -> tuple[int, int]:
 
 async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_path: Path
                                                                           ) -> None:
-    from node.light import decode_value
-    from state.markets import MarketState
-    from state.positions import Position
+    from node.client.light import decode_value
+    from state.records import MarketState, Position
 
     async with chain_env(tmp_path, transfers=False, markets=True, balance=10**12) as env:
         oid, h = await trade(env)
@@ -671,7 +671,7 @@ async def test_position_market_and_order_verify_and_forgeries_are_refused(tmp_pa
         forged_pos = b64(replace(pos, size=10**12).encode())
         forged_st = b64(replace(st, oracle_price=1, mode="paused").encode())
         forged_order = b64(replace(o, size=1).encode())
-        reads: list[tuple[str, Callable[[LightClient], Any]]] = [
+        reads: list[tuple[str | None, Callable[[LightClient], Any]]] = [
             (forged_pos, lambda c: c.position(bob, BTC, height=h)),
             (forged_st, lambda c: c.market(BTC, height=h)),
             (forged_order, lambda c: c.order(alice, oid, height=h)),

@@ -11,11 +11,12 @@ import pytest
 import trio
 
 from chain.tx import OraclePrice, make_tx
-from node.client import AsyncRPCClient, RPCCallError
+from node.client.rpc_client import AsyncRPCClient, RPCCallError
+from node.dev.local import make_genesis, make_home, running_node
 from node.node import open_node
-from node.run import run_node
-from node.views import b64
-from tests.helpers import REPO, make_genesis, make_home, running_node
+from node.serve import run_node
+from node.wire_json import b64
+from tests.helpers import REPO
 
 BTC = "BTC-USD-PERP"
 

@@ -15,15 +15,16 @@ import pytest
 from chain.codec import decode, encode
 from chain.crypto import TAG_TX, PrivateKey, signing_bytes
 from chain.tx import Deposit, Transaction, Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from genesis.state import chain_params, init_store
+from genesis.initial_store import init_store
+from genesis.state import chain_params
+from node.dev.local import make_genesis, make_home
 from node.mempool import Mempool, MempoolReject, RejectCode
 from node.node import Node, open_node
-from state.accounts import Account
+from state.records import Account
 from state.schema import account_key
 from state.store import Store
-from tests.helpers import make_genesis, make_home
 
 BALANCE = 10**9
 
@@ -212,14 +213,14 @@ async def test_nonce_too_low_committed(node: tuple[Node, DevnetKeys]) -> None:
     n, keys = node
     a, b = keys.accounts[:2]
     t0 = node_transfer(n, a, 0, b)
-    n.submit(t0.raw)
+    n.intake.submit(t0.raw)
     await n.produce_block()
-    assert n.committed_nonce(a.public_key) == 1
+    assert n.chain.committed_nonce(a.public_key) == 1
     assert n.mempool.pending_nonce(a.public_key) is None
     # Replaying the committed transaction, or another one with its nonce, is refused.
     for raw in (t0.raw, node_transfer(n, a, 0, b, amount=2).raw):
         with pytest.raises(MempoolReject) as ei:
-            n.submit(raw)
+            n.intake.submit(raw)
         assert ei.value.code is RejectCode.NONCE_TOO_LOW
     assert len(n.mempool) == 0
     # The rejections are counted by reason.
@@ -352,22 +353,22 @@ async def test_remove_after_commit_lets_next_nonce_continue(
     n, keys = node
     a, b, c = keys.accounts[:3]
     for t in (node_transfer(n, a, 0, c), node_transfer(n, b, 0, c), node_transfer(n, a, 1, c)):
-        n.submit(t.raw)
+        n.intake.submit(t.raw)
     head = await n.produce_block()
     assert head.height == 1
     assert len(n.mempool) == 0  # committed transactions left the mempool
-    assert n.committed_nonce(a.public_key) == 2
-    assert n.committed_nonce(b.public_key) == 1
+    assert n.chain.committed_nonce(a.public_key) == 2
+    assert n.chain.committed_nonce(b.public_key) == 1
     assert n.mempool.pending_nonce(a.public_key) is None
     # The next nonces continue from the committed state.
-    n.submit(node_transfer(n, a, 2, c).raw)
-    n.submit(node_transfer(n, b, 1, c).raw)
+    n.intake.submit(node_transfer(n, a, 2, c).raw)
+    n.intake.submit(node_transfer(n, b, 1, c).raw)
     with pytest.raises(MempoolReject) as ei:
-        n.submit(node_transfer(n, a, 4, c).raw)
+        n.intake.submit(node_transfer(n, a, 4, c).raw)
     assert ei.value.code is RejectCode.NONCE_GAP
     await n.produce_block()
-    assert n.committed_nonce(a.public_key) == 3
-    assert n.committed_nonce(b.public_key) == 2
+    assert n.chain.committed_nonce(a.public_key) == 3
+    assert n.chain.committed_nonce(b.public_key) == 2
 
 
 async def test_partial_reap_keeps_the_rest_in_nonce_order(tmp_path: Path) -> None:
@@ -380,20 +381,20 @@ async def test_partial_reap_keeps_the_rest_in_nonce_order(tmp_path: Path) -> Non
         sent = [node_transfer(n, a, 0, c), node_transfer(n, b, 0, c),
                 node_transfer(n, a, 1, c), node_transfer(n, a, 2, c)]
         for t in sent:
-            n.submit(t.raw)
+            n.intake.submit(t.raw)
         await n.produce_block()
         assert [t.hash for t in n.mempool.reap(10)] == [t.hash for t in sent[2:]]
-        assert n.committed_nonce(a.public_key) == 1
+        assert n.chain.committed_nonce(a.public_key) == 1
         # a has nonces 1 and 2 pending on top of committed nonce 1: the next one is 3.
         assert n.mempool.pending_nonce(a.public_key) == 3
-        n.submit(node_transfer(n, a, 3, c).raw)
+        n.intake.submit(node_transfer(n, a, 3, c).raw)
         with pytest.raises(MempoolReject) as ei:
-            n.submit(node_transfer(n, a, 1, c, amount=99).raw)
+            n.intake.submit(node_transfer(n, a, 1, c, amount=99).raw)
         assert ei.value.code is RejectCode.NONCE_TOO_LOW
         await n.produce_block()
         await n.produce_block()
         assert len(n.mempool) == 0
-        assert n.committed_nonce(a.public_key) == 4
+        assert n.chain.committed_nonce(a.public_key) == 4
         # Every transaction landed and succeeded, in nonce order per sender.
         heights = {}
         for t in sent:
@@ -433,8 +434,8 @@ async def test_overlapping_commit_waits_all_learn_the_commit(
     t = make_tx(a, n.params.chain_id, 0, Transfer(b.public_key, 1))
     results: dict[str, object] = {}
 
-    async def wait(name: str, timeout: float) -> None:
-        results[name] = (await n.submit_and_wait(t.raw, timeout))[1]
+    async def wait(name: str, wait_s: float) -> None:
+        results[name] = (await n.intake.submit_and_wait(t.raw, wait_s))[1]
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -442,7 +443,7 @@ async def test_overlapping_commit_waits_all_learn_the_commit(
             await trio.sleep(0.01)
             nursery.start_soon(wait, "long", 5)
             with trio.fail_after(5):
-                while "short" not in results:
+                while "short" not in results:  # noqa: ASYNC110 - a bounded poll of a task
                     await trio.sleep(0.01)
             assert results["short"] is None
             await n.produce_block()

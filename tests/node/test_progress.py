@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from node.admin_cli import _progress_line
-from node.replay import ProgressLog
-from state.replay import Progress
+from node.cli.admin_session import progress_line
+from node.replay_runner import ProgressLog
+from state.recovery.replay import Progress
 
 
 def test_progress_log_keeps_the_latest_and_logs_the_first_and_last(
@@ -31,5 +31,5 @@ def test_progress_log_keeps_the_latest_and_logs_the_first_and_last(
 
 def test_the_cli_progress_line() -> None:
     p = Progress(2, 5, 20, {"identical": 40, "diverged": 2, "dropped": 1}, 2.5).to_json()
-    assert _progress_line({"kind": "replay", **p}) == (
+    assert progress_line({"kind": "replay", **p}) == (
         "replay: block 5/20  identical 40  diverged 2  dropped 1  2.0 blocks/s  ~8s left")

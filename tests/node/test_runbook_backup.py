@@ -18,14 +18,15 @@ import pytest
 import trio
 
 from chain.admin import AdminRefused, make_command, sign_command
-from genesis.devnet import DevnetKeys
-from node.admin import AdminService
+from genesis.builder import DevnetKeys
 from node.config import Home
+from node.dev.local import make_genesis, make_home
 from node.node import Node, open_node
-from state.audit import JOURNAL_FILE
+from node.ops.service import AdminService
+from state.recovery.audit import JOURNAL_FILE
 from state.schema import STATE
 from state.store import Head, Store
-from tests.helpers import REPO, make_genesis, make_home
+from tests.helpers import REPO
 
 DOC = REPO / "docs" / "OPERATIONS.md"
 

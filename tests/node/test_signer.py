@@ -14,13 +14,14 @@ from chain.block import Block, Header
 from chain.crypto import PrivateKey, sha256
 from chain.merkle import merkle_root
 from chain.tx import Transfer, make_tx
+from node.dev.local import make_genesis, make_home
 from node.keyfile import write_key
-from node.node import NodeError, open_node
+from node.node import open_node
+from node.node_error import NodeError
 from node.signer import DoubleSignRefused, Signer
-from state.accounts import Account
+from state.records import Account
 from state.schema import account_key
 from state.transition import apply_body
-from tests.helpers import make_genesis, make_home
 
 CHAIN = "test-chain"
 
@@ -194,7 +195,7 @@ async def test_node_recommits_a_signed_but_uncommitted_block(tmp_path: Path) -> 
     try:
         await n.produce_block()
         t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 40))
-        n.submit(t.raw)
+        n.intake.submit(t.raw)
         # What produce_block does, up to signing; then "crash" before the commit.
         txs = n.mempool.reap(10)
         height, time_ms = n.head.height + 1, n.head.time + 1

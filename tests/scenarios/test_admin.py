@@ -12,10 +12,10 @@ import pytest
 from chain.admin import AdminEnvelope, OperatorSignature
 from chain.crypto import PrivateKey
 from chain.tx import Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import RPCCallError, RPCClient
-from node.views import b64
-from tests.helpers import make_genesis, make_home, running_node
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import RPCCallError, RPCClient
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
 
 
 def admin_url(home_root: Path) -> str:

@@ -12,11 +12,11 @@ import trio
 
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, make_tx
-from node.client import AsyncRPCClient
-from node.loadgen import LeveragedTraders
-from node.views import b64
-from state.exchange import INSURANCE_ADDRESS
-from tests.helpers import make_genesis, make_home, running_node
+from node.client.rpc_client import AsyncRPCClient
+from node.dev.loadgen import LeveragedTraders
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
+from state.records import INSURANCE_ADDRESS
 
 BTC = "BTC-USD-PERP"
 USD = 10**6
@@ -33,8 +33,8 @@ async def commit(c: AsyncRPCClient, chain_id: str, key: PrivateKey, payload: Pay
 
 async def next_block(c: AsyncRPCClient) -> None:
     h0 = int((await c.call("status"))["sync_info"]["latest_block_height"])
-    while int((await c.call("status"))["sync_info"]["latest_block_height"]) <= h0:
-        await trio.sleep(0.02)
+    while int((await c.call("status"))["sync_info"]["latest_block_height"]) <= h0:  # noqa: ASYNC110
+        await trio.sleep(0.02)  # polling another process's RPC: no event to wait on
 
 
 def attrs(e: dict[str, Any]) -> dict[str, str]:

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from chain.tx import Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import RPCCallError, RPCClient
-from node.views import b64
-from tests.helpers import make_genesis, make_home, running_node
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import RPCCallError, RPCClient
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
 
 
 def test_twenty_halts_and_snapshots_under_load(tmp_path: Path) -> None:

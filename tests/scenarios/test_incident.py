@@ -20,58 +20,21 @@ from typing import Any
 import pytest
 
 from chain.crypto import PrivateKey
-from chain.tx import Deposit, OraclePrice, Payload, PlaceOrder, Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import RPCCallError, RPCClient
-from node.views import b64
-from state.exchange import INSURANCE_ADDRESS
-from state.markets import MarketState, market_state_key
-from state.schema import STATE
+from chain.tx import Deposit, OraclePrice, Transfer
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import RPCCallError, RPCClient
+from node.dev.local import make_genesis, make_home, running_node
+from state.records import INSURANCE_ADDRESS, MarketState, market_state_key
 from state.store import Store
-from tests.helpers import REPO, make_genesis, make_home, rewrite_behind_the_chain, running_node
+from tests.harness.rpc_chain import Chain, admin_url, order
+from tests.helpers import REPO, rewrite_behind_the_chain
 
 BTC = "BTC-USD-PERP"
 USD = 10**6
-SIZE = 10**8
 
 
 def px(usd: float) -> int:
     return int(round(usd * 10)) * 100_000
-
-
-class Chain:
-    def __init__(self, c: RPCClient, chain_id: str) -> None:
-        self.c = c
-        self.chain_id = chain_id
-
-    def commit(self, key: PrivateKey, payload: Payload, ok: bool = True) -> dict[str, Any]:
-        nonce = int(self.c.call("account", address=key.public_key.hex())["next_nonce"])
-        t = make_tx(key, self.chain_id, nonce, payload)
-        res = self.c.call("broadcast_tx_commit", tx=b64(t.raw))
-        if ok:
-            assert res["tx_result"]["code"] == 0, res
-        return dict(res, hash=t.hash.hex(), nonce=str(nonce))
-
-    def height(self) -> int:
-        return int(self.c.call("status")["sync_info"]["latest_block_height"])
-
-    def end_events(self, lo: int, hi: int, kind: str) -> list[dict[str, str]]:
-        out = []
-        for h in range(lo, hi + 1):
-            for e in self.c.call("block_results", height=h)["end_block_events"]:
-                if e["type"] == kind:
-                    out.append({a["key"]: a["value"] for a in e["attributes"]})
-        return out
-
-
-def order(side: str, kind: str, price: float, size: float, tif: str = "gtc",
-          trigger: float = 0) -> PlaceOrder:
-    return PlaceOrder(BTC, side, kind, tif, px(price), int(size * SIZE),
-                      kind in ("take_profit", "stop_loss"), px(trigger) if trigger else 0)
-
-
-def admin_url(root: Path) -> str:
-    return (root / "data" / "admin_address").read_text().strip()
 
 
 def test_the_incident_end_to_end(tmp_path: Path) -> None:

@@ -13,13 +13,14 @@ import pytest
 from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
 from chain.crypto import PrivateKey
 from chain.tx import Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import AsyncRPCClient, RPCCallError, RPCClient
-from node.light import LightClient, LightClientError
-from node.views import b64
-from state.accounts import Account
+from node.client.admin_client import AdminClient
+from node.client.light import LightClient
+from node.client.rpc_client import AsyncRPCClient, RPCCallError, RPCClient
+from node.client.trust import LightClientError
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
+from state.records import Account
 from state.schema import account_key
-from tests.helpers import make_genesis, make_home, running_node
 
 
 class Proxy:
@@ -90,7 +91,7 @@ async def test_light_client_follows_a_rollback_only_with_a_valid_certificate(
             acct = await lc.get_verified(account_key(a.public_key))
             assert Account.decode(acct.value or b"").nonce == 0  # the transfers are gone
             # A header of the abandoned era is refused from now on.
-            from node.light import decode_header_answer
+            from node.client.trust import decode_header_answer
 
             sh = decode_header_answer(abandoned_header, "old")
             with pytest.raises(LightClientError) as e:

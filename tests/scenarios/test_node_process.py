@@ -10,17 +10,17 @@ import trio
 from chain.block import Block
 from chain.tx import Transfer, make_tx
 from genesis.format import load_genesis
-from genesis.state import init_store
-from node.client import AsyncRPCClient, NodeUnreachable
-from node.loadgen import TransferLoad
-from node.views import b64
+from genesis.initial_store import init_store
+from node.client.rpc_client import AsyncRPCClient, NodeUnreachable
+from node.dev.loadgen import TransferLoad
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
 from state.store import Store
 from state.transition import import_block
-from tests.helpers import make_genesis, make_home, running_node
 
 
-async def wait_height(client: AsyncRPCClient, height: int, timeout: float = 30) -> int:
-    with trio.fail_after(timeout):
+async def wait_height(client: AsyncRPCClient, height: int, within_s: float = 30) -> int:
+    with trio.fail_after(within_s):
         while True:
             st = await client.call("status")
             h = int(st["sync_info"]["latest_block_height"])
@@ -184,7 +184,8 @@ def test_store_behind_last_signed_record_refuses_to_start(tmp_path: Path) -> Non
 
     import pytest
 
-    from node.node import NodeError, open_node
+    from node.node import open_node
+    from node.node_error import NodeError
 
     g, keys = make_genesis(accounts=2)
     home = make_home(tmp_path / "node", g, keys.producer)
@@ -199,7 +200,8 @@ async def test_lost_last_signed_record_refuses_to_start_and_produce_is_serialise
         tmp_path: Path) -> None:
     import pytest
 
-    from node.node import NodeError, open_node
+    from node.node import open_node
+    from node.node_error import NodeError
 
     g, keys = make_genesis(accounts=2)
     home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=60_000)
@@ -213,9 +215,9 @@ async def test_lost_last_signed_record_refuses_to_start_and_produce_is_serialise
         # Waiting on a transaction that was already committed returns its result.
         a, b = keys.accounts
         t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 3))
-        node.submit(t.raw)
+        node.intake.submit(t.raw)
         await node.produce_block()
-        _, committed = await node.submit_and_wait(t.raw, 0.01)
+        _, committed = await node.intake.submit_and_wait(t.raw, 0.01)
         assert committed is not None and committed.height == 3 and committed.result.code == 0
     finally:
         node.close()

@@ -5,8 +5,8 @@ state, same blocks)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -14,12 +14,12 @@ import pytest
 
 from chain.crypto import PrivateKey
 from chain.tx import Deposit, PlaceOrder, Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import NodeUnreachable, RPCCallError, RPCClient
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import NodeUnreachable, RPCCallError, RPCClient
 from node.config import Home
-from node.views import b64
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
 from state.store import Store
-from tests.helpers import make_genesis, make_home, running_node
 
 BTC = "BTC-USD-PERP"
 USD = 10**6

@@ -27,8 +27,8 @@ import pytest
 
 from chain.block import Block, TxResult
 from chain.tx import decode_tx
-from node.client import RPCClient
-from state.snapshot_file import SnapshotReader
+from node.client.rpc_client import RPCClient
+from state.recovery.snapshot_file import SnapshotReader
 from state.store import Store
 from tests.helpers import REPO
 
@@ -69,9 +69,9 @@ def loaded_devnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Count
     root = tmp_path_factory.mktemp("devnet")
     blocks = BLOCKS
     for _ in range(3):
-        r = cli("devnet", "--home", root, "--blocks", blocks, "--block-interval-ms", 100,
-                "--port", 0, "--tps", 150, "--accounts", 12, "--funding-interval-ms", 2000,
-                "--oracle-period-ms", 200, "--oracle-sharp-every", 8)
+        r = cli("devnet", "--home", root, "--blocks", str(blocks), "--block-interval-ms", "100",
+                "--port", "0", "--tps", "150", "--accounts", "12", "--funding-interval-ms", "2000",
+                "--oracle-period-ms", "200", "--oracle-sharp-every", "8")
         assert r.returncode == 0, r.stdout + r.stderr
         w = workload(root / "node0" / "data" / "store")
         if w["event liquidation_settled"] and w["event order_triggered"] and \

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from chain.tx import Transfer, make_tx
-from node.admin_client import AdminClient
-from node.client import RPCClient
-from node.views import b64
+from node.client.admin_client import AdminClient
+from node.client.rpc_client import RPCClient
+from node.dev.local import make_genesis, make_home, running_node
+from node.wire_json import b64
 from state.store import Store
-from tests.helpers import REPO, make_genesis, make_home, running_node
+from tests.helpers import REPO
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,11 +9,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from state.markets import MarketState, market_state_key
+from state.records import MarketState, market_state_key
 from state.schema import STATE
 from state.store import Store
+from tests.harness.exchange import BTC, Exchange, limit, market
 from tests.helpers import REPO
-from tests.state.test_exchange import BTC, Exchange, limit, market
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,8 +49,8 @@ def test_verify_passes_then_catches_a_funding_index_written_into_the_store(
 
 
 def test_verify_catches_a_position_missing_from_the_liquidation_index(tmp_path: Path) -> None:
-    from state.liquidation import RISK_OF
-    from state.verify import verify_store
+    from state.exchange.liquidation import RISK_OF
+    from state.recovery.verify import verify_store
 
     ex = Exchange(tmp_path / "db")
     ex.block(ex.tx(ex.alice, limit("sell", 60_000, 0.5)))

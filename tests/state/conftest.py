@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.state.test_exchange import Exchange
+from tests.harness.exchange import Exchange
 
 
 @pytest.fixture

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from state import audit
-from state.audit import AuditEntry, AuditLog
+from state.recovery import audit
+from state.recovery.audit import AuditEntry, AuditLog
 from state.schema import META_AUDIT
-from state.store import Store, StoreError
+from state.store import Store
+from state.store_errors import StoreError
 
 
 def entry(command: str, **extra: object) -> dict[str, object]:

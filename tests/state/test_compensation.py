@@ -7,15 +7,13 @@ from __future__ import annotations
 import pytest
 
 from chain.tx import Deposit, Transfer, Withdraw
-from state.compensation import build_report, counterfactual, report_id
-from state.exchange import INSURANCE_ADDRESS, account_margin
-from state.replay import Exclusions
-from state.store import StoreError
-from tests.state.test_exchange import START, USD, Exchange, limit, market
-from tests.state.test_liquidation import oracle, px
-from tests.state.test_operator import op_tx
-from tests.state.test_replay import replay_all, system_block
-from tests.state.test_rollback import roll_back
+from state.exchange.margin import account_margin
+from state.records import INSURANCE_ADDRESS
+from state.recovery.archive import Exclusions
+from state.recovery.compensation import build_report, counterfactual, report_id
+from state.store_errors import OperationRefused
+from tests.harness.exchange import START, USD, Exchange, limit, market, op_tx, oracle, px
+from tests.harness.recovery import replay_all, roll_back, system_block
 
 
 def test_harm_is_paid_exactly_and_only_where_the_interventions_caused_it(
@@ -84,7 +82,7 @@ def test_no_report_before_the_replay(ex: Exchange) -> None:
     h = ex.height
     ex.block(ex.tx(ex.bob, market("buy", 61_000, 0.1)))
     roll_back(ex, h)
-    with pytest.raises(StoreError, match="has not been replayed yet"):
+    with pytest.raises(OperationRefused, match="has not been replayed yet"):
         build_report(ex.store, 0)
 
 

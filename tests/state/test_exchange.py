@@ -14,111 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.codes import ResultCode
-from chain.crypto import PrivateKey
-from chain.tx import CancelAll, CancelOrder, OraclePrice, PlaceOrder, Transaction, make_tx
-from genesis.state import init_store
+from chain.tx import CancelAll, CancelOrder, OraclePrice, PlaceOrder, make_tx
+from genesis.initial_store import init_store
 from state.accounts import get_account
-from state.exchange import (
-    BAD_DEBT,
-    FEE_POOL,
-    FUNDING_DUST,
-    INSURANCE_ADDRESS,
-    Pool,
-    account_positions,
-    get_position,
-)
-from state.markets import get_market_state
-from state.orderbook import account_orders, best_orders
+from state.exchange.book import account_orders, best_orders
+from state.exchange.markets import get_market_state
+from state.exchange.positions import get_position
 from state.store import Store
 from state.transition import import_block
-from tests.helpers import make_genesis
-from tests.state.test_transition import build
-
-BTC = "BTC-USD-PERP"
-USD = 10**6  # micro-USDC per USDC
-BTC_SIZE = 10**8  # size units per BTC
-START = 10_000 * USD
-
-
-class Exchange:
-    """A chain with markets; each ``block`` call commits one block of transactions."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.g, self.keys = make_genesis(accounts=5, balance=START, markets=True)
-        self.store = Store(tmp / "db")
-        init_store(self.store, self.g)
-        self.nonces: dict[bytes, int] = {}
-        self.alice, self.bob, self.carol, self.dave, self.erin = self.keys.accounts
-
-    def tx(self, key: PrivateKey, payload: object) -> Transaction:
-        n = self.nonces.get(key.public_key, 0)
-        self.nonces[key.public_key] = n + 1
-        return make_tx(key, self.g.chain_id, n, payload)  # type: ignore[arg-type]
-
-    def block(self, *txs: Transaction, dt: int = 1000) -> list:  # type: ignore[type-arg]
-        import_block(self.store, build(self.store, self.keys, list(txs), dt=dt))
-        h = self.store.head()
-        assert h is not None
-        from chain.block import TxResult
-
-        return [TxResult.decode(r) for r in self.store.results(h.height) or []]
-
-    @property
-    def height(self) -> int:
-        h = self.store.head()
-        assert h is not None
-        return h.height
-
-    def collateral(self, key: PrivateKey) -> int:
-        return get_account(self.store.overlay(), key.public_key).balance
-
-    def position(self, key: PrivateKey) -> tuple[int, int]:
-        p = get_position(self.store.overlay(), key.public_key, BTC)
-        return (0, 0) if p is None else (p.size, p.cost)
-
-    def fee_pool(self) -> int:
-        p = self.store.overlay().get_obj(FEE_POOL, Pool)
-        return p.amount if p else 0
-
-    def conserved_scaled(self) -> int:
-        """The guard's conserved quantity in 10^-14 micro-USDC: collateral (insurance fund
-        included) − cost + fees − bad debt, plus funding dust, plus funding owed but unsettled
-        (Σ size·index)."""
-        ov = self.store.overlay()
-        d = 10**14
-        total = 0
-        for key, sign in ((FEE_POOL, 1), (BAD_DEBT, -1)):
-            p = ov.get_obj(key, Pool)
-            total += sign * d * (p.amount if p else 0)
-        dust = ov.get_obj(FUNDING_DUST, Pool)
-        total += dust.amount if dust else 0
-        for addr in [k.public_key for k in self.keys.accounts] + [INSURANCE_ADDRESS]:
-            total += d * get_account(ov, addr).balance
-            for _, pos in account_positions(ov, addr):
-                total += pos.size * pos.funding_index - d * pos.cost
-        return total
-
-    def conserved(self) -> int:
-        """Σ collateral − Σ cost basis + fee pool: trades and fees never change it."""
-        ov = self.store.overlay()
-        total = self.fee_pool()
-        for k in self.keys.accounts:
-            total += get_account(ov, k.public_key).balance
-            for _, pos in account_positions(ov, k.public_key):
-                total -= pos.cost
-        return total
-
-
-def limit(side: str, price_usd: float, size_btc: float, tif: str = "gtc",
-          reduce_only: bool = False) -> PlaceOrder:
-    return PlaceOrder(BTC, side, "limit", tif, int(round(price_usd * 10)) * 100_000,
-                      int(round(size_btc * 10_000)) * 10_000, reduce_only, 0)
-
-
-def market(side: str, worst_usd: float, size_btc: float, reduce_only: bool = False
-           ) -> PlaceOrder:
-    return PlaceOrder(BTC, side, "market", "ioc", int(round(worst_usd * 10)) * 100_000,
-                      int(round(size_btc * 10_000)) * 10_000, reduce_only, 0)
+from tests.harness.exchange import BTC, BTC_SIZE, START, USD, Exchange, limit, market
 
 
 def test_worked_trade_fees_and_realized_pnl(ex: Exchange) -> None:
@@ -292,7 +196,6 @@ def test_many_orders_in_one_block_match_like_one_per_block(tmp_path: Path) -> No
     finally:
         a.store.close()
         b.store.close()
-
 
 
 order_st = st.tuples(

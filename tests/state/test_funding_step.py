@@ -3,17 +3,8 @@ payment, no jump after a gap, and settlement on the next fill."""
 
 from __future__ import annotations
 
-from chain.block import Block, TxResult
-from state.markets import get_market_state
-from tests.state.test_exchange import BTC, USD, Exchange, limit, market
-
-
-def end_events(ex: Exchange) -> list[dict[str, str]]:
-    h = ex.height
-    block_txs = len(Block.decode_block(ex.store.block_bytes(h) or b"").txs)
-    results = ex.store.results(h) or []
-    return [e.as_dict() | {"type": e.type} for r in results[block_txs:]
-            for e in TxResult.decode(r).events]
+from state.exchange.markets import get_market_state
+from tests.harness.exchange import BTC, USD, Exchange, end_events, limit, market
 
 
 def test_premium_samples_then_one_interval_of_funding(ex: Exchange) -> None:

@@ -1,6 +1,6 @@
 """Liquidations: worked numbers, the bankrupt case, the at-risk index, stale prices, funding.
 
-Devnet market parameters (genesis/devnet.py): initial margin 5%, maintenance 3%, liquidation
+Devnet market parameters (genesis/builder.py): initial margin 5%, maintenance 3%, liquidation
 penalty 1.5%, taker fee 0.05%, maker fee 0.02%, oracle max age 60 s, funding interval 60 s,
 max funding rate 0.1% per interval.
 """
@@ -13,38 +13,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain.tx import Deposit, OraclePrice, PlaceOrder, Transaction
-from state.exchange import (
+from chain.tx import Deposit, PlaceOrder
+from state.exchange.book import account_orders
+from state.exchange.liquidation import RISK, RISK_OF, RiskEntries, thresholds
+from state.exchange.margin import Held, account_margin, margin_of
+from state.exchange.markets import get_market_state
+from state.exchange.positions import get_position
+from state.records import (
     BAD_DEBT,
     INSURANCE_ADDRESS,
-    Held,
+    Market,
+    MarketState,
     Pool,
-    account_margin,
-    get_position,
-    margin_of,
+    Position,
+    initial_state,
 )
-from state.liquidation import RISK, RISK_OF, RiskEntries, thresholds
-from state.markets import Market, MarketState, get_market_state, initial_state
-from state.orderbook import account_orders
-from state.positions import Position
-from tests.state.test_exchange import BTC, USD, Exchange, limit, market
-from tests.state.test_funding_step import end_events
+from tests.harness.exchange import (
+    BTC,
+    USD,
+    Exchange,
+    end_events,
+    limit,
+    liq_events,
+    open_long,
+    oracle,
+    px,
+)
 
 ETH = "ETH-USD-PERP"
-
-
-def px(usd: float) -> int:
-    return int(round(usd * 10)) * 100_000
-
-
-def oracle(ex: Exchange, price: int, symbol: str = BTC, dt: int = 1000) -> Transaction:
-    head = ex.store.head()
-    assert head is not None
-    return ex.tx(ex.keys.oracles[0], OraclePrice(symbol, price, head.time + dt))
-
-
-def liq_events(ex: Exchange) -> list[dict[str, str]]:
-    return [e for e in end_events(ex) if e["type"].startswith("liquidation")]
 
 
 def fund(ex: Exchange) -> int:
@@ -60,13 +56,6 @@ def bad_debt(ex: Exchange) -> int:
 
 def risk_keys(ex: Exchange) -> list[bytes]:
     return [k for k, _ in ex.store.iter_state(RISK)]
-
-
-def open_long(ex: Exchange, btc: float) -> None:
-    """Alice rests an ask of ``btc`` at 60,000; Dave buys it at market (taker fee 0.05%)."""
-    ex.block(ex.tx(ex.alice, limit("sell", 60_000, btc)))
-    [r] = ex.block(ex.tx(ex.dave, market("buy", 60_000, btc)))
-    assert r.code == 0, r.log
 
 
 def test_worked_liquidation_with_penalty(ex: Exchange) -> None:
@@ -161,9 +150,9 @@ def test_a_stale_oracle_liquidates_no_one_and_funding_alone_can_liquidate(ex: Ex
 def test_paused_market_liquidates_no_one(ex: Exchange) -> None:
     """No transaction switches modes yet (operator commands come with the recovery
     toolkit), so this runs the step on an overlay whose market state says ``paused``."""
-    from state.liquidation import process_liquidations
-    from state.machine import TxContext
-    from state.markets import put_market_state
+    from state.context import TxContext
+    from state.exchange.liquidation import process_liquidations
+    from state.exchange.markets import put_market_state
     from state.params import load_params
 
     open_long(ex, 1)
@@ -204,7 +193,7 @@ def test_multi_market_account_is_found_through_either_market(ex: Exchange) -> No
 
 
 def test_replay_of_liquidations_is_byte_identical(ex: Exchange, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from genesis.state import init_store
+    from genesis.initial_store import init_store
     from state.store import Store
     from state.transition import import_block
 
@@ -260,7 +249,7 @@ def test_index_never_misses_a_liquidatable_account(rows: list, collateral: int) 
     entries = thresholds(am)
     candidate = False
     for (h, k), h2 in zip(entries, later, strict=True):
-        from state.liquidation import _x
+        from state.exchange.liquidation import _x
 
         long = h.position.size > 0
         x2 = _x(h2.state, h2.market.maintenance_margin_ppm, long)
@@ -277,6 +266,6 @@ def test_index_entry_of_a_safe_account_is_not_a_candidate_at_its_own_prices() ->
     pos = Position(10**8, 60_000 * USD, 0, 0)
     am = margin_of(10_000 * USD, (Held(m, st0, pos),))
     [(h, k)] = thresholds(am)
-    from state.liquidation import _x
+    from state.exchange.liquidation import _x
 
     assert not _x(st0, 30_000, True) < k

@@ -3,39 +3,26 @@ suspended liquidations, compensation payments, and every refusal."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
-from chain.admin import make_command, sign_command
 from chain.codes import ResultCode
 from chain.crypto import PrivateKey
-from chain.tx import Deposit, OperatorCall, PlaceOrder, Transaction
-from state.exchange import INSURANCE_ADDRESS
-from state.markets import get_market_state
-from state.orderbook import account_orders
-from tests.state.test_exchange import BTC, USD, Exchange, limit
-from tests.state.test_liquidation import liq_events, open_long, oracle, px
-
-_nonces = itertools.count(1)
-
-
-def op_tx(ex: Exchange, command: str, args: dict[str, str], *,
-          keys: list[PrivateKey] | None = None, issued_at: int | None = None,
-          nonce: int | None = None, sender: PrivateKey | None = None,
-          chain_id: str | None = None) -> Transaction:
-    head = ex.store.head()
-    assert head is not None
-    cmd = make_command(chain_id or ex.g.chain_id, command, args,
-                       head.time if issued_at is None else issued_at,
-                       next(_nonces) if nonce is None else nonce)
-    env = sign_command(cmd, list(ex.keys.operators) if keys is None else keys)
-    return ex.tx(sender or ex.keys.operators[0], OperatorCall(env.encode()))
-
-
-def tpsl(kind: str, side: str, trigger: float, worst: float, size: float) -> PlaceOrder:
-    return PlaceOrder(BTC, side, kind, "ioc", px(worst), int(round(size * 10_000)) * 10_000,
-                      True, px(trigger))
+from chain.tx import Deposit
+from state.exchange.book import account_orders
+from state.exchange.markets import get_market_state
+from state.records import INSURANCE_ADDRESS
+from tests.harness.exchange import (
+    BTC,
+    USD,
+    Exchange,
+    limit,
+    liq_events,
+    op_tx,
+    open_long,
+    oracle,
+    px,
+    tpsl,
+)
 
 
 def test_cancel_orders_keeps_take_profit_and_stop_loss(ex: Exchange) -> None:

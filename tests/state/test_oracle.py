@@ -11,15 +11,15 @@ from chain.codec import encode
 from chain.codes import ResultCode
 from chain.crypto import TAG_TX, signing_bytes
 from chain.tx import OraclePrice, decode_tx, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from genesis.state import init_store
+from genesis.initial_store import init_store
+from node.dev.local import make_genesis
 from node.mempool import Mempool, MempoolReject, RejectCode
-from state.markets import get_market, get_market_state
+from state.exchange.markets import get_market, get_market_state
 from state.params import load_params
 from state.store import Store
 from state.transition import apply_body
-from tests.helpers import make_genesis
 
 BTC = "BTC-USD-PERP"
 

@@ -1,5 +1,6 @@
-"""Exchange arithmetic (state/scales.py, funding.py, positions.py, margin.py): worked numbers
-computed by hand in the comments, then property tests against exact Fraction references."""
+"""Exchange arithmetic (state/scales.py; funding.py, positions.py, margin.py in state/exchange/):
+worked numbers computed by hand in the comments, then property tests against exact Fraction
+references."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from state.funding import (
+from state.exchange.funding import (
     Settlement,
     clamp_rate,
     index_delta,
@@ -19,7 +20,7 @@ from state.funding import (
     rate_from_premiums,
     settle,
 )
-from state.margin import (
+from state.exchange.margin import (
     equity,
     initial_requirement,
     is_liquidatable,
@@ -29,7 +30,8 @@ from state.margin import (
     notional,
     unrealized_pnl,
 )
-from state.positions import FLAT, Position, apply_fill, settle_funding, trade_notional
+from state.exchange.positions import apply_fill, settle_funding, trade_notional
+from state.records import FLAT, Position
 from state.scales import (
     FUNDING_DIVISOR,
     PPM,

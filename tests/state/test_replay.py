@@ -7,43 +7,16 @@ from chain.block import Block
 from chain.codes import ResultCode
 from chain.crypto import sha256
 from chain.tx import CancelOrder, Deposit, Transaction, Withdraw, decode_tx
-from state import replay
-from state.exchange import INSURANCE_ADDRESS
+from state.meta import replayed_height
 from state.params import load_params
-from state.replay import Exclusions, Fate
+from state.records import INSURANCE_ADDRESS
+from state.recovery import replay
+from state.recovery.archive import Exclusions, archived_blocks
 from state.schema import archive_key
 from state.store import Head
-from state.transition import BlockOutcome, apply_body, seal
-from tests.state.test_exchange import BTC, USD, Exchange, limit, market
-from tests.state.test_operator import op_tx
-from tests.state.test_rollback import full_dump, roll_back, trade_blocks
-
-
-def replay_all(ex: Exchange, era: int, exclusions: Exclusions | None = None,
-               fork_height: int | None = None) -> list[Fate]:
-    """Run the replay as the producer does (state.replay.run_replay), sealing each block
-    with the producer key."""
-    params = load_params(ex.store.overlay())
-    rec = replay.begin_record(ex.store, era, exclusions or Exclusions(), [], 0)
-
-    def commit(txs: list[Transaction], time: int, meta: list[tuple[bytes, bytes | None]],
-               outcome: BlockOutcome) -> Head:
-        return seal(ex.store, params, ex.keys.producer, txs, time, outcome, meta)
-
-    if fork_height is None:
-        fork_height = rec["start_height"] - 1
-    return replay.run_replay(ex.store, params, rec, commit, fork_height=fork_height)
-
-
-def system_block(ex: Exchange, *txs: Transaction) -> list:  # type: ignore[type-arg]
-    """A block in the new era one millisecond after the head (as operator commands made
-    while halted are), e.g. the operators' cancel-orders before a replay."""
-    head = ex.store.head()
-    assert head is not None
-    params = load_params(ex.store.overlay())
-    out = apply_body(ex.store, params, head.height + 1, head.time + 1, list(txs))
-    seal(ex.store, params, ex.keys.producer, list(txs), head.time + 1, out)
-    return out.results
+from state.transition import BlockOutcome, seal
+from tests.harness.exchange import BTC, USD, Exchange, limit, market, op_tx
+from tests.harness.recovery import full_dump, replay_all, roll_back, system_block, trade_blocks
 
 
 def test_rollback_then_full_replay_gives_the_same_application_state(ex: Exchange) -> None:
@@ -56,13 +29,13 @@ def test_rollback_then_full_replay_gives_the_same_application_state(ex: Exchange
     assert ex.store.dump_state() != original
     fates = replay_all(ex, 0)
     assert {f.fate for f in fates} == {"identical"}
-    assert len(fates) == sum(len(b.txs) for b in replay.archived_blocks(ex.store, 0))
+    assert len(fates) == sum(len(b.txs) for b in archived_blocks(ex.store, 0))
     assert ex.store.dump_state() == original  # accounts, markets, positions, orders, funding
     head = ex.store.head()
     assert head is not None and head.state_root == original_head.state_root
     assert (head.height, head.era) == (original_head.height, 1)
     assert full_dump(ex.store)  # the tree was rebuilt alongside (same root)
-    assert replay.replayed_height(ex.store, 0) == head.height
+    assert replayed_height(ex.store, 0) == head.height
 
 
 def test_failed_transactions_are_replayed_as_failures_and_keep_their_senders_valid(
@@ -116,7 +89,7 @@ def test_an_excluded_transaction_drops_exactly_its_senders_later_transactions(
     h = ex.height
     trade_blocks(ex, 5)
     roll_back(ex, h)
-    blocks = replay.archived_blocks(ex.store, 0)
+    blocks = archived_blocks(ex.store, 0)
     # Alice's order in the second abandoned block is excluded.
     victim = decode_tx(blocks[1].txs[0])
     assert victim.sender == ex.alice.public_key

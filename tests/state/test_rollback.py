@@ -7,58 +7,18 @@ from pathlib import Path
 import pytest
 
 from chain.admin import ForkCertificate, SignedForkCertificate, sign_fork
-from chain.block import Block, Header, sign_header
+from chain.block import Block
 from chain.errors import InvalidBlock
-from chain.tx import Deposit, Transaction
-from state import pins, rollback
-from state.exchange import INSURANCE_ADDRESS
-from state.params import load_params
-from state.schema import ARCHIVE, TREE, TX_FATE, archive_key
-from state.store import Store, StoreError
-from state.transition import apply_body, import_block
-from tests.state.test_exchange import USD, Exchange, limit, market
-
-
-def full_dump(store: Store) -> list[tuple[bytes, bytes]]:
-    """State values and state tree nodes: everything a rollback must restore."""
-    return store.dump_state() + [(k, v) for k, v in store.db.iterator(prefix=TREE)]
-
-
-def trade_blocks(ex: Exchange, n: int) -> None:
-    """``n`` blocks of trading, oracle moves and a liquidation or two."""
-    from tests.state.test_liquidation import oracle, px
-
-    for i in range(n):
-        side = "buy" if i % 2 else "sell"
-        ex.block(ex.tx(ex.alice, limit(side, 60_000 + (50 if side == "sell" else -50), 0.5)),
-                 ex.tx(ex.bob, market("buy" if side == "sell" else "sell", 61_000 if
-                                      side == "sell" else 59_000, 0.2)),
-                 oracle(ex, px(60_000 - 300 * (i % 5))))
-
-
-def certificate(ex: Exchange, plan: rollback.RollbackPlan, reason: str = "test"
-                ) -> bytes:
-    cert = ForkCertificate(ex.g.chain_id, plan.new_era, plan.from_height, plan.to_height,
-                           plan.target.hash, plan.target.state_root, reason)
-    return sign_fork(cert, list(ex.keys.operators), 1).encode()
-
-
-def roll_back(ex: Exchange, to_height: int) -> rollback.RollbackPlan:
-    plan = rollback.plan_rollback(ex.store, to_height)
-    rec = rollback.begin(ex.store, plan, certificate(ex, plan), "test", [], 0)
-    rollback.run(ex.store, rec)
-    return plan
-
-
-def block_in_era(ex: Exchange, era: int, txs: list[Transaction]) -> bytes:
-    head = ex.store.head()
-    assert head is not None
-    params = load_params(ex.store.overlay())
-    out = apply_body(ex.store, params, head.height + 1, head.time + 1000, txs)
-    header = Header(params.chain_id, era, head.height + 1, head.hash, head.time + 1000,
-                    out.tx_root, out.results_root, out.state_root, ex.keys.producer.public_key)
-    return Block(header, sign_header(ex.keys.producer, header), tuple(t.raw for t in txs)
-                 ).encode()
+from chain.tx import Deposit
+from state.meta import RollbackOperation, next_era
+from state.records import INSURANCE_ADDRESS
+from state.recovery import pins, rollback
+from state.schema import ARCHIVE, TX_FATE, archive_key
+from state.store import Store
+from state.store_errors import OperationRefused
+from state.transition import import_block
+from tests.harness.exchange import USD, Exchange
+from tests.harness.recovery import block_in_era, certificate, full_dump, roll_back, trade_blocks
 
 
 def test_rollback_restores_the_exact_state_and_archives_the_abandoned_blocks(
@@ -90,7 +50,7 @@ def test_rollback_restores_the_exact_state_and_archives_the_abandoned_blocks(
         assert ex.store.tx_location(sha256(t)) is None
         assert ex.store.db.get(TX_FATE + sha256(t)) is not None
     assert rollback.operation(ex.store) is None
-    assert rollback.next_era(ex.store, head_h) == 1  # type: ignore[arg-type]
+    assert next_era(ex.store, head_h) == 1  # type: ignore[arg-type]
 
 
 def test_the_first_block_after_a_rollback_must_start_the_new_era(ex: Exchange) -> None:
@@ -101,7 +61,7 @@ def test_the_first_block_after_a_rollback_must_start_the_new_era(ex: Exchange) -
     import_block(ex.store, block_in_era(ex, 1, []))
     head = ex.store.head()
     assert head is not None and (head.height, head.era) == (3, 1)
-    assert rollback.next_era(ex.store, head) == 1
+    assert next_era(ex.store, head) == 1
     with pytest.raises(InvalidBlock, match="era 2, expected 1"):
         import_block(ex.store, block_in_era(ex, 2, []))
 
@@ -114,15 +74,17 @@ def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
     rollback.step(ex.store, rec, max_blocks=1)
     rollback.step(ex.store, rec, max_blocks=2)  # "crash": the record says what is left
     assert rollback.operation(ex.store) == rec
-    with pytest.raises(StoreError, match="another recovery operation"):
+    with pytest.raises(OperationRefused, match="another recovery operation"):
         rollback.begin(ex.store, plan, b"", "again", [], 0)
-    rollback.run(ex.store, rollback.operation(ex.store) or {})
+    pending = rollback.operation(ex.store)
+    assert isinstance(pending, RollbackOperation)
+    rollback.run(ex.store, pending)
     assert rollback.operation(ex.store) is None
     resumed = full_dump(ex.store)
     stored = ex.store.db.get(b"m" + b"fork/" + (1).to_bytes(8, "big"))
     assert stored is not None and SignedForkCertificate.decode(stored).certificate.to_height == 3
     # The same rollback without interruption, on a replay of the same chain.
-    from genesis.state import init_store
+    from genesis.initial_store import init_store
 
     other = Store(tmp_path / "other")
     init_store(other, ex.g)
@@ -139,9 +101,9 @@ def test_a_rollback_resumes_to_the_same_result_after_stopping_midway(
 
 def test_rollback_refuses_bad_targets(ex: Exchange) -> None:
     trade_blocks(ex, 2)
-    with pytest.raises(StoreError, match="not below the head"):
+    with pytest.raises(OperationRefused, match="not below the head"):
         rollback.plan_rollback(ex.store, ex.height)
-    with pytest.raises(StoreError, match=">= 0"):
+    with pytest.raises(OperationRefused, match=">= 0"):
         rollback.plan_rollback(ex.store, -1)
 
 
@@ -150,9 +112,9 @@ def test_pins_and_automatic_pins(ex: Exchange) -> None:
     p = pins.create_pin(ex.store, "before-upgrade", 123, (b"\x01" * 32,))
     head = ex.store.head()
     assert head is not None and (p.height, p.state_root) == (head.height, head.state_root)
-    with pytest.raises(StoreError, match="already exists"):
+    with pytest.raises(OperationRefused, match="already exists"):
         pins.create_pin(ex.store, "before-upgrade", 1, ())
-    with pytest.raises(StoreError, match="label"):
+    with pytest.raises(OperationRefused, match="label"):
         pins.create_pin(ex.store, "bad label!", 1, ())
     assert [x.label for x in pins.list_pins(ex.store)] == ["before-upgrade"]
     # Automatic pins every 2 blocks, keeping the 2 most recent.
@@ -167,7 +129,7 @@ def test_pins_and_automatic_pins(ex: Exchange) -> None:
     labels = [x.label for x in pins.list_pins(ex.store)]
     assert "auto-2" not in labels and {"auto-4", "auto-6", "before-upgrade"} == set(labels)
     assert pins.delete_pin(ex.store, "before-upgrade").label == "before-upgrade"
-    with pytest.raises(StoreError, match="no snapshot"):
+    with pytest.raises(OperationRefused, match="no snapshot"):
         pins.delete_pin(ex.store, "before-upgrade")
     assert ARCHIVE == b"x"
 
@@ -204,7 +166,7 @@ def test_undo_pruning_keeps_recent_blocks_and_everything_above_the_oldest_pin(
     assert ex.store.prune_undo(below) == 4
     assert held() == list(range(5, 13))
     rollback.plan_rollback(ex.store, 4)  # the pin is still reachable
-    with pytest.raises(StoreError, match="no undo record"):
+    with pytest.raises(OperationRefused, match="no undo record"):
         rollback.plan_rollback(ex.store, 3)
     pins.delete_pin(ex.store, "p")
     assert pins.prunable_below(ex.store, head, 3) == 10

@@ -8,14 +8,15 @@ from pathlib import Path
 from chain.block import Block
 from chain.stateproof import check_proof, verify
 from chain.tx import Deposit, Transfer, make_tx
-from genesis.state import genesis_state_root, init_store
-from node.node import query_state
+from genesis.initial_store import init_store
+from genesis.state import genesis_state_root
+from node.dev.local import make_genesis
+from state.queries import query_state
 from state.schema import TREE, account_key
 from state.store import Store
 from state.transition import import_block
 from state.tree import StateTree
-from tests.helpers import make_genesis
-from tests.state.test_transition import build
+from tests.harness.exchange import build
 
 
 def make_chain(tmp_path: Path, blocks: int = 6):  # type: ignore[no-untyped-def]

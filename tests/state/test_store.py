@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from state import schema
-from state.accounts import Account
-from state.store import Head, PendingBlock, Store, StoreError
+from state.records import Account
+from state.store import Head, PendingBlock, Store
+from state.store_errors import StoreError
 
 ZERO = b"\x00" * 32
 
@@ -153,6 +154,7 @@ def test_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_open_locked_store_is_a_clear_error(store: Store) -> None:
+    assert store.path is not None  # an on-disk store
     with pytest.raises(StoreError, match="cannot open store"):
         Store(store.path)
 

@@ -4,14 +4,17 @@ rehearsal) while the real store stays exactly as it was."""
 
 from __future__ import annotations
 
-from genesis.state import init_store
-from state import rollback
+from chain.block import Block, TxResult
+from chain.tx import Deposit, Transfer
+from genesis.initial_store import init_store
 from state.kv import MemoryKV, ScratchKV
+from state.meta import fork_certificates
+from state.records import INSURANCE_ADDRESS
 from state.schema import STATE, account_key
 from state.store import Store
 from state.transition import import_block
-from tests.state.test_exchange import Exchange, limit
-from tests.state.test_rollback import block_in_era, full_dump, roll_back, trade_blocks
+from tests.harness.exchange import USD, Exchange, limit, open_long, oracle, px
+from tests.harness.recovery import block_in_era, full_dump, replay_all, roll_back, trade_blocks
 
 
 def exchange_on(store: Store, like: Exchange) -> Exchange:
@@ -75,7 +78,7 @@ def test_a_scratch_copy_takes_blocks_and_a_rollback_and_the_real_store_is_unchan
     roll_back(sx, h)  # the rehearsal: roll back and start the new era
     assert scratch.head() is not None and sx.height == h
     assert full_dump(scratch) == at_h
-    assert rollback.fork_certificates(scratch) and not rollback.fork_certificates(ex.store)
+    assert fork_certificates(scratch) and not fork_certificates(ex.store)
     import_block(scratch, block_in_era(sx, 1, []))
     assert scratch.prune_undo(h) > 0
     assert everything(ex.store) == real and ex.store.head() == real_head
@@ -103,3 +106,42 @@ def test_a_scratch_copy_of_a_scratch_copy_and_of_a_memory_store(ex: Exchange) ->
     first.close()
     assert not mem.db.closed and mem.head() is not None
     mem.close()
+
+
+def test_transfers_orders_funding_liquidation_rollback_and_replay_in_memory_match_leveldb(
+        ex: Exchange) -> None:
+    """The whole state machine and the recovery run on the in-memory backend and give the
+    same roots (and bytes) as on LevelDB: fuzzing and simulation need no disk."""
+    mem = Store.in_memory()
+    init_store(mem, ex.g)
+    mx = exchange_on(mem, ex)
+    for e in (ex, mx):
+        e.block(e.tx(e.keys.faucet, Deposit(INSURANCE_ADDRESS, 1_000 * USD)),
+                e.tx(e.alice, Transfer(e.bob.public_key, 5 * USD)))
+        trade_blocks(e, 3)
+        open_long(e, 2)                                  # Dave ~12x long
+        e.block(oracle(e, px(60_100), dt=61_000), dt=61_000)  # a funding interval passes
+        e.block(oracle(e, px(54_000)))                   # Dave is liquidated
+    assert full_dump(mem) == full_dump(ex.store) and mem.head() == ex.store.head()
+    kinds = {ev["type"] for h in range(1, ex.height + 1)
+             for ev in _end_events_at(ex.store, h)}
+    assert {"funding", "liquidation", "liquidation_settled"} <= kinds  # all of it ran
+    before = ex.store.head()
+    assert before is not None
+    for e in (ex, mx):
+        roll_back(e, 2)
+    assert everything(mem) == everything(ex.store)
+    fates = [replay_all(e, 0) for e in (ex, mx)]
+    assert fates[0] == fates[1] and {f.fate for f in fates[0]} == {"identical"}
+    after = ex.store.head()
+    assert after is not None and after.state_root == before.state_root
+    assert mem.head() == after and full_dump(mem) == full_dump(ex.store)
+
+
+def _end_events_at(store: Store, height: int) -> list[dict[str, str]]:
+    raw = store.block_bytes(height)
+    if raw is None:
+        return []
+    ntx = len(Block.decode_block(raw).txs)
+    return [{"type": e.type, **e.as_dict()} for r in (store.results(height) or [])[ntx:]
+            for e in TxResult.decode(r).events]

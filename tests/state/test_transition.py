@@ -7,22 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from chain.block import Block, Header, sign_header
+from chain.block import Block, sign_header
 from chain.codes import ResultCode
 from chain.errors import InvalidBlock
 from chain.tx import Deposit, Transaction, Transfer, make_tx
-from genesis.devnet import DevnetKeys
+from genesis.builder import DevnetKeys
 from genesis.format import Genesis
-from genesis.state import init_store
-from state.accounts import Account, get_account
+from genesis.initial_store import init_store
+from node.dev.local import make_genesis
+from state.accounts import get_account
 from state.params import load_params
+from state.records import Account
 from state.store import Store
-from state.transition import apply_body, commit, import_block
-from tests.helpers import make_genesis
+from state.transition import BlockOutcome, apply_body, commit, import_block
+from tests.harness.exchange import build
+
+Chain = tuple[Store, Genesis, DevnetKeys]
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[tuple[Store, Genesis, DevnetKeys]]:
+def chain(tmp_path: Path) -> Iterator[Chain]:
     g, keys = make_genesis(accounts=3, balance=1000)
     s = Store(tmp_path / "db")
     init_store(s, g)
@@ -30,31 +34,15 @@ def chain(tmp_path: Path) -> Iterator[tuple[Store, Genesis, DevnetKeys]]:
     s.close()
 
 
-def build(store: Store, keys: DevnetKeys, txs: list[Transaction], dt: int = 1000,
-          tamper: dict[str, object] | None = None) -> bytes:
-    """A signed block over ``txs`` on the store's head (not committed)."""
-    head = store.head()
-    assert head is not None
-    params = load_params(store.overlay())
-    out = apply_body(store, params, head.height + 1, head.time + dt, txs)
-    fields = dict(chain_id=params.chain_id, era=0, height=head.height + 1,
-                  prev_hash=head.hash, time=head.time + dt, tx_root=out.tx_root,
-                  results_root=out.results_root, state_root=out.state_root,
-                  producer=keys.producer.public_key)
-    fields.update(tamper or {})
-    header = Header(**fields)  # type: ignore[arg-type]
-    return Block(header, sign_header(keys.producer, header), tuple(t.raw for t in txs)).encode()
-
-
-def run(store: Store, txs: list[Transaction]) -> list[int]:
+def run(store: Store, txs: list[Transaction]) -> tuple[list[int], BlockOutcome]:
     head = store.head()
     assert head is not None
     params = load_params(store.overlay())
     out = apply_body(store, params, head.height + 1, head.time + 1, txs)
-    return [r.code for r in out.results], out  # type: ignore[return-value]
+    return [r.code for r in out.results], out
 
 
-def test_transfer_moves_balance_and_bumps_nonce(chain) -> None:  # type: ignore[no-untyped-def]
+def test_transfer_moves_balance_and_bumps_nonce(chain: Chain) -> None:
     store, g, keys = chain
     a, b, _ = keys.accounts
     codes, out = run(store, [make_tx(a, g.chain_id, 0, Transfer(b.public_key, 300))])
@@ -67,7 +55,7 @@ def test_transfer_moves_balance_and_bumps_nonce(chain) -> None:  # type: ignore[
                             "sender": a.public_key.hex()}
 
 
-def test_failed_transfer_consumes_nonce_and_changes_nothing_else(chain) -> None:  # type: ignore[no-untyped-def]
+def test_failed_transfer_consumes_nonce_and_changes_nothing_else(chain: Chain) -> None:
     store, g, keys = chain
     a, b, _ = keys.accounts
     codes, out = run(store, [make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1001))])
@@ -77,7 +65,7 @@ def test_failed_transfer_consumes_nonce_and_changes_nothing_else(chain) -> None:
     assert get_account(out.overlay, b.public_key) == Account(1000, 0)
 
 
-def test_self_transfer_keeps_balance(chain) -> None:  # type: ignore[no-untyped-def]
+def test_self_transfer_keeps_balance(chain: Chain) -> None:
     store, g, keys = chain
     a = keys.accounts[0]
     codes, out = run(store, [make_tx(a, g.chain_id, 0, Transfer(a.public_key, 400))])
@@ -85,7 +73,7 @@ def test_self_transfer_keeps_balance(chain) -> None:  # type: ignore[no-untyped-
     assert get_account(out.overlay, a.public_key) == Account(1000, 1)
 
 
-def test_deposit_only_from_faucet(chain) -> None:  # type: ignore[no-untyped-def]
+def test_deposit_only_from_faucet(chain: Chain) -> None:
     store, g, keys = chain
     a = keys.accounts[0]
     codes, out = run(store, [
@@ -96,7 +84,7 @@ def test_deposit_only_from_faucet(chain) -> None:  # type: ignore[no-untyped-def
     assert get_account(out.overlay, a.public_key) == Account(1050, 1)
 
 
-def test_deposit_overflow_fails(chain) -> None:  # type: ignore[no-untyped-def]
+def test_deposit_overflow_fails(chain: Chain) -> None:
     store, g, keys = chain
     a = keys.accounts[0]
     codes, out = run(store, [make_tx(keys.faucet, g.chain_id, 0, Deposit(a.public_key, 2**64 - 1))])
@@ -104,7 +92,7 @@ def test_deposit_overflow_fails(chain) -> None:  # type: ignore[no-untyped-def]
     assert get_account(out.overlay, a.public_key).balance == 1000
 
 
-def test_nonce_out_of_order_makes_the_block_invalid(chain) -> None:  # type: ignore[no-untyped-def]
+def test_nonce_out_of_order_makes_the_block_invalid(chain: Chain) -> None:
     store, g, keys = chain
     a, b, _ = keys.accounts
     with pytest.raises(InvalidBlock) as e:
@@ -113,7 +101,7 @@ def test_nonce_out_of_order_makes_the_block_invalid(chain) -> None:  # type: ign
     assert e.value.reason == "nonce_mismatch"
 
 
-def test_import_block_commits_a_valid_block(chain) -> None:  # type: ignore[no-untyped-def]
+def test_import_block_commits_a_valid_block(chain: Chain) -> None:
     store, g, keys = chain
     a, b, _ = keys.accounts
     t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1))
@@ -134,7 +122,8 @@ def test_import_block_commits_a_valid_block(chain) -> None:  # type: ignore[no-u
     ({"tx_root": b"\x05" * 32}, "tx_root"),
     ({"results_root": b"\x05" * 32}, "results_root"),
 ])
-def test_import_refuses_bad_headers_and_writes_nothing(chain, tamper, reason) -> None:  # type: ignore[no-untyped-def]
+def test_import_refuses_bad_headers_and_writes_nothing(
+        chain: Chain, tamper: dict[str, object], reason: str) -> None:
     store, g, keys = chain
     a, b, _ = keys.accounts
     raw = build(store, keys, [make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1))],
@@ -145,7 +134,7 @@ def test_import_refuses_bad_headers_and_writes_nothing(chain, tamper, reason) ->
     assert list(store.db.iterator()) == before
 
 
-def test_import_refuses_a_block_signed_by_another_key(chain) -> None:  # type: ignore[no-untyped-def]
+def test_import_refuses_a_block_signed_by_another_key(chain: Chain) -> None:
     store, g, keys = chain
     raw = build(store, keys, [])
     blk = Block.decode_block(raw)
@@ -155,7 +144,7 @@ def test_import_refuses_a_block_signed_by_another_key(chain) -> None:  # type: i
     assert store.head().height == 0  # type: ignore[union-attr]
 
 
-def test_import_refuses_a_tx_with_a_bad_signature(chain) -> None:  # type: ignore[no-untyped-def]
+def test_import_refuses_a_tx_with_a_bad_signature(chain: Chain) -> None:
     store, g, keys = chain
     a, b, _ = keys.accounts
     t = make_tx(a, g.chain_id, 0, Transfer(b.public_key, 1))
@@ -196,7 +185,7 @@ def test_same_blocks_give_byte_identical_state(tmp_path: Path) -> None:
     s2.close()
 
 
-def test_commit_helper_links_head(chain) -> None:  # type: ignore[no-untyped-def]
+def test_commit_helper_links_head(chain: Chain) -> None:
     store, g, keys = chain
     raw = build(store, keys, [])
     blk = Block.decode_block(raw)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from chain.errors import DecodeError
 from chain.stateproof import EMPTY, InvalidProof, StateProof, check_proof, decode_proof, verify
-from state.tree import DictNodeStore, StateTree, node_key
+from state.tree import StateTree
+from state.tree_groups import DictNodeStore, node_key
 
 # ---------------------------------------------------------------------------------------------
 # Reference: the root of a key set, recomputed from scratch.
@@ -492,7 +493,7 @@ def test_group_layout() -> None:
 def test_the_prior_value_check_names_exactly_the_keys_the_tree_does_not_hold() -> None:
     """apply(changes, priors): each changed key's prior (as the block read it from the store)
     must be what the tree commits to; otherwise PriorMismatch names it and nothing changes."""
-    from state.tree import PriorMismatch
+    from state.tree_groups import PriorMismatch
 
     store = DictNodeStore()
     base = {f"k{i}".encode(): f"v{i}".encode() for i in range(200)}
@@ -522,7 +523,7 @@ def test_the_prior_value_check_names_exactly_the_keys_the_tree_does_not_hold() -
 
 
 def test_the_prior_value_check_on_a_single_change_and_on_an_empty_tree() -> None:
-    from state.tree import PriorMismatch
+    from state.tree_groups import PriorMismatch
 
     empty = StateTree(DictNodeStore())
     try:

@@ -15,9 +15,8 @@ import pytest
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction
 from chain.tx import CancelAll, CancelOrder, Deposit, OraclePrice, PlaceOrder, Transaction
-from genesis.state import init_store
-from state.markets import get_market_state
-from state.orderbook import (
+from genesis.initial_store import init_store
+from state.exchange.book import (
     TRIGGER,
     U64_MAX,
     account_orders,
@@ -26,10 +25,10 @@ from state.orderbook import (
     get_order,
     trigger_key,
 )
+from state.exchange.markets import get_market_state
 from state.store import Store
 from state.transition import import_block
-from tests.state.test_exchange import BTC, BTC_SIZE, START, USD, Exchange, limit, market
-from tests.state.test_funding_step import end_events
+from tests.harness.exchange import BTC, BTC_SIZE, START, USD, Exchange, end_events, limit, market
 
 
 def px(usd: float) -> int:
@@ -262,10 +261,10 @@ def test_paused_markets_do_not_trigger(ex: Exchange) -> None:
     this checks the rule through the state directly)."""
     from dataclasses import replace
 
-    from state.machine import TxContext
-    from state.markets import put_market_state
+    from state.context import TxContext
+    from state.exchange.markets import put_market_state
+    from state.exchange.triggers import process_triggers
     from state.params import load_params
-    from state.triggers import process_triggers
 
     bob_long_with_stop_and_take_profit(ex)
     ov = ex.store.overlay()

@@ -11,10 +11,10 @@ from chain.block import Event
 from chain.codes import ResultCode
 from chain.errors import InvalidTransaction
 from chain.tx import Deposit, Withdraw
-from state import blockend
-from state.machine import TxContext
-from state.store import Overlay
-from tests.state.test_exchange import START, USD, Exchange, limit, market
+from state import block_end as blockend
+from state.context import TxContext
+from state.overlay import Overlay
+from tests.harness.exchange import START, USD, Exchange, limit, market
 
 
 def test_withdraw_debits_collateral_and_emits_an_event(ex: Exchange) -> None:

@@ -1,0 +1,3 @@
+"""The public JSON-RPC: transport and parameters, chain methods, exchange methods, and their
+JSON views.
+"""

@@ -1,0 +1,5 @@
+"""``python -m node.cli``: the `appchain` command line."""
+
+from node.cli.main import main
+
+main()

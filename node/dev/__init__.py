@@ -1,0 +1,1 @@
+"""Local development: the devnet and its load generator."""

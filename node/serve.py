@@ -1,0 +1,62 @@
+"""Running a node process: open the home, serve RPC, produce blocks, stop cleanly on signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+
+from node.api.server import serve_rpc
+from node.config import Home, parse_laddr
+from node.fsutil import write_atomic
+from node.node import Node, open_node
+from node.ops.endpoint import serve_admin
+
+log = logging.getLogger("appchain.run")
+
+
+async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+                   ) -> None:
+    """Serve and produce until cancelled. Reports the RPC URL once it is listening.
+
+    The URL is also written to ``data/rpc_address`` (and the operator endpoint's to
+    ``data/admin_address``, written first) so scripts that asked for port 0 can find them.
+    """
+    host, port = parse_laddr(node.cfg.rpc.laddr, "rpc.laddr")
+    ahost, aport = parse_laddr(node.cfg.admin.laddr, "admin.laddr")
+    async with trio.open_nursery() as nursery:
+        admin_url = await nursery.start(serve_admin, node, ahost, aport)
+        write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
+        log.info("admin endpoint listening on %s", admin_url)
+        url = await nursery.start(serve_rpc, node, host, port)
+        write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
+        log.info("rpc listening on %s", url)
+        if node.signer is not None:
+            nursery.start_soon(node.producer.producer_loop)
+        else:
+            log.info("no producer key: serving reads only")
+        task_status.started(url)
+
+
+async def _serve_until_signal(node: Node) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(run_node, node)
+            print(f"appchain node {node.cfg.moniker}: chain {node.params.chain_id}, "
+                  f"head {node.head.height}, rpc {url}", flush=True)
+            async for signum in signals:
+                log.info("received %s: finishing the current block and stopping",
+                         signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def start(home: Home) -> None:
+    """Entry point of ``appchain start``: blocks until SIGINT/SIGTERM."""
+    node = open_node(home)
+    try:
+        trio.run(_serve_until_signal, node)
+    finally:
+        node.close()
+    print(f"stopped at height {node.head.height}", flush=True)

@@ -1,0 +1,3 @@
+"""Recovery: snapshot pins and files, rollback, replay, rehearsal, verification, the audit log
+and the compensation report.
+"""
