@@ -11,10 +11,11 @@ served or built on.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from typing import Any
 
-from chain.errors import ChainError
+from chain.errors import ChainError, Failure
 from genesis.format import Genesis
 from genesis.initial_store import init_store
 from node.config import Home, NodeConfig
@@ -31,6 +32,10 @@ from state.transition import import_block
 from state.tree import StateTree
 
 log = logging.getLogger("appchain.node")
+
+MIN_FREE_BYTES = 128 * 2**20
+"""Free space needed before a store that failed a write is reopened (LevelDB's memtable is
+64 MiB and reopening writes it out to a table)."""
 
 
 def wall_ms() -> int:
@@ -183,9 +188,30 @@ class ChainHead:
         """Stop producing, durably: the halt record is in the store until an operator clears
         it, so a restart does not resume on its own."""
         record = HaltRecord(reason, check, evidence, height, wall_ms(), by)
-        meta.set_halt(self.store, record)
         self.halted, self.halt_at = record, None
         log.critical("HALTED by %s: %s; evidence %s", by, reason, evidence)
+        try:
+            meta.set_halt(self.store, record)
+        except (OSError, Failure) as e:
+            # The disk that failed the block may refuse this write too: the node stays
+            # halted in memory (status says so) and a restart halts again on the same cause.
+            log.critical("the halt record could not be written (%s): halted in memory only",
+                         e)
+
+    def recover_storage(self) -> None:
+        """After a storage I/O failure (check ``storage_io``): LevelDB refuses every write
+        until it is reopened, even once space is back. Refuses while the disk is still
+        nearly full, then reopens the store and checks it still ends at the served head."""
+        free = shutil.disk_usage(self.home.store_dir).free
+        if free < MIN_FREE_BYTES:
+            raise NodeError(f"only {free // 2**20} MiB free on the disk of "
+                            f"{self.home.store_dir} (need {MIN_FREE_BYTES // 2**20} MiB): "
+                            "free space first", reason="disk_full")
+        self.store.reopen()
+        head = self.store.head()
+        if head != self.head:
+            raise NodeError(f"after reopening, the store's head ({head}) is not the head "
+                            f"this node served ({self.head})", reason="store_changed")
 
     def schedule_halt(self, at_height: int, reason: str, by: str) -> None:
         """Halt once the head reaches ``at_height`` (durable: survives a restart)."""

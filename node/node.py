@@ -110,6 +110,15 @@ def open_node(home: Home) -> Node:
         if key.public_key != genesis.producer.pub_key:  # before anything touches the store
             raise NodeError(f"{home.producer_key_file} is not the genesis producer key "
                             f"({genesis.producer.pub_key.hex()})")
+        if not cfg.storage.sync:
+            # A power cut would take back blocks the producer signed and sent out; it could
+            # then only go on by signing other blocks at those heights (equivocating).
+            raise NodeError(
+                f"storage.sync = false in {home.config_file} is refused for a producer: a "
+                "power cut could lose blocks it already signed, and it could never produce "
+                "again without signing two blocks at one height. Set storage.sync = true "
+                "(a node without the producer key may run with false).",
+                reason="unsafe_config")
         signer = Signer(key, home.signer_state_file)
     try:
         return Node(home, cfg, genesis, signer).open()

@@ -18,9 +18,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from chain.block import Header, TxResult
+from chain.block import Block, Header, TxResult
 from chain.errors import Failure, InvalidBlock
-from chain.tx import Transaction
+from chain.tx import Transaction, decode_tx
 from node.chain_head import ChainHead, wall_ms
 from node.config import NodeConfig
 from node.intake import Intake
@@ -32,9 +32,12 @@ from state.meta import MetaWrite
 from state.params import ChainParams
 from state.recovery.pins import auto_pin_writes, prunable_below
 from state.store import Head
-from state.transition import BlockOutcome, apply_body, commit
+from state.transition import BlockOutcome, apply_body, commit, import_block
 
 log = logging.getLogger("appchain.node")
+
+STORAGE_IO = "storage_io"
+"""The halt check of a block the node could not write (its own I/O failed)."""
 
 
 class Producer:
@@ -100,6 +103,26 @@ class Producer:
         self._committed(head, txs, results, 0.0)
         return head, results
 
+    async def recover_storage(self) -> None:
+        """Resuming after a storage I/O halt: reopen the store (LevelDB refuses writes until
+        then) and commit the block that was signed but not committed when the write failed,
+        if there is one: the only block the producer may still put at that height."""
+        async with self._lock:
+            chain = self.chain
+            chain.recover_storage()
+            signer = self.signer
+            pending = (None if signer is None
+                       else signer.pending_block(chain.next_era, chain.head.height))
+            if pending is None:
+                return
+            head = await trio.to_thread.run_sync(import_block, chain.store, pending)
+            block = Block.decode_block(pending)
+            txs = [decode_tx(raw) for raw in block.txs]
+            results = [TxResult.decode(r) for r in chain.store.results(head.height) or []]
+            self._committed(head, txs, results, 0.0)
+            self.intake.committed(txs, head, results[:len(txs)])
+            log.warning("committed the signed block %d left by the failed write", head.height)
+
     def system_block_time(self) -> int:
         """Time of a block made by an operator command: wall clock when running; while
         halted, one millisecond after the head, so the chain's clock does not jump (replayed
@@ -139,10 +162,23 @@ class Producer:
             self.intake.evict_offender(txs, e.tx_index)
             raise
         except Failure as e:
+            if isinstance(e.__cause__, OSError):
+                chain.halt(f"block {height} could not be written: {e.message}", STORAGE_IO,
+                           {"errno": str(e.__cause__.errno or ""), "error": e.message}, height,
+                           by="node")
+                raise
             # The node's own storage or state is broken: no transaction is to blame. Halt,
             # keep serving reads, and say why.
             chain.halt(f"block {height} could not be built: {e.message}", "failure",
                        {"reason": e.reason, "error": e.message}, height)
+            raise
+        except OSError as e:
+            # The node's own I/O failed (a full disk, no file descriptors left) writing the
+            # last-signed record or the block: nothing was committed, the transactions stay
+            # in the mempool. Halt rather than exit; `admin resume` recovers once the cause
+            # is gone (recover_storage).
+            chain.halt(f"block {height} could not be written: {e}", STORAGE_IO,
+                       {"errno": str(e.errno or ""), "error": str(e)}, height, by="node")
             raise
         self._committed(head, txs, results, time.perf_counter() - t0)
         self.intake.committed(txs, head, results[:len(txs)])
@@ -167,5 +203,5 @@ class Producer:
                 continue
             try:
                 await self.produce_block()
-            except (InvalidBlock, Failure):
+            except (InvalidBlock, Failure, OSError):
                 continue

@@ -161,16 +161,29 @@ class Store:
         self.path: str | None = os.fspath(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.db: KV = self._open_leveldb(self.path, create)
+        self.sync = sync
+        self._check_schema()
+
+    @staticmethod
+    def _open_leveldb(path: str, create: bool) -> KV:
         try:
             # A 64 MiB memtable (LevelDB's default is 4 MiB): large batches (full blocks,
             # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
-            self.db: KV = plyvel.DB(self.path, create_if_missing=create,
-                                    write_buffer_size=WRITE_BUFFER_BYTES)
-        except plyvel.IOError as e:
-            raise StoreError(f"cannot open store at {self.path}: {e}") from e
+            db: KV = plyvel.DB(path, create_if_missing=create,
+                               write_buffer_size=WRITE_BUFFER_BYTES)
+            return db
         except plyvel.Error as e:
-            raise StoreError(f"cannot open store at {self.path}: {e}") from e
-        self.sync = sync
+            raise StoreError(f"cannot open store at {path}: {e}") from e
+
+    def reopen(self) -> None:
+        """Close and open the LevelDB again. After a failed write (a full disk, no file
+        descriptors) LevelDB refuses every later write until it is reopened, even once the
+        cause is gone; reads keep working meanwhile. Only for a store on disk."""
+        if self.path is None:
+            raise StoreError("only a store on disk can be reopened")
+        self.db.close()
+        self.db = self._open_leveldb(self.path, False)
         self._check_schema()
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -75,9 +76,6 @@ def version() -> None:
 def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str,
          rpc_laddr: str, admin_laddr: str | None, block_interval_ms: int | None) -> None:
     """Create a node home: config/config.toml, config/genesis.json, keys, data/."""
-    from dataclasses import replace
-
-
     h = Home(home)
     if h.config_file.exists() or h.genesis_file.exists():
         raise click.ClickException(f"{home} is already initialised")
@@ -178,7 +176,10 @@ def keys_show(file: Path) -> None:
 @click.option("--accounts", default=20, show_default=True, type=click.IntRange(2, 10_000))
 @click.option("--block-interval-ms", default=500, show_default=True, type=click.IntRange(1))
 @click.option("--port", default=26657, show_default=True, type=click.IntRange(0, 65535),
-              help="RPC port on 127.0.0.1 (0 picks a free one).")
+              help="RPC port on 127.0.0.1 (0 picks free ports for RPC and admin).")
+@click.option("--admin-port", default=None, type=click.IntRange(0, 65535),
+              help="Operator endpoint port on 127.0.0.1 [default: --port + 2, or 0 with "
+                   "--port 0].")
 @click.option("--reset", is_flag=True, help="Delete an existing devnet folder first.")
 @click.option("--leveraged", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Accounts (the last ones) that trade BTC-USD-PERP at about 15x leverage, "
@@ -195,7 +196,7 @@ def keys_show(file: Path) -> None:
               help="One oracle step in this many is a sharp ±5% move.")
 @friendly
 def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interval_ms: int,
-           port: int, reset: bool, leveraged: int, funding_interval_ms: int,
+           port: int, admin_port: int | None, reset: bool, leveraged: int, funding_interval_ms: int,
            oracle_period_ms: int, oracle_sharp_every: int) -> None:
     """Create (or reuse) a local devnet, run the producer and drive load at --tps."""
 
@@ -206,6 +207,7 @@ def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interv
         shutil.rmtree(root)
     code = run_devnet(DevnetOptions(root=root, tps=tps, blocks=blocks, accounts=accounts,
                                     block_interval_ms=block_interval_ms, port=port,
+                                    admin_port=admin_port,
                                     leveraged=leveraged,
                                     funding_interval_ms=funding_interval_ms,
                                     oracle_period_ms=oracle_period_ms,

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -22,6 +22,7 @@ from rich.console import Console
 from chain.crypto import PrivateKey
 from genesis.format import load_genesis
 from node.client.rpc_client import AsyncRPCClient, NodeUnreachable
+from node.config import Home
 from node.dev.loadgen import (
     LeveragedTraders,
     MarketMaker,
@@ -45,10 +46,19 @@ class DevnetOptions:
     accounts: int = 20
     block_interval_ms: int = 500
     port: int = 26657
+    admin_port: int | None = None
+    """None: 0 when ``port`` is 0 (the OS picks both), else ``port`` + 2 (26659 by default)."""
     leveraged: int = 3
     funding_interval_ms: int = 60_000
     oracle_period_ms: int = 1000
     oracle_sharp_every: int = 50
+
+
+def admin_port(opts: DevnetOptions) -> int:
+    """The operator endpoint's port: its own, so two devnets never share one."""
+    if opts.admin_port is not None:
+        return opts.admin_port
+    return 0 if opts.port == 0 else opts.port + 2
 
 
 def _appchain(*args: str) -> list[str]:
@@ -65,14 +75,23 @@ def prepare(opts: DevnetOptions, console: Console) -> Path:
                                  "--funding-interval-ms", str(opts.funding_interval_ms)),
                        check=True, stdout=subprocess.DEVNULL)
         console.print(f"created genesis and keys in {gdir}")
+    rpc_laddr = f"tcp://127.0.0.1:{opts.port}"
+    admin_laddr = f"tcp://127.0.0.1:{admin_port(opts)}"
     if not (home / "config" / "config.toml").exists():
         subprocess.run(_appchain(
             "init", "--home", str(home), "--genesis", str(gdir / "genesis.json"),
             "--producer-key", str(gdir / "keys" / "producer.json"), "--moniker", "node0",
-            "--rpc-laddr", f"tcp://127.0.0.1:{opts.port}",
+            "--rpc-laddr", rpc_laddr, "--admin-laddr", admin_laddr,
             "--block-interval-ms", str(opts.block_interval_ms)),
             check=True, stdout=subprocess.DEVNULL)
         console.print(f"initialised producer home {home}")
+    else:
+        # A reused devnet listens where this run asks (--port, --admin-port).
+        h = Home(home)
+        cfg = h.load_config()
+        if (cfg.rpc.laddr, cfg.admin.laddr) != (rpc_laddr, admin_laddr):
+            h.write_config(replace(cfg, rpc=replace(cfg.rpc, laddr=rpc_laddr),
+                                   admin=replace(cfg.admin, laddr=admin_laddr)))
     return home
 
 
@@ -126,11 +145,37 @@ def stop_process(proc: subprocess.Popen[bytes]) -> int:
 
 async def _drive(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
                  console: Console) -> int:
+    """Drive the load until --blocks or SIGTERM (then 0: the node is stopped by the caller)."""
+    code = 0
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    console.print("SIGTERM: stopping the devnet")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            async def drive() -> None:
+                nonlocal code
+                code = await _drive_load(opts, home, proc, console)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_signal)
+            nursery.start_soon(drive)
+    return code
+
+
+async def _drive_load(opts: DevnetOptions, home: Path, proc: subprocess.Popen[bytes],
+                      console: Console) -> int:
     url = await wait_for_rpc(home, proc)
     async with AsyncRPCClient(url) as client:
         st = await client.call("status")
         chain_id = st["node_info"]["network"]
-        console.print(f"devnet {chain_id}: rpc {url}, producer home {home}, "
+        admin_file = home / "data" / "admin_address"
+        admin_url = admin_file.read_text().strip() if admin_file.exists() else "?"
+        console.print(f"devnet {chain_id}: rpc {url}, admin {admin_url}, node pid {proc.pid}, "
+                      f"producer home {home}, "
                       f"load {opts.tps} tx/s" + (f", stopping at height {opts.blocks}"
                                                  if opts.blocks else ""))
         console.print(f"try: appchain status --node {url}   |   curl -s {url}/metrics   "
@@ -227,6 +272,9 @@ def run_devnet(opts: DevnetOptions) -> int:
     addr_file.unlink(missing_ok=True)
     log = open(home / "node.log", "ab")  # noqa: SIM115 - lives as long as the child
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # From here on a SIGTERM must stop the node too: outside the load loop (which watches
+    # for it itself) it interrupts like Ctrl-C, and `finally` stops the child.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     proc = subprocess.Popen(_appchain("start", "--home", str(home)), stdout=log,
                             stderr=subprocess.STDOUT, env=env)
     code = 1
@@ -235,9 +283,11 @@ def run_devnet(opts: DevnetOptions) -> int:
     except* KeyboardInterrupt:  # Ctrl-C, also when trio delivers it inside a task group
         code = 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the child is being stopped now
         t0 = time.monotonic()
         rc = stop_process(proc)
         log.close()
         console.print(f"node stopped (status {rc}) in {time.monotonic() - t0:.1f}s; "
                       f"log in {home / 'node.log'}")
+        signal.signal(signal.SIGTERM, previous)
     return code if rc == 0 else (code or 1)

@@ -8,11 +8,12 @@ from typing import Any
 import trio
 
 from chain.admin import AdminEnvelope, AdminRefused, check_command
-from chain.errors import ChainError, DecodeError
+from chain.errors import ChainError, DecodeError, Failure
 from chain.tx import OperatorCall, Transaction, decode_tx
 from node.chain_head import tree_root_problem, wall_ms
 from node.ops.args import bool_arg, int_arg, jsonable, need, only, pin_json, verification_json
 from node.ops.ops_context import OpsContext
+from node.producer import STORAGE_IO
 from node.wire_json import result_json
 from state import meta
 from state.exchange.markets import get_market_state
@@ -50,6 +51,14 @@ async def resume_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
     if op is not None:
         raise AdminRefused("refused", f"a {op.kind} operation is in "
                            "progress")
+    if node.halted is not None and node.halted.check == STORAGE_IO:
+        # The block could not be written (full disk, no descriptors): reopen the store and
+        # commit what was signed, or stay halted with the reason.
+        try:
+            await node.producer.recover_storage()
+        except (Failure, OSError) as e:
+            raise AdminRefused("refused", f"the store cannot take writes yet: {e}; the chain "
+                               "stays halted") from e
     problem = tree_root_problem(ctx.store, node.head)  # even with force: never serve it
     if problem is not None:
         raise AdminRefused("refused", problem + "; the chain stays halted")

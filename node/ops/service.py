@@ -56,7 +56,6 @@ class AdminService:
 
     async def execute(self, raw: bytes) -> dict[str, Any]:
         """Authenticate and run one envelope; raises ``AdminRefused`` (audited) if refused."""
-        node = self.ctx.node
         async with self._lock:
             entry: dict[str, Any] = {"time_ms": wall_ms(), "command": "", "args": {},
                                      "operators": [], "claimed_keys": [], "nonce": ""}
@@ -70,19 +69,33 @@ class AdminService:
                                        [bytes.fromhex(o) for o in entry["operators"]])
             except AdminRefused as e:
                 entry.update(outcome="refused", reason=e.reason, message=e.message)
-                node.audit.append(entry)
+                unaudited = self._audit(entry)[1]
                 log.warning("admin command %r refused (%s): %s", entry["command"], e.reason,
                             e.message)
+                if unaudited:
+                    raise AdminRefused(e.reason, e.message + unaudited) from e
                 raise
             except (ChainError, Failure) as e:  # a refusal of the store, or its failure
                 entry.update(outcome="refused", reason="refused", message=e.message)
-                node.audit.append(entry)
-                raise AdminRefused("refused", e.message) from e
+                raise AdminRefused("refused", e.message + self._audit(entry)[1]) from e
             entry.update(outcome="ok", summary=result.get("summary", ""))
-            result["audit_seq"] = str(node.audit.append(entry))
+            seq, unaudited = self._audit(entry)
+            result["audit_seq"] = None if seq is None else str(seq)
+            if unaudited:
+                result["summary"] = result.get("summary", "ok") + unaudited
             log.warning("admin command %r by %s: %s", entry["command"], entry["operators"],
                         result.get("summary", "ok"))
             return result
+
+    def _audit(self, entry: dict[str, Any]) -> tuple[int | None, str]:
+        """Append ``entry`` to the audit log: (its seq, "") or, if the log cannot be written
+        (a full disk), (None, a note for the answer): the operators are told, the command's
+        own answer still reaches them."""
+        try:
+            return self.ctx.node.audit.append(entry), ""
+        except (Failure, OSError) as e:
+            log.error("admin command %r not recorded in the audit log: %s", entry["command"], e)
+            return None, f" (NOT recorded in the audit log: {e})"
 
     def _authenticate(self, raw: bytes, entry: dict[str, Any]) -> AdminEnvelope:
         node = self.ctx.node

@@ -108,7 +108,7 @@ async def live_node(tmp_path: Path, *, block_interval_ms: int = 50, mempool_size
     """A producing node serving RPC on a free port; ``rpc`` overrides [rpc] settings."""
     g, keys = make_genesis(accounts=accounts, balance=BALANCE)
     home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=block_interval_ms,
-                     mempool_size=mempool_size, sync=False)
+                     mempool_size=mempool_size)
     if rpc:
         cfg = home.load_config()
         home.write_config(replace(cfg, rpc=replace(cfg.rpc, **rpc)))

@@ -240,7 +240,7 @@ def test_transfer_and_account_against_a_running_node(tmp_path: Path) -> None:
     balance = 10_000
     g, keys = make_genesis(accounts=2, balance=balance)
     a, b = keys.accounts
-    home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=50, sync=False)
+    home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=50)
     key_a = tmp_path / "a.json"
     write_key(key_a, a)
     with running_node(home) as n:

@@ -139,7 +139,7 @@ async def start_proxy(nursery: trio.Nursery, upstream: str, http: httpx.AsyncCli
 async def running(path: Path, g: Genesis, producer: PrivateKey, interval_ms: int
                   ) -> AsyncIterator[str]:
     """An in-process producing node with RPC on 127.0.0.1; yields its URL."""
-    home = make_home(path, g, producer, block_interval_ms=interval_ms, sync=False)
+    home = make_home(path, g, producer, block_interval_ms=interval_ms)
     node = open_node(home)
     try:
         async with trio.open_nursery() as nursery:
@@ -519,7 +519,7 @@ def test_cli_light_account_get_header_against_a_real_node_process(tmp_path: Path
     import time
 
     g, keys = make_genesis(accounts=3, balance=BALANCE)
-    home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=30, sync=False)
+    home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=30)
     payee = keys.accounts[1].public_key
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:

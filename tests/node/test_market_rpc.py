@@ -23,8 +23,7 @@ BTC = "BTC-USD-PERP"
 
 async def test_market_rpc_shows_params_and_oracle_updates(tmp_path: Path) -> None:
     g, keys = make_genesis(accounts=2, markets=True)
-    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50,
-                               sync=False))
+    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50))
     try:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(run_node, node)
@@ -90,8 +89,7 @@ async def test_trading_over_rpc_book_positions_and_account_margin(tmp_path: Path
     from chain.tx import PlaceOrder
 
     g, keys = make_genesis(accounts=3, balance=10_000 * 10**6, markets=True)
-    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=30,
-                               sync=False))
+    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=30))
     alice, bob, _ = keys.accounts
     try:
         async with trio.open_nursery() as nursery:

@@ -133,8 +133,7 @@ def one_window(home: Home, keys: DevnetKeys, cwd: Path, blocks_before: int,
 def test_backup_and_restore_lines_of_the_runbook_work_for_two_windows(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     g, keys = make_genesis(accounts=2)
-    home = make_home(tmp_path / "node0", g, keys.producer, block_interval_ms=3_600_000,
-                     sync=False)
+    home = make_home(tmp_path / "node0", g, keys.producer, block_interval_ms=3_600_000)
     caplog.set_level("WARNING", "appchain.audit")
     copy1, head1 = one_window(home, keys, tmp_path, 3, caplog)
     listing1 = sorted(p.name for p in copy1.iterdir())
@@ -149,8 +148,7 @@ def test_backup_and_restore_lines_of_the_runbook_work_for_two_windows(
 def test_the_backup_refuses_an_existing_name_and_the_restore_an_unset_copy(
         tmp_path: Path) -> None:
     g, keys = make_genesis(accounts=2)
-    home = make_home(tmp_path / "node0", g, keys.producer, block_interval_ms=3_600_000,
-                     sync=False)
+    home = make_home(tmp_path / "node0", g, keys.producer, block_interval_ms=3_600_000)
     node = open_node(home)
     try:
         produce(node, 2)

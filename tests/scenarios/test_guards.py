@@ -42,8 +42,7 @@ def fast_funding_node(tmp_path: Path) -> tuple[Node, DevnetKeys]:
     btc = devnet_markets()[0]
     fast = GenesisMarket(replace(btc.market, funding_interval_ms=1000), btc.oracle_price)
     g, keys = build_devnet("guard-chain", t, ms, accounts=3, balance=10**12, markets=(fast,))
-    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=60_000,
-                               sync=False))
+    node = open_node(make_home(tmp_path / "n", g, keys.producer, block_interval_ms=60_000))
     return node, keys
 
 

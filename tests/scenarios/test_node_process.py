@@ -3,20 +3,29 @@ SIGKILL under load, and its state equals a replay of its blocks into a fresh sto
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import trio
 
-from chain.block import Block
+from chain.block import Block, Header
 from chain.tx import Transfer, make_tx
 from genesis.format import load_genesis
 from genesis.initial_store import init_store
 from node.client.rpc_client import AsyncRPCClient, NodeUnreachable
 from node.dev.loadgen import TransferLoad
 from node.dev.local import make_genesis, make_home, running_node
+from node.node import open_node
+from node.node_error import NodeError
+from node.signer import Signer
 from node.wire_json import b64
+from state.params import load_params
 from state.store import Store
-from state.transition import import_block
+from state.transition import apply_body, import_block
+from tests.helpers import REPO
 
 
 async def wait_height(client: AsyncRPCClient, height: int, within_s: float = 30) -> int:
@@ -147,12 +156,6 @@ async def test_sigkill_under_load_loses_nothing(tmp_path: Path) -> None:
 def test_signed_but_uncommitted_block_is_recommitted_on_start(tmp_path: Path) -> None:
     """A crash between recording a signature and the commit: the node commits exactly that
     block on restart instead of signing a different one at the same height."""
-    from chain.block import Header
-    from node.node import open_node
-    from node.signer import Signer
-    from state.params import load_params
-    from state.transition import apply_body
-
     g, keys = make_genesis(accounts=2, balance=1000)
     home = make_home(tmp_path / "node", g, keys.producer)
     node = open_node(home)
@@ -180,13 +183,6 @@ def test_signed_but_uncommitted_block_is_recommitted_on_start(tmp_path: Path) ->
 
 
 def test_store_behind_last_signed_record_refuses_to_start(tmp_path: Path) -> None:
-    import json
-
-    import pytest
-
-    from node.node import open_node
-    from node.node_error import NodeError
-
     g, keys = make_genesis(accounts=2)
     home = make_home(tmp_path / "node", g, keys.producer)
     open_node(home).close()
@@ -198,11 +194,6 @@ def test_store_behind_last_signed_record_refuses_to_start(tmp_path: Path) -> Non
 
 async def test_lost_last_signed_record_refuses_to_start_and_produce_is_serialised(
         tmp_path: Path) -> None:
-    import pytest
-
-    from node.node import open_node
-    from node.node_error import NodeError
-
     g, keys = make_genesis(accounts=2)
     home = make_home(tmp_path / "node", g, keys.producer, block_interval_ms=60_000)
     node = open_node(home)
@@ -224,3 +215,20 @@ async def test_lost_last_signed_record_refuses_to_start_and_produce_is_serialise
     home.signer_state_file.unlink()
     with pytest.raises(NodeError, match="missing or older than the store"):
         open_node(home)
+
+
+def test_a_producer_refuses_storage_sync_false_and_a_reader_may_use_it(tmp_path: Path) -> None:
+    """Without fsync a power cut takes back blocks the producer signed and sent: it could only
+    go on by signing other blocks at those heights. One Error line, nothing written."""
+    g, keys = make_genesis(accounts=2)
+    home = make_home(tmp_path / "producer", g, keys.producer, sync=False)
+    r = subprocess.run([sys.executable, "-m", "node.cli", "start", "--home", str(home.root)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "Traceback" not in out
+    errors = [ln for ln in out.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "storage.sync = false" in errors[0], out
+    assert not home.store_dir.exists() and not home.signer_state_file.exists()
+    reader = make_home(tmp_path / "reader", g, None, sync=False)
+    open_node(reader).close()  # no key, nothing to equivocate: allowed
