@@ -4,7 +4,6 @@ cause is gone. Real node processes; the full disk is a small tmpfs (mounting nee
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import time
@@ -56,11 +55,11 @@ def test_no_file_descriptor_left_halts_the_producer_and_resume_goes_on(tmp_path:
         poll(lambda: height(c) >= 2, "two blocks")
         pid = n.proc.pid
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-        # Every descriptor the node may have is in use: the next file it opens (the
-        # last-signed record of the next block) fails with EMFILE. This client's
-        # connection is already open, so status keeps answering over it.
-        used = len(os.listdir(f"/proc/{pid}/fd"))
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (used, hard))
+        # No new descriptor for the node (a new one must be numbered below the limit, and
+        # 0-2 are taken): the next file it opens (the last-signed record of the next block)
+        # fails with EMFILE. This client's connection is already open, so status keeps
+        # answering over it.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, hard))
         try:
             st = poll(lambda: halted_status(c), "the halt")
             assert c.call("account", address=alice.public_key.hex())["balance"]
