@@ -97,6 +97,7 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
                 "chain_id": p.chain_id, "operators": [o.hex() for o in p.operators],
                 "threshold": p.operator_threshold, "now_ms": str(wall_ms()),
                 "max_age_ms": str(cfg.max_age_ms), "max_skew_ms": str(cfg.max_skew_ms),
+                "operator_block_time_ms": str(node.producer.system_block_time()),
                 "reopen_pending": meta.reopen_pending(node.store),
                 "reopen": {"price_band_ppm": str(node.cfg.recovery.reopen_price_band_ppm),
                            "liquidation_wait": str(node.cfg.recovery.fresh_oracle_updates)},

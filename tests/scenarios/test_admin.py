@@ -14,7 +14,9 @@ import pytest
 
 from chain.admin import AdminEnvelope, OperatorSignature
 from chain.crypto import PrivateKey
-from chain.tx import Transfer, make_tx
+from chain.tx import OperatorCall, Transfer, make_tx
+from genesis.builder import build_devnet
+from genesis.format import parse_time
 from node.client.admin_client import AdminClient
 from node.client.rpc_client import RPCCallError, RPCClient
 from node.dev.local import make_genesis, make_home, running_node
@@ -259,3 +261,39 @@ def test_a_flood_of_unsigned_envelopes_is_counted_not_audited(tmp_path: Path) ->
         if e.get("reason") == "unauthenticated":
             counted.update(e["reasons"])
     assert counted == got
+
+
+def test_operator_commands_are_dated_by_the_chain_clock_not_the_wall_clock(
+        tmp_path: Path) -> None:
+    """Issue 11 finding 9: an operator transaction dated 10 years ahead was accepted through
+    the public RPC. Now the chain takes a command issued within [block time - 1 h, block time
+    + 5 min]; the client dates it for the block it goes in, which also works when the
+    chain's clock is far from the wall clock (as during a recovery: here the chain's clock
+    is months ahead, from its genesis time)."""
+    future = "2027-06-01T00:00:00Z"
+    g, keys = build_devnet("test-chain", future, parse_time(future)[1], accounts=2,
+                           balance=10**9, operators=2, threshold=2)
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50)
+    with running_node(home) as n, RPCClient(n.url) as c, \
+            AdminClient(admin_url(home.root), list(keys.operators)) as adm:
+        wait_height(c, 2)
+        bt = int(adm.rpc.call("admin_info")["operator_block_time_ms"])
+        assert bt > time.time_ns() // 1_000_000 + 86_400_000  # the chain's clock is ahead
+        out = adm.operator_tx("cancel_orders", {"keep": ""})
+        assert out["code"] == 0 and out["summary"].endswith(": ok")
+        adm.run("halt", {"reason": "drill"})
+        out = adm.operator_tx("market_mode", {"market": "*", "mode": "post-only"})
+        assert out["code"] == 0, out
+        # Dated by the wall clock, the endpoint refuses it (the chain would fail it).
+        stale = adm.signed_operator_tx("cancel_orders", {"keep": ""},
+                                       block_time_ms=time.time_ns() // 1_000_000)
+        assert refused(lambda: adm.run("operator_tx", {"tx": stale.hex()}))[1] == "expired"
+        adm.run("resume")
+        # Through the public RPC, ten years ahead: included, and fails on chain.
+        op = keys.operators[0]
+        nonce = int(adm.rpc.call("admin_info", address=op.public_key.hex())["next_nonce"])
+        env = adm.envelope("cancel_orders", {"keep": ""}, issued_at=bt + 10 * 365 * 86_400_000)
+        t = make_tx(op, g.chain_id, nonce, OperatorCall(env.encode()))
+        r = c.call("broadcast_tx_commit", tx=b64(t.raw))["tx_result"]
+        assert r["code"] == 2 and "ms after the block time" in r["log"], r
+        assert n.terminate() == 0
