@@ -13,6 +13,7 @@ from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
 from node.node import Node, open_node
+from node.node_error import unwrap_group
 from node.ops.endpoint import serve_admin
 from state.store import MAX_OPEN_FILES
 
@@ -80,19 +81,8 @@ def start(home: Home) -> None:
     try:
         trio.run(_serve_until_signal, node)
     except BaseExceptionGroup as eg:
-        raise unwrap(eg, ListenError) from None
+        raise unwrap_group(eg, ListenError) from None
     finally:
         node.close()
     print(f"stopped at height {node.head.height}", flush=True)
 
-
-def unwrap(eg: BaseExceptionGroup, kind: type[Exception]) -> BaseException:
-    """The first ``kind`` inside the (nested) group, else the group itself: a port that is
-    taken is one ``Error:`` line at the CLI, not a task group's traceback."""
-    group = eg.subgroup(kind)
-    if group is None:
-        return eg
-    found: BaseException = group
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    return found

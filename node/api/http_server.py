@@ -33,9 +33,10 @@ MAX_HEAD_BYTES = 16 * 1024
 RECEIVE_BYTES = 64 * 1024
 DRAIN_MAX_BYTES = 16 * 1024 * 1024
 DRAIN_SECONDS = 2.0
-"""After an early answer (413), up to this much of the unread body is read and discarded
-(never kept) before the close, so a client that writes all before it reads still sees the
-answer instead of a connection reset; past it the connection is simply closed."""
+"""After an early answer (413), up to four times the body limit (at most 16 MiB) of the
+unread body is read and discarded (never kept), for at most 2 s, before the close, so a
+client that writes all before it reads still sees the answer instead of a connection reset;
+past it the connection is simply closed."""
 REFUSE_SECONDS = 0.05
 MAX_REFUSING = 32
 """Connections being refused at once (each holds its descriptor a few milliseconds); past
@@ -349,7 +350,7 @@ class _Connection:
             with trio.move_on_after(DRAIN_SECONDS):
                 try:
                     await self.stream.send_eof()
-                    left = DRAIN_MAX_BYTES
+                    left = min(DRAIN_MAX_BYTES, 4 * self.limits.max_body_bytes)
                     while left > 0:
                         data = await self.stream.receive_some(RECEIVE_BYTES)
                         if not data:
