@@ -252,11 +252,11 @@ class _Connection:
                 return
             self.h11.start_next_cycle()
 
-    async def _receive(self, deadline: float, phase: str) -> bool:
+    async def _receive(self, deadline: float, phase: str, size: int = RECEIVE_BYTES) -> bool:
         """Feed h11 one chunk; False on the deadline."""
         with trio.move_on_at(deadline):
             try:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
+                data = await self.stream.receive_some(size)
             except (trio.BrokenResourceError, OSError) as e:
                 self._gone(phase, e)
             self.h11.receive_data(data)
@@ -288,7 +288,9 @@ class _Connection:
                     if not started:
                         started = True
                         deadline = trio.current_time() + self.limits.header_timeout_s
-                if not await self._receive(deadline, phase):
+                # At most MAX_HEAD_BYTES at a time, so h11 sees an oversized head (431)
+                # before it holds more than twice that.
+                if not await self._receive(deadline, phase, MAX_HEAD_BYTES):
                     if phase == "idle":
                         return None  # idle or silent: close without an answer
                     await self._answer_raw(error_response(
