@@ -433,3 +433,33 @@ def test_a_taken_port_stops_devnet_with_one_error_line(tmp_path: Path) -> None:
     assert errors[0].startswith(f"Error: cannot listen on 127.0.0.1:{port}: address already "
                                 "in use"), errors
     assert "Traceback" not in r.stderr
+
+
+def test_accept_without_a_descriptor_left_waits_and_goes_on(tmp_path: Path) -> None:
+    home = node_home(tmp_path)
+    with running_node(home) as n:
+        pid = n.proc.pid
+        status = connect(n.url)  # open before the limit drops: it keeps answering
+        call(status, "status")
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        # No new descriptor can be numbered (0-2 are taken): every accept fails (EMFILE).
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, hard))
+        try:
+            waiting = [socket.create_connection(addr(n.url), timeout=WAIT_S) for _ in range(5)]
+            poll(lambda: "rpc: cannot accept connections" in n.log(), "the accept warning")
+            assert n.proc.poll() is None
+            assert call(status, "status")["result"]["sync_info"]
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        # Descriptors are back: the waiting clients are served, in order.
+        for s in waiting:
+            assert call(s, "health")["result"] == {}
+            s.close()
+        log = n.log()
+        assert log.count("rpc: cannot accept connections") == 1, log
+        assert "Traceback" not in log
+        status.sendall(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        text = read_response(status)[2].decode()
+        assert 'appchain_http_connections_refused_total{reason="descriptors",server="rpc"}' \
+            in text
+        status.close()
