@@ -10,6 +10,7 @@ import os
 import resource
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -22,9 +23,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from chain.tx import Transfer, make_tx
 from node.api.http_server import BUSY, TIMEOUT
+from node.client.rpc_client import RPCClient
 from node.config import Home
 from node.dev.local import NodeProcess, make_genesis, make_home, running_node
+from node.wire_json import b64
 
 T = TypeVar("T")
 WAIT_S = 30.0
@@ -463,3 +467,25 @@ def test_accept_without_a_descriptor_left_waits_and_goes_on(tmp_path: Path) -> N
         assert 'appchain_http_connections_refused_total{reason="descriptors",server="rpc"}' \
             in text
         status.close()
+
+
+def test_a_client_that_disconnects_mid_response_costs_one_log_line(tmp_path: Path) -> None:
+    g, keys = make_genesis(accounts=2)
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=100)
+    alice, bob = keys.accounts
+    with running_node(home) as n:
+        tx = make_tx(alice, g.chain_id, 0, Transfer(bob.public_key, 5))
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_commit",
+                           "params": {"tx": b64(tx.raw)}}).encode()
+        s = connect(n.url)
+        s.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        # Gone (a reset) while the node waits for the block: its answer finds no one.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        line = poll(lambda: [ln for ln in n.log().splitlines()
+                             if "disconnected mid-response" in ln], "the disconnect line")
+        assert len(line) == 1 and "rpc:" in line[0]
+        with RPCClient(n.url) as c:  # the transaction went in all the same
+            poll(lambda: c.call("account", address=bob.public_key.hex())["balance"] != str(
+                10**9), "the transfer")
+        assert "Traceback" not in n.log()
