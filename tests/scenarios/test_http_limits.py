@@ -203,7 +203,7 @@ def test_a_flood_of_connections_past_the_cap_is_refused_and_the_node_keeps_produ
             time.sleep(2.0)
             st = call(status, "status")["result"]
             blocks = int(st["sync_info"]["latest_block_height"]) - h1
-            assert blocks >= (time.monotonic() - t0) / 0.1 / 2, blocks
+            assert blocks >= (time.monotonic() - t0) / 0.1 / 3, blocks  # loaded machines
             assert st["halted"] is None, st["halted"]
             # A newcomer is refused clearly while the cap is full.
             extra = connect(n.url)
