@@ -39,6 +39,16 @@ class RPCConfig:
     """Requests with a larger body are refused with a JSON-RPC error."""
     timeout_broadcast_tx_commit_ms: int = 10_000
     """How long ``broadcast_tx_commit`` waits for inclusion."""
+    max_connections: int = 512
+    """Open client connections at most (lowered at start to fit RLIMIT_NOFILE); one more is
+    answered 503 and closed at once."""
+    header_timeout_ms: int = 10_000
+    """A request line and headers must arrive within this (from the first byte; on a new
+    connection, from the accept)."""
+    body_timeout_ms: int = 30_000
+    """A whole request body must arrive within this (in total), and an answer be taken."""
+    idle_timeout_ms: int = 5_000
+    """A keep-alive connection with no new request for this long is closed."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,14 @@ class AdminConfig:
     """How fast a rate-limited peer's allowance refills (envelopes per second)."""
     refusal_summary_interval_ms: int = 60_000
     """Unauthenticated refusals are written to the audit log as one entry per interval."""
+    max_connections: int = 16
+    """Open operator connections at most; one more is answered 503 and closed at once."""
+    header_timeout_ms: int = 10_000
+    """As ``rpc.header_timeout_ms``, for the operator endpoint."""
+    body_timeout_ms: int = 30_000
+    """As ``rpc.body_timeout_ms`` (the body limit is 256 KiB, enforced while streaming)."""
+    idle_timeout_ms: int = 5_000
+    """As ``rpc.idle_timeout_ms``."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +158,8 @@ _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
     "rollback_chunk_blocks", "unauthenticated_burst", "unauthenticated_per_second",
-    "refusal_summary_interval_ms",
+    "refusal_summary_interval_ms", "max_connections", "header_timeout_ms", "body_timeout_ms",
+    "idle_timeout_ms",
 }
 
 

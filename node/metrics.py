@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -41,9 +42,19 @@ class NodeMetrics:
         self.admin_unauthenticated = Counter(
             "appchain_admin_unauthenticated_refused",
             "Admin envelopes refused before a threshold of operators signed them (not audited "
-            "one by one; rate_limited: not read)", ["reason"], registry=self.registry)
+            "one by one; rate_limited: after one signature check)", ["reason"],
+            registry=self.registry)
+        self.http_refused = Counter(
+            "appchain_http_connections_refused",
+            "Connections refused by an HTTP server: at its connection cap (answered 503), or "
+            "not accepted for want of descriptors", ["server", "reason"],
+            registry=self.registry)
         self._window: deque[tuple[float, int]] = deque(maxlen=11)
         self._last_commit: float | None = None
+
+    def connection_refused(self, server: str) -> Callable[[str], None]:
+        """The callback an HTTP server calls with the reason of each refused connection."""
+        return lambda reason: self.http_refused.labels(server=server, reason=reason).inc()
 
     def block_committed(self, now: float, height: int, era: int, n_txs: int,
                         commit_seconds: float) -> None:

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 
 import trio
 
+from node.api.http_server import ListenError, descriptor_budget
 from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
 from node.node import Node, open_node
+from node.node_error import unwrap_group
 from node.ops.endpoint import serve_admin
+from state.store import MAX_OPEN_FILES
 
 log = logging.getLogger("appchain.run")
+
+
+def connection_caps(node: Node) -> tuple[int, int]:
+    """The effective (rpc, admin) connection caps: the configured ones, lowered so that all
+    connections, the store's open files and the node's own files fit under RLIMIT_NOFILE
+    (a producer that cannot open its last-signed record halts). Logged once."""
+    soft, budget = descriptor_budget(MAX_OPEN_FILES)
+    want_rpc, want_admin = node.cfg.rpc.max_connections, node.cfg.admin.max_connections
+    admin = max(1, min(want_admin, budget // 4))
+    rpc = max(1, min(want_rpc, budget - admin))
+    lowered = f" (lowered from the configured {want_rpc}/{want_admin})" if (
+        (rpc, admin) != (want_rpc, want_admin)) else ""
+    log.info("connection caps in effect: rpc %d, admin %d%s; RLIMIT_NOFILE %d, store up to "
+             "%d open files, %d kept for the node's own", rpc, admin, lowered, soft,
+             MAX_OPEN_FILES, soft - MAX_OPEN_FILES - budget)
+    return rpc, admin
 
 
 async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
@@ -25,11 +45,14 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
     """
     host, port = parse_laddr(node.cfg.rpc.laddr, "rpc.laddr")
     ahost, aport = parse_laddr(node.cfg.admin.laddr, "admin.laddr")
+    rpc_cap, admin_cap = connection_caps(node)
     async with trio.open_nursery() as nursery:
-        admin_url = await nursery.start(serve_admin, node, ahost, aport)
+        admin_url = await nursery.start(partial(serve_admin, node, ahost, aport,
+                                                max_connections=admin_cap))
         write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
         log.info("admin endpoint listening on %s", admin_url)
-        url = await nursery.start(serve_rpc, node, host, port)
+        url = await nursery.start(partial(serve_rpc, node, host, port,
+                                          max_connections=rpc_cap))
         write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
         log.info("rpc listening on %s", url)
         if node.signer is not None:
@@ -57,6 +80,9 @@ def start(home: Home) -> None:
     node = open_node(home)
     try:
         trio.run(_serve_until_signal, node)
+    except BaseExceptionGroup as eg:
+        raise unwrap_group(eg, ListenError) from None
     finally:
         node.close()
     print(f"stopped at height {node.head.height}", flush=True)
+

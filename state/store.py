@@ -37,6 +37,9 @@ def decode_local(raw: bytes) -> Any:
 
 
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+MAX_OPEN_FILES = 256
+"""LevelDB keeps at most this many table files open (its default, 1,000, would take nearly
+all of a 1,024 descriptor limit); the node budgets its connections around it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +174,8 @@ class Store:
             # A 64 MiB memtable (LevelDB's default is 4 MiB): large batches (full blocks,
             # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
             db: KV = plyvel.DB(path, create_if_missing=create,
-                               write_buffer_size=WRITE_BUFFER_BYTES)
+                               write_buffer_size=WRITE_BUFFER_BYTES,
+                               max_open_files=MAX_OPEN_FILES)
             return db
         except plyvel.Error as e:
             raise StoreError(f"cannot open store at {path}: {e}") from e

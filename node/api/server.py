@@ -1,5 +1,6 @@
 """The public JSON-RPC server: JSON-RPC 2.0 over HTTP (POST, batches, and the URI form ``GET
-/<method>?param=...``), served by hypercorn in the node's trio nursery.
+/<method>?param=...``), served by :mod:`node.api.http_server` in the node's trio nursery
+(connection cap, timeouts and the streamed body limit there).
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import math
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from node.api.chain_methods import METHODS
+from node.api.http_server import (
+    Handler,
+    HTTPLimits,
+    HTTPRequest,
+    HTTPResponse,
+    HTTPServer,
+    error_response,
+    json_body,
+)
 from node.api.rpc_params import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -37,14 +41,6 @@ log = logging.getLogger("appchain.rpc")
 
 
 MAX_BATCH = 100
-
-
-class JSONRPCResponse(JSONResponse):
-    """ASCII-only JSON: an echoed id may hold a lone surrogate, which UTF-8 cannot encode."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
 
 
 def _error(id_: Any, err: RPCError) -> dict[str, Any]:
@@ -123,95 +119,88 @@ async def dispatch_batch(node: Node, reqs: list[Any]) -> list[dict[str, Any] | N
     return answers
 
 
-DRAIN_LIMIT = 16 * 1024 * 1024
+def limits_of(max_connections: int, header_timeout_ms: int, body_timeout_ms: int,
+              idle_timeout_ms: int, max_body_bytes: int) -> HTTPLimits:
+    """HTTP limits from config values (milliseconds)."""
+    return HTTPLimits(max_connections=max_connections, header_timeout_s=header_timeout_ms / 1000,
+                      body_timeout_s=body_timeout_ms / 1000,
+                      idle_timeout_s=idle_timeout_ms / 1000, max_body_bytes=max_body_bytes)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, or ``RPCError`` if it exceeds ``limit``.
-
-    An oversized body is still read (and discarded) up to ``DRAIN_LIMIT`` so that the client
-    receives the error answer instead of a connection reset.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            if size > DRAIN_LIMIT:
-                break
-            chunks.clear()
-            continue
-        chunks.append(chunk)
-    if size > limit:
-        raise RPCError(INVALID_REQUEST, f"request body exceeds {limit} bytes")
-    return b"".join(chunks)
+def json_response(doc: Any, status: int = 200) -> HTTPResponse:
+    return HTTPResponse(status, json_body(doc))
 
 
-def build_app(node: Node) -> Starlette:
-    """The ASGI app serving JSON-RPC, URI calls, metrics and health for ``node``."""
+NO_CONTENT = HTTPResponse(204)
 
-    async def jsonrpc(request: Request) -> Response:
-        try:
-            body = await _read_body(request, node.cfg.rpc.max_body_bytes)
-        except RPCError as e:
-            return JSONRPCResponse(_error(None, e), status_code=413)
+
+def route_error(request: HTTPRequest, routes: dict[str, str]) -> HTTPResponse | None:
+    """404 or 405 for a request outside ``routes`` (path -> the one method it takes); a
+    path of ``/*`` stands for any single segment."""
+    path = request.path
+    key = path if path in routes else ("/*" if path.count("/") == 1 and path != "/" else None)
+    if key is None or key not in routes:
+        return error_response(404, INVALID_REQUEST, f"no such path {path!r}")
+    if request.method != routes[key]:
+        return error_response(405, INVALID_REQUEST,
+                              f"{request.method} not allowed on {path!r}",
+                              (("allow", routes[key]),))
+    return None
+
+
+def build_app(node: Node) -> Handler:
+    """The handler serving JSON-RPC, URI calls, metrics and health for ``node``."""
+
+    async def jsonrpc(body: bytes) -> HTTPResponse:
         try:
             req = json.loads(body, parse_int=json_int)
         except (ValueError, UnicodeDecodeError):
-            return JSONRPCResponse(_error(None, RPCError(PARSE_ERROR, "body is not valid JSON")))
+            return json_response(_error(None, RPCError(PARSE_ERROR, "body is not valid JSON")))
         except RecursionError:
-            return JSONRPCResponse(_error(None, RPCError(PARSE_ERROR, "JSON is nested too deeply")))
+            return json_response(_error(None, RPCError(PARSE_ERROR, "JSON is nested too deeply")))
         if isinstance(req, list):
             if not req:
-                return JSONRPCResponse(_error(None, RPCError(INVALID_REQUEST, "empty batch")))
+                return json_response(_error(None, RPCError(INVALID_REQUEST, "empty batch")))
             if len(req) > MAX_BATCH:
-                return JSONRPCResponse(_error(
+                return json_response(_error(
                     None, RPCError(INVALID_REQUEST, f"batch larger than {MAX_BATCH}")))
             answers = [a for a in await dispatch_batch(node, req) if a is not None]
-            return JSONRPCResponse(answers) if answers else Response(status_code=204)
+            return json_response(answers) if answers else NO_CONTENT
         answer = await dispatch(node, req)
-        return JSONRPCResponse(answer) if answer is not None else Response(status_code=204)
+        return json_response(answer) if answer is not None else NO_CONTENT
 
-    async def uri_call(request: Request) -> Response:
-        method = request.path_params["method"]
+    async def uri_call(method: str, query: dict[str, str]) -> HTTPResponse:
         if method == "metrics":
-            return Response(node.metrics.render(),
-                            media_type="text/plain; version=0.0.4; charset=utf-8")
-        params: Params = {k: v.strip('"') for k, v in request.query_params.items()}
+            return HTTPResponse(200, node.metrics.render(),
+                                "text/plain; version=0.0.4; charset=utf-8")
+        params: Params = {k: v.strip('"') for k, v in query.items()}
         answer = await dispatch(node, {"jsonrpc": "2.0", "id": -1, "method": method,
                                        "params": params})
         if answer is None:  # cannot happen: an id was given
-            return Response(status_code=204)
+            return NO_CONTENT
         status = 200 if "result" in answer else (404 if answer["error"]["code"] ==
                                                  METHOD_NOT_FOUND else 400)
-        return JSONRPCResponse(answer, status_code=status)
+        return json_response(answer, status)
 
-    return Starlette(routes=[
-        Route("/", jsonrpc, methods=["POST"]),
-        Route("/{method}", uri_call, methods=["GET"]),
-    ])
+    async def handle(request: HTTPRequest) -> HTTPResponse:
+        refused = route_error(request, {"/": "POST", "/*": "GET"})
+        if refused is not None:
+            return refused
+        if request.path == "/":
+            return await jsonrpc(request.body)
+        return await uri_call(request.path[1:], request.query)
+
+    return handle
 
 
-async def serve_app(app: Starlette, host: str, port: int, *,
+async def serve_rpc(node: Node, host: str, port: int, *, max_connections: int | None = None,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve an ASGI app until cancelled; reports the bound ``http://host:port``."""
-    config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("appchain.http")
-    config.keep_alive_timeout = 30
-    config.graceful_timeout = 1
-
-    async def run(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
-
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(run)
-        task_status.started(binds[0])
-
-
-async def serve_rpc(node: Node, host: str, port: int, *,
-                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; reports the bound ``http://host:port`` through ``task_status``."""
-    await serve_app(build_app(node), host, port, task_status=task_status)
+    """Serve until cancelled; reports the bound ``http://host:port`` through ``task_status``.
+    ``max_connections`` is the effective cap (``rpc.max_connections`` lowered to fit the
+    descriptor budget); by default the configured one."""
+    c = node.cfg.rpc
+    limits = limits_of(max_connections or c.max_connections, c.header_timeout_ms,
+                       c.body_timeout_ms, c.idle_timeout_ms, c.max_body_bytes)
+    server = HTTPServer("rpc", build_app(node), limits,
+                        on_refused=node.metrics.connection_refused("rpc"))
+    await server.serve(host, port, task_status=task_status)

@@ -52,7 +52,6 @@ def main(log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("hypercorn").setLevel(logging.WARNING)
 
 
 @main.command()

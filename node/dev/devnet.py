@@ -31,6 +31,7 @@ from node.dev.loadgen import (
     market_payloads,
 )
 from node.keyfile import read_key
+from node.node_error import unwrap_group
 
 START_TIMEOUT_S = 30.0
 
@@ -107,8 +108,8 @@ async def wait_for_rpc(home: Path, proc: subprocess.Popen[bytes]) -> str:
     with trio.fail_after(START_TIMEOUT_S):  # a node that cannot start must not hang us
         while True:
             if proc.poll() is not None:
-                raise NodeUnreachable(f"the node exited with status {proc.returncode}: "
-                                      f"{_last_error(home / 'node.log')} (log: "
+                raise NodeUnreachable(f"{_last_error(home / 'node.log')} (the node exited "
+                                      f"with status {proc.returncode}; log: "
                                       f"{home / 'node.log'}; `--reset` starts a fresh devnet)")
             if addr_file.exists():
                 url = addr_file.read_text().strip()
@@ -128,7 +129,9 @@ def _last_error(log: Path) -> str:
     except OSError:
         return "no log"
     errors = [ln for ln in lines if ln.startswith("Error:")]
-    return errors[-1] if errors else (lines[-1] if lines else "no output")
+    last = errors[-1].removeprefix("Error: ") if errors else (
+        lines[-1] if lines else "no output")
+    return last
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> int:
@@ -279,7 +282,12 @@ def run_devnet(opts: DevnetOptions) -> int:
                             stderr=subprocess.STDOUT, env=env)
     code = 1
     try:
-        code = trio.run(_drive, opts, home, proc, console)
+        try:
+            code = trio.run(_drive, opts, home, proc, console)
+        except BaseExceptionGroup as eg:  # the node would not start: its one Error: line
+            if eg.subgroup(KeyboardInterrupt) is not None:
+                raise
+            raise unwrap_group(eg, NodeUnreachable) from None
     except* KeyboardInterrupt:  # Ctrl-C, also when trio delivers it inside a task group
         code = 0
     finally:

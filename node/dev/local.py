@@ -61,14 +61,16 @@ def make_home(root: Path, genesis: Genesis, producer: PrivateKey | None, *,
 class NodeProcess:
     """`appchain start` as a real child process."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, *, nofile: int | None = None) -> None:
+        """``nofile``: start the node under ``prlimit --nofile=N`` (soft and hard limit)."""
         self.home = home
         self.log_path = home.root / "node.log"
         (home.data_dir / "rpc_address").unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        limit = ["prlimit", f"--nofile={nofile}", "--"] if nofile is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "start", "--home", str(home.root)],
+            [*limit, sys.executable, "-m", "node.cli", "start", "--home", str(home.root)],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self.url = self._wait_for_address()
 
@@ -101,8 +103,8 @@ class NodeProcess:
 
 
 @contextmanager
-def running_node(home: Home) -> Iterator[NodeProcess]:
-    n = NodeProcess(home)
+def running_node(home: Home, *, nofile: int | None = None) -> Iterator[NodeProcess]:
+    n = NodeProcess(home, nofile=nofile)
     try:
         yield n
     finally:

@@ -23,12 +23,9 @@ import logging
 from typing import Any
 
 import trio
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from chain.admin import AdminRefused
+from node.api.http_server import Handler, HTTPRequest, HTTPResponse, HTTPServer, json_body
 from node.api.rpc_params import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -37,7 +34,7 @@ from node.api.rpc_params import (
     PARSE_ERROR,
     RPCError,
 )
-from node.api.server import JSONRPCResponse, serve_app
+from node.api.server import limits_of, route_error
 from node.chain_head import wall_ms
 from node.node import Node
 from node.ops.service import COMMANDS, AdminService
@@ -57,20 +54,24 @@ REFUSAL_CODES = {
 }
 
 
-def _answer(id_: Any, result: Any = None, err: RPCError | None = None) -> JSONRPCResponse:
+def _answer(id_: Any, result: Any = None, err: RPCError | None = None) -> HTTPResponse:
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": id_}
     if err is not None:
         body["error"] = err.to_json()
     else:
         body["result"] = result
-    return JSONRPCResponse(body)
+    return HTTPResponse(200, json_body(body))
 
 
-def build_admin_app(node: Node, service: AdminService) -> Starlette:
-    async def endpoint(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _answer(None, err=RPCError(INVALID_REQUEST, f"body exceeds {MAX_BODY} bytes"))
+def build_admin_app(node: Node, service: AdminService) -> Handler:
+    """The handler of POST / on the operator endpoint (the body limit, MAX_BODY, is applied
+    by the HTTP server while the body streams in: 413)."""
+
+    async def endpoint(request: HTTPRequest) -> HTTPResponse:
+        refused = route_error(request, {"/": "POST"})
+        if refused is not None:
+            return refused
+        body = request.body
         try:
             req = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -117,8 +118,7 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
         except (binascii.Error, ValueError):
             return _answer(id_, err=RPCError(INVALID_PARAMS, "envelope is not valid base64"))
         try:
-            result = await service.execute(
-                raw, request.client.host if request.client is not None else "unknown")
+            result = await service.execute(raw, request.client.rpartition(":")[0] or "?")
         except AdminRefused as e:
             return _answer(id_, err=RPCError(REFUSAL_CODES[e.reason], e.message,
                                              {"reason": e.reason}))
@@ -127,7 +127,7 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
             return _answer(id_, err=RPCError(INTERNAL_ERROR, "internal error"))
         return _answer(id_, result)
 
-    return Starlette(routes=[Route("/", endpoint, methods=["POST"])])
+    return endpoint
 
 
 async def _summarise_refusals(service: AdminService) -> None:
@@ -141,10 +141,16 @@ async def _summarise_refusals(service: AdminService) -> None:
         service.write_refusal_summary()
 
 
-async def serve_admin(node: Node, host: str, port: int, *,
+async def serve_admin(node: Node, host: str, port: int, *, max_connections: int | None = None,
                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the operator endpoint until cancelled; reports its ``http://host:port``."""
+    c = node.cfg.admin
+    limits = limits_of(max_connections or c.max_connections, c.header_timeout_ms,
+                       c.body_timeout_ms, c.idle_timeout_ms, MAX_BODY)
     service = AdminService(node)
+    server = HTTPServer("admin", build_admin_app(node, service), limits,
+                        on_refused=node.metrics.connection_refused("admin"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_summarise_refusals, service)
-        url = await nursery.start(serve_app, build_admin_app(node, service), host, port)
+        url = await nursery.start(server.serve, host, port)
         task_status.started(url)

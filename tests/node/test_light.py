@@ -1,8 +1,9 @@
 """The light client against a real node, and against a malicious RPC server that tampers.
 
-The malicious server is a real HTTP server on 127.0.0.1 (starlette served by hypercorn in the
-test's own trio nursery) that forwards every JSON-RPC call to the real node and rewrites the
-answers; the light client must refuse each forgery and name the check that caught it.
+The malicious server is a real HTTP server on 127.0.0.1 (the node's own HTTP server,
+node/api/http_server.py, in the test's own trio nursery) that forwards every JSON-RPC call
+to the real node and rewrites the answers; the light client must refuse each forgery and
+name the check that caught it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from chain.block import ZERO_HASH, Header, SignedHeader, sign_header
 from chain.crypto import PrivateKey
@@ -36,6 +31,7 @@ from chain.tx import Transfer, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.state import chain_params
+from node.api.http_server import HTTPLimits, HTTPRequest, HTTPResponse, HTTPServer, json_body
 from node.client.light import LightClient
 from node.client.rpc_client import AsyncRPCClient, RPCClient
 from node.client.trust import (
@@ -74,8 +70,8 @@ class Proxy:
     batches: list[int] = field(default_factory=list)
     url: str = ""
 
-    async def handle(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+    async def handle(self, request: HTTPRequest) -> HTTPResponse:
+        body = json.loads(request.body)
         reqs = body if isinstance(body, list) else [body]
         if isinstance(body, list):
             self.batches.append(len(body))
@@ -87,7 +83,7 @@ class Proxy:
             if req is not None and "result" in ans and self.tamper is not None:
                 ans["result"] = self.tamper(req["method"], req.get("params") or {},
                                             copy.deepcopy(ans["result"]))
-        return JSONResponse(doc)
+        return HTTPResponse(200, json_body(doc))
 
 
 @dataclass
@@ -125,13 +121,10 @@ class Env:
 
 async def start_proxy(nursery: trio.Nursery, upstream: str, http: httpx.AsyncClient) -> Proxy:
     proxy = Proxy(upstream.rstrip("/") + "/", http)
-    app = Starlette(routes=[Route("/", proxy.handle, methods=["POST"])])
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 0.1
-    binds = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
-    proxy.url = binds[0]
+    server = HTTPServer("proxy", proxy.handle, HTTPLimits(
+        max_connections=64, header_timeout_s=WAIT_S, body_timeout_s=WAIT_S,
+        idle_timeout_s=WAIT_S, max_body_bytes=16 * 1024 * 1024))
+    proxy.url = await nursery.start(partial(server.serve, "127.0.0.1", 0))
     return proxy
 
 
