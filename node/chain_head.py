@@ -150,11 +150,12 @@ class ChainHead:
         low = max(0, head.height - n + 1)
         undo_from = max(low, prunable_below(self.store, head,
                                             self.cfg.storage.keep_undo_blocks))
-        problems = chain_check.check_range(self.store, head, low, undo_from, max_problems=5)
+        problems = chain_check.check_range(self.store, head, low, undo_from, max_problems=n)
         if problems:
             raise NodeError(
                 f"the store at {self.home.store_dir} is damaged at {problems[0]}"
-                + (f" (and {len(problems) - 1} more problem(s) in the last {n} blocks)"
+                + (f" (problems at heights "
+                   f"{chain_check.heights_text([p.height for p in problems])})"
                    if len(problems) > 1 else "")
                 + f"; the node will not serve it. Run `appchain verify --home "
                 f"{self.home.root} --chain` for the whole list, then restore the store from "

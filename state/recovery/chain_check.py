@@ -24,6 +24,7 @@ from chain.errors import AppchainError
 from chain.merkle import merkle_root
 from state import schema
 from state.store import Head, Store, decode_local
+from state.store_errors import StoreDamaged
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,17 @@ class BlockProblem:
 
     def __str__(self) -> str:
         return f"height {self.height}: {self.what}"
+
+
+def heights_text(heights: list[int]) -> str:
+    """Heights as compact ranges: ``1-12, 15``."""
+    out: list[str] = []
+    for h in sorted(set(heights)):
+        if out and out[-1].split("-")[-1] == str(h - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{h}"
+        else:
+            out.append(str(h))
+    return ", ".join(out)
 
 
 def lowest_block(store: Store) -> int | None:
@@ -53,7 +65,11 @@ def check_range(store: Store, head: Head, low: int, undo_from: int,
     index entries present and right, its undo record present (heights ``>= undo_from``:
     older ones may be pruned) and linking to the block below; the top block is the head."""
     problems: list[BlockProblem] = []
-    first = lowest_block(store)
+    unreadable: StoreDamaged | None = None
+    try:
+        first = lowest_block(store)
+    except StoreDamaged as e:  # the walk met a damaged table block: check the heights
+        first, unreadable = _first_held(store, low, head.height), e  # to name the damage
     if first is None:
         if head.height >= low and head.hash != bytes(32) and _head_needs_block(store, head):
             problems.append(BlockProblem(head.height, "the head's block is missing (no "
@@ -62,20 +78,46 @@ def check_range(store: Store, head: Head, low: int, undo_from: int,
     low = max(low, first)
     prev_hash: bytes | None = None
     if low > first:
-        below = store.block_bytes(low - 1)
+        try:
+            below = store.block_bytes(low - 1)
+        except StoreDamaged as e:
+            below = None
+            problems.append(BlockProblem(low - 1, f"its stored data is damaged (LevelDB: "
+                                         f"{e.__cause__ or e.message})"))
         if below is None:
-            problems.append(BlockProblem(low - 1, "block missing"))
+            if not problems:
+                problems.append(BlockProblem(low - 1, "block missing"))
         else:
             prev_hash = _decoded(below, low - 1, problems)
     for h in range(low, head.height + 1):
         if len(problems) >= max_problems:
             break
-        prev_hash = _check_height(store, h, prev_hash, h >= undo_from, problems)
+        try:
+            prev_hash = _check_height(store, h, prev_hash, h >= undo_from, problems)
+        except StoreDamaged as e:  # LevelDB's checksum of what this height reads failed
+            problems.append(BlockProblem(h, "its stored data is damaged (LevelDB: "
+                                         f"{e.__cause__ or e.message})"))
+            prev_hash = None
+    if unreadable is not None and not problems:
+        problems.append(BlockProblem(low, "the stored blocks below it cannot be listed "
+                                     f"(LevelDB: {unreadable.__cause__ or unreadable})"))
     if prev_hash is not None and prev_hash != head.hash and head.height >= low:
         problems.append(BlockProblem(head.height, f"the head names block "
                                      f"{head.hash.hex()}, the stored block is "
                                      f"{prev_hash.hex()}"))
     return problems
+
+
+def _first_held(store: Store, low: int, high: int) -> int:
+    """The lowest height from ``low`` whose block is stored or unreadable (by point reads,
+    when the walk of the block keys met damage)."""
+    for h in range(low, high + 1):
+        try:
+            if store.block_bytes(h) is not None:
+                return h
+        except StoreDamaged:
+            return h
+    return high
 
 
 def _head_needs_block(store: Store, head: Head) -> bool:
