@@ -106,6 +106,32 @@ class CheckedCursor:
         self._it.close()
 
 
+class CheckedBatch:
+    """A plyvel write batch as a context manager: ``with`` yields plyvel's own batch (no
+    cost per op); a ``Corruption`` when it is written is typed. LevelDB answers one to
+    every write after a paranoid compaction met a damaged file."""
+
+    __slots__ = ("_wb",)
+
+    def __init__(self, wb: Any) -> None:
+        self._wb = wb
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._wb.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._wb.delete(key)
+
+    def __enter__(self) -> Any:
+        return self._wb.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._wb.__exit__(*exc)
+        except plyvel.CorruptionError as e:
+            raise damaged("writing a batch", e) from e
+
+
 class _CheckedReads:
     """Reads of a plyvel database or snapshot, each verifying checksums."""
 
@@ -174,13 +200,20 @@ class LevelKV(_CheckedReads):
         return self._r.closed  # type: ignore[no-any-return]
 
     def put(self, key: bytes, value: bytes, sync: bool = False) -> None:
-        self._r.put(key, value, sync=sync)
+        try:
+            self._r.put(key, value, sync=sync)
+        except plyvel.CorruptionError as e:  # (paranoid: a compaction met damage)
+            raise damaged("writing", e) from e
 
     def delete(self, key: bytes, sync: bool = False) -> None:
-        self._r.delete(key, sync=sync)
+        try:
+            self._r.delete(key, sync=sync)
+        except plyvel.CorruptionError as e:
+            raise damaged("writing", e) from e
 
-    def write_batch(self, transaction: bool = False, sync: bool = False) -> Any:
-        return self._r.write_batch(transaction=transaction, sync=sync)
+    def write_batch(self, transaction: bool = False, sync: bool = False) -> CheckedBatch:
+        """plyvel's batch; its write's ``Corruption`` typed (ops go to plyvel directly)."""
+        return CheckedBatch(self._r.write_batch(transaction=transaction, sync=sync))
 
     def snapshot(self) -> LevelSnapshot:
         return LevelSnapshot(self._r.snapshot())
