@@ -22,16 +22,21 @@ from node.config import Home, NodeConfig
 from node.node_error import NodeError
 from node.signer import Signer
 from state import meta
+from state.checked_state import key_text, mismatched_keys
 from state.meta import HaltRecord, ReplayOperation, RollbackOperation, ScheduledHalt
 from state.records import Account
-from state.recovery import rollback
+from state.recovery import chain_check, rollback
 from state.recovery.audit import JOURNAL_FILE, AuditLog
+from state.recovery.pins import prunable_below
 from state.schema import TREE, account_key
 from state.store import Head, Store
 from state.transition import import_block
 from state.tree import StateTree
 
 log = logging.getLogger("appchain.node")
+
+STORED_STATE = "stored_state"
+"""The halt check of a stored value that differs from the committed tree."""
 
 MIN_FREE_BYTES = 128 * 2**20
 """Free space needed before a store that failed a write is reopened (LevelDB's memtable is
@@ -53,6 +58,27 @@ def tree_root_problem(store: Store, head: Head) -> str | None:
                 f"{head.state_root.hex()} of the head (height {head.height}): the store was "
                 "changed outside the blocks")
     return None
+
+
+def stored_state_problem(store: Store, halted: HaltRecord | None) -> str | None:
+    """After a ``stored_state`` halt: why the keys it named still cannot be served (their
+    stored values still differ from the committed tree), or None once repaired. Checked at
+    start and before every resume; one tree path per key."""
+    if halted is None or halted.check != STORED_STATE:
+        return None
+    keys = []
+    for k in halted.evidence.get("keys", ()):
+        try:
+            keys.append(bytes.fromhex(k["key"]))
+        except (TypeError, KeyError, ValueError):
+            continue
+    bad = mismatched_keys(store.db, keys)
+    if not bad:
+        return None
+    return (f"the stored value of {', '.join(key_text(e.key) for e in bad[:5])} still "
+            "differs from the committed state tree (the halt's stored_state keys): the store "
+            "was changed outside the blocks and is not repaired. Restore it from a backup or "
+            "a snapshot file (docs/OPERATIONS.md §6, §8 stored_state)")
 
 
 class ChainHead:
@@ -106,10 +132,35 @@ class ChainHead:
         if problem is not None:
             raise NodeError(problem + f"; run `appchain verify --home {self.home.root}` and "
                             "restore the store from a good copy (docs/OPERATIONS.md §6)")
+        self._check_tail(head)
         self.head = head
         self.halted = meta.halt(self.store)
+        problem = stored_state_problem(self.store, self.halted)
+        if problem is not None:
+            raise NodeError(problem, reason=STORED_STATE)
         self.halt_at = meta.scheduled_halt(self.store)
         return pending_replay
+
+    def _check_tail(self, head: Head) -> None:
+        """The newest ``storage.check_tail_blocks`` blocks' record must be whole: a hole or a
+        mismatch (a damaged store) refuses the start, naming the first height."""
+        n = self.cfg.storage.check_tail_blocks
+        if n <= 0:
+            return
+        low = max(0, head.height - n + 1)
+        undo_from = max(low, prunable_below(self.store, head,
+                                            self.cfg.storage.keep_undo_blocks))
+        problems = chain_check.check_range(self.store, head, low, undo_from, max_problems=n)
+        if problems:
+            raise NodeError(
+                f"the store at {self.home.store_dir} is damaged at {problems[0]}"
+                + (f" (problems at heights "
+                   f"{chain_check.heights_text([p.height for p in problems])})"
+                   if len(problems) > 1 else "")
+                + f"; the node will not serve it. Run `appchain verify --home "
+                f"{self.home.root} --chain` for the whole list, then restore the store from "
+                "a backup or a snapshot file (docs/OPERATIONS.md §6, §7)",
+                reason="store_damaged")
 
     def _finish_rollback(self, op: RollbackOperation, head: Head) -> Head:
         """A rollback was interrupted (crash, kill): finish exactly that one first."""

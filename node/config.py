@@ -77,6 +77,10 @@ class StorageConfig:
     """Keep the undo records of this many recent blocks (0: keep them all). Older ones are
     pruned, but never those a snapshot pin needs (every height above the oldest pin is
     kept): a rollback can always reach every pin, and queries at pruned heights say so."""
+    check_tail_blocks: int = 64
+    """At start, check the stored record of this many newest blocks (block, hash links, tx
+    and results roots, results, undo records, tx index) and refuse to start on a hole or a
+    mismatch (0: skip the check)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
                            ("snapshots.interval", cfg.snapshots.interval),
                            ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
+                           ("storage.check_tail_blocks", cfg.storage.check_tail_blocks),
                            ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
                            ("recovery.reopen_price_band_ppm",
                             cfg.recovery.reopen_price_band_ppm)):

@@ -122,5 +122,5 @@ def open_node(home: Home) -> Node:
         signer = Signer(key, home.signer_state_file)
     try:
         return Node(home, cfg, genesis, signer).open()
-    except StoreError as e:
-        raise NodeError(str(e)) from e
+    except StoreError as e:  # (a damaged store keeps its reason: store_damaged)
+        raise NodeError(str(e), reason=e.reason) from e

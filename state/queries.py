@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from chain.block import Block, SignedHeader
 from chain.stateproof import StateProof
+from state.checked_state import check_value
 from state.schema import STATE, TREE
 from state.store import Store
 from state.store_errors import StoreError
@@ -34,7 +35,9 @@ def query_state(store: Store, key: bytes, height: int | None, prove: bool) -> Qu
         h = head.height if height is None else height
         view = snap.at_height(h)
         value = view.get(STATE + key)
-        proof = StateTree(view.keyspace(TREE)).prove(key) if prove else None
+        tree = StateTree(view.keyspace(TREE))
+        check_value(tree, key, value)  # never a value the tree does not hold
+        proof = tree.prove(key) if prove else None
         raw = snap.block_bytes(h)
         sh = Block.signed_header_of(raw) if raw is not None else None
     return QueryAnswer(key, value, h, proof, sh)

@@ -23,7 +23,9 @@ import plyvel
 from chain.block import Block
 from chain.codec import U64, Bytes32, Struct, encode
 from state import schema
+from state.checked_state import CheckedStateReader
 from state.kv import KV, KVSnapshot, MemoryKV, ScratchKV
+from state.kv_level import LevelKV
 from state.overlay import Overlay
 from state.overlay_walks import MISSING
 from state.store_errors import OperationRefused, StoreError
@@ -54,10 +56,18 @@ class Head(Struct):
 
 
 class StoreSnapshot:
-    """Reads from one LevelDB snapshot: a commit landing meanwhile is not seen half-way."""
+    """Reads from one LevelDB snapshot: a commit landing meanwhile is not seen half-way.
+    What it serves of the state is checked against the snapshot's tree first
+    (state/checked_state.py): a value changed outside the blocks raises, it is not read."""
 
     def __init__(self, snap: KVSnapshot) -> None:
         self._snap = snap
+        self._checked: CheckedStateReader | None = None
+
+    def _state(self) -> CheckedStateReader:
+        if self._checked is None:
+            self._checked = CheckedStateReader(self._snap)
+        return self._checked
 
     def __enter__(self) -> StoreSnapshot:
         return self
@@ -70,7 +80,8 @@ class StoreSnapshot:
         return None if raw is None else Head.decode(raw)
 
     def state_get(self, key: bytes) -> bytes | None:
-        return self._snap.get(schema.STATE + key)  # type: ignore[no-any-return]
+        """A state value, checked against the tree (StoredValueMismatch if it differs)."""
+        return self._state().get(schema.STATE + key)
 
     def block_bytes(self, height: int) -> bytes | None:
         return self._snap.get(schema.block_key(height))  # type: ignore[no-any-return]
@@ -81,8 +92,9 @@ class StoreSnapshot:
         return self._snap.get(db_key)  # type: ignore[no-any-return]
 
     def overlay(self) -> Overlay:
-        """State reads (typed, prefix walks) from this snapshot; never committed."""
-        return Overlay(self._snap)
+        """State reads (typed, prefix walks) from this snapshot, each value checked against
+        the tree; never committed."""
+        return Overlay(self._state())
 
     def at_height(self, height: int) -> HistoricalView:
         """State and tree as they were right after block ``height`` (see HistoricalView)."""
@@ -173,10 +185,11 @@ class Store:
         try:
             # A 64 MiB memtable (LevelDB's default is 4 MiB): large batches (full blocks,
             # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
-            db: KV = plyvel.DB(path, create_if_missing=create,
-                               write_buffer_size=WRITE_BUFFER_BYTES,
-                               max_open_files=MAX_OPEN_FILES)
-            return db
+            # Checked reads and paranoid checks (state/kv_level.py): a damaged file refuses
+            # the open or the read (StoreDamaged), never a changed or missing value.
+            return LevelKV(path, create_if_missing=create,
+                           write_buffer_size=WRITE_BUFFER_BYTES,
+                           max_open_files=MAX_OPEN_FILES)
         except plyvel.Error as e:
             raise StoreError(f"cannot open store at {path}: {e}") from e
 

@@ -26,3 +26,11 @@ class OperationRefused(ChainError):
     height no longer held, a snapshot label taken, ...): a refusal, the node is fine."""
 
     reason = "refused"
+
+
+class StoreDamaged(CorruptValue):
+    """LevelDB found its own files damaged (a checksum mismatch in a table block or in the
+    write-ahead log, a broken file): what it would have returned cannot be trusted, so it
+    is never returned (state/kv_level.py). Recover by restoring the store."""
+
+    reason = "store_damaged"

@@ -38,6 +38,7 @@ from node.api.rpc_params import (
     reject_error,
     tx_param,
 )
+from node.api.store_guard import guarded
 from node.mempool import MempoolReject
 from node.node import Node
 from node.wire_json import (
@@ -54,7 +55,7 @@ from state.records import (
     MarketState,
 )
 from state.recovery.archive import find_era_block
-from state.store_errors import StoreError
+from state.store_errors import CorruptValue, StoreError
 
 Handler = Callable[[Node, Params], Awaitable[Any]]
 
@@ -296,6 +297,8 @@ async def rpc_query(node: Node, params: Params) -> Any:
     height = parse_height(params, node) if "height" in params else None
     try:
         ans = query_state(node.store, bytes.fromhex(data), height, prove)
+    except CorruptValue:
+        raise  # the store's own failure: STORE_FAILURE (node/api/store_guard.py)
     except StoreError as e:
         raise RPCError(NOT_FOUND, str(e)) from e
     return {
@@ -349,7 +352,7 @@ async def rpc_num_unconfirmed_txs(node: Node, params: Params) -> Any:
     return {"n_txs": len(node.mempool), "total": len(node.mempool)}
 
 
-METHODS: dict[str, Handler] = {
+_METHODS: dict[str, Handler] = {
     "health": rpc_health,
     "status": rpc_status,
     "genesis": rpc_genesis,
@@ -370,3 +373,6 @@ METHODS: dict[str, Handler] = {
     "num_unconfirmed_txs": rpc_num_unconfirmed_txs,
     "fork_certificate": rpc_fork_certificate,
 }
+
+METHODS: dict[str, Handler] = {name: guarded(h) for name, h in _METHODS.items()}
+"""Every public method, its store failures answered typed (node/api/store_guard.py)."""

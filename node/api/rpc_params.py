@@ -40,6 +40,11 @@ COMMIT_TIMEOUT = 1020
 NOT_FOUND = 1030
 
 
+STORE_FAILURE = 1040
+"""The node's store cannot answer truthfully (damaged files, or a state value that differs
+from the committed tree): ``data.reason`` says which (node/api/store_guard.py)."""
+
+
 U64_MAX = 2**64 - 1
 
 

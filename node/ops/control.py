@@ -10,7 +10,7 @@ import trio
 from chain.admin import AdminEnvelope, AdminRefused, check_command
 from chain.errors import ChainError, DecodeError, Failure
 from chain.tx import OperatorCall, Transaction, decode_tx
-from node.chain_head import tree_root_problem, wall_ms
+from node.chain_head import stored_state_problem, tree_root_problem, wall_ms
 from node.ops.args import bool_arg, int_arg, jsonable, need, only, pin_json, verification_json
 from node.ops.ops_context import OpsContext
 from node.producer import STORAGE_IO
@@ -61,6 +61,8 @@ async def resume_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
             raise AdminRefused("refused", f"the store cannot take writes yet: {e}; the chain "
                                "stays halted") from e
     problem = tree_root_problem(ctx.store, node.head)  # even with force: never serve it
+    if problem is None:  # (even with force: never build on a value the tree does not hold)
+        problem = stored_state_problem(ctx.store, node.halted)
     if problem is not None:
         raise AdminRefused("refused", problem + "; the chain stays halted")
     if node.halted is not None and node.halted.check == "maintenance" and not force:

@@ -8,6 +8,7 @@ It reads every state key once, so it costs O(state), unlike the per-block guards
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from state.exchange.liquidation import RISK, RISK_OF, RiskEntries
 from state.records import (
@@ -19,8 +20,11 @@ from state.records import (
     market_key,
     market_state_key,
 )
+from state.recovery.chain_check import check_range
+from state.recovery.pins import prunable_below
 from state.schema import TREE
 from state.store import Store
+from state.store_errors import StoreDamaged
 from state.tree import StateTree
 from state.tree_groups import DictNodeStore
 
@@ -91,6 +95,38 @@ def verify_store(store: Store) -> VerifyReport:
                                    f"(long {want[0]}, short {want[1]})")
     _check_risk_index(state, report)
     return report
+
+
+def verify_home_store(store: Store, chain: bool, from_height: int, keep_undo_blocks: int
+                      ) -> tuple[dict[str, Any], int]:
+    """What ``appchain verify`` prints, and how many problems it found: the state report
+    (verify_store) and, with ``chain``, the chain record's problems by height from
+    ``from_height`` to the head (chain_check.py; undo records from where pruning keeps
+    them). Damaged files are reported as problems, not raised."""
+    head = store.head()
+    if head is None:
+        raise ValueError("the store has no head (never initialised)")
+    out: dict[str, Any] = {"height": str(head.height)}
+    count = 0
+    try:
+        report = verify_store(store)
+        out.update({"head_state_root": report.head_state_root.hex(),
+                    "recomputed_state_root": report.recomputed_root.hex(),
+                    "state_keys": report.keys, "problems": report.problems})
+        count += len(report.problems)
+    except StoreDamaged as e:
+        out["problems"] = [f"the state cannot be read: {e.message}"]
+        count += 1
+    if chain:
+        undo_from = max(from_height, prunable_below(store, head, keep_undo_blocks))
+        found = check_range(store, head, from_height, undo_from, max_problems=1000)
+        out["chain"] = {"from_height": str(from_height), "to_height": str(head.height),
+                        "undo_records_from": str(undo_from),
+                        "problems": [{"height": str(p.height), "problem": p.what}
+                                     for p in found]}
+        count += len(found)
+    out["ok"] = count == 0
+    return out, count
 
 
 def _check_risk_index(state: list[tuple[bytes, bytes]], report: VerifyReport) -> None:

@@ -187,8 +187,11 @@ def test_a_write_outside_the_blocks_is_refused_by_the_first_block_that_writes_th
         # (blocks that did not write the market may have come before the refused one)
         assert Chain(c, g.chain_id).end_events(pinned + 1, head, "liquidation_settled") == []
         for who in (bob, carol):
-            acct = c.call("account", address=who.public_key.hex())
-            assert [p["market"] for p in acct["positions"]] == [BTC]
+            # (their positions read the changed market: refused typed, never served)
+            with pytest.raises(RPCCallError) as refused:
+                c.call("account", address=who.public_key.hex())
+            assert refused.value.code == 1040
+            assert refused.value.data == {"reason": "stored_state"}
         # The refused block wrote nothing: the head stays put while halted.
         assert int(c.call("status")["sync_info"]["latest_block_height"]) == head
         assert n.terminate() == 0

@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from state.kv import KV, KVReader, MemoryKV, ScratchKV
+from state.kv_level import LevelKV
+from state.store_errors import StoreDamaged
 
 BASE = {b"": b"stale", b"a": b"A", b"abc": b"stale", b"b": b"B", b"bb": b"gone",
         b"\xff": b"FF", b"zz": b"gone"}
@@ -40,6 +42,15 @@ class Boom(Exception):
 
 
 def open_leveldb(path: Path, content: dict[bytes, bytes]) -> Any:
+    """The LevelDB backend as the store opens it (checked reads, state/kv_level.py)."""
+    db = LevelKV(str(path), create_if_missing=True)
+    for k, v in content.items():
+        db.put(k, v)
+    return db
+
+
+def open_plyvel(path: Path, content: dict[bytes, bytes]) -> Any:
+    """Plain plyvel: the reference the backends are held to."""
     db = plyvel.DB(str(path), create_if_missing=True)
     for k, v in content.items():
         db.put(k, v)
@@ -398,7 +409,7 @@ class BackendsVsModel(RuleBasedStateMachine):
         self._dir = tempfile.TemporaryDirectory()
         self.base_content = base
         self.base = open_leveldb(Path(self._dir.name) / "base", base)
-        self.real = open_leveldb(Path(self._dir.name) / "real", base)
+        self.real = open_plyvel(Path(self._dir.name) / "real", base)
         memory, under = MemoryKV(), MemoryKV()
         for k, v in base.items():
             memory.put(k, v)
@@ -611,3 +622,47 @@ def test_scratch_reads_cost_what_they_visit_not_the_size_of_the_base(tmp_path: P
         assert snap.get(b"acct/000000") == b"0" and scratch.get(b"acct/000000") == b"after"
     scratch.close()
     base.close()
+
+
+def test_a_damaged_table_block_is_a_typed_failure_on_every_read_path(tmp_path: Path) -> None:
+    """A flipped byte in a table file: every read through the LevelDB backend (get,
+    iterator, seek, snapshot, a scratch layer over it) raises StoreDamaged, never a
+    changed value, even after an earlier read met the block (plain plyvel caches an
+    unchecked block and then serves the damage on every read)."""
+    path = tmp_path / "db"
+    values = {b"k%05d" % i: b"v" * 100 + b"%d" % i for i in range(2000)}
+    db = LevelKV(str(path), create_if_missing=True)
+    for k, v in values.items():
+        db.put(k, v)
+    db.compact_range()
+    db.close()
+    [table] = list(path.glob("*.ldb"))
+    raw = bytearray(table.read_bytes())
+    raw[len(raw) // 4] ^= 0x01
+    table.write_bytes(bytes(raw))
+    db = LevelKV(str(path))
+    seen_bad: list[bytes] = []
+    for k, v in values.items():
+        try:
+            if db.get(k) != v:
+                seen_bad.append(k)
+        except StoreDamaged as e:
+            assert e.reason == "store_damaged" and "checksum" in str(e)
+    assert seen_bad == []
+    with pytest.raises(StoreDamaged):
+        list(db.iterator())
+    with pytest.raises(StoreDamaged):
+        it = db.iterator()
+        it.seek(b"k00000")
+        list(it)
+    snap = db.snapshot()
+    with pytest.raises(StoreDamaged):
+        [snap.get(k) for k in values]
+    scratch = ScratchKV(db.snapshot(), owns_base=True)
+    with pytest.raises(StoreDamaged):
+        list(scratch.iterator())
+    with pytest.raises(StoreDamaged):
+        [scratch.get(k) for k in values]
+    scratch.close()
+    snap.close()
+    db.close()
