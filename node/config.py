@@ -57,6 +57,11 @@ class MempoolConfig:
     """Maximum number of pending transactions."""
     max_tx_bytes: int = 65_536
     """Largest accepted transaction."""
+    min_sender_balance: int = 1
+    """A sender's committed balance must be at least this (settlement units) for its
+    transactions to be admitted (cancels excepted; 0: any account record will do)."""
+    max_txs_per_sender: int = 1_000
+    """Most transactions one sender may have pending (genesis keys excepted)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ _SECTIONS: dict[str, type] = {
 _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
+    "max_txs_per_sender",
     "rollback_chunk_blocks",
 }
 
@@ -180,6 +186,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
                            ("snapshots.interval", cfg.snapshots.interval),
                            ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
+                           ("mempool.min_sender_balance", cfg.mempool.min_sender_balance),
                            ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
                            ("recovery.reopen_price_band_ppm",
                             cfg.recovery.reopen_price_band_ppm)):
