@@ -12,15 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from chain.block import Block
 from chain.crypto import PrivateKey
 from chain.tx import CancelAll, Deposit, Transaction, Transfer, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.initial_store import init_store
 from genesis.state import chain_params
-from node.dev.local import make_genesis
+from node.dev.local import make_genesis, make_home
 from node.mempool import Mempool, MempoolReject, RejectCode, store_accounts
+from node.node import open_node
+from state.schema import account_key
 from state.store import Store
+from state.transition import decode_block_txs
 
 BALANCE = 10**9
 
@@ -156,3 +160,34 @@ def test_evict_and_remove_keep_counts(chain: Chain) -> None:
     for n in range(4):
         mp.add(chain.transfer(b, n))
     assert refused(mp, chain.transfer(b, 4)) is RejectCode.MEMPOOL_FULL
+
+
+async def test_producer_leaves_out_a_key_whose_funding_failed(tmp_path: Path) -> None:
+    """A key admitted on a pending transfer that then fails has no account when its own
+    transaction would run: the producer leaves it out of the block (and out of the mempool);
+    the block holds the rest, imports strictly, and no record is created for the key."""
+    g, keys = make_genesis(accounts=3, balance=BALANCE)
+    n = open_node(make_home(tmp_path / "home", g, keys.producer, block_interval_ms=60_000))
+    try:
+        a, b, _ = keys.accounts
+        x = PrivateKey.generate()
+        ch = g.chain_id
+        fund = make_tx(a, ch, 0, Transfer(x.public_key, BALANCE + 1))  # fails: too much
+        xs = [make_tx(x, ch, i, Transfer(b.public_key, 1)) for i in range(2)]
+        other = make_tx(b, ch, 0, Transfer(a.public_key, 5))
+        for t in (fund, *xs, other):
+            n.intake.submit(t.raw)
+        head = await n.produce_block()
+        assert len(n.mempool) == 0 and n.mempool.pending_nonce(x.public_key) is None
+        block = n.store.block_bytes(head.height)
+        assert block is not None
+        assert [t.hash for t in decode_block_txs(Block.decode_block(block))] == [
+            fund.hash, other.hash]
+        assert n.store.state_get(account_key(x.public_key)) is None
+        assert n.store.tx_location(xs[0].hash) is None
+        # x is refused at admission now: nothing funds it any more.
+        with pytest.raises(MempoolReject) as ei:
+            n.intake.submit(xs[0].raw)
+        assert ei.value.code is RejectCode.NO_ACCOUNT
+    finally:
+        n.close()
