@@ -217,13 +217,29 @@ class Mempool:
         if queue is None:
             queue = self._queues[sender] = deque()
         queue.append(tx)
-        self._recount(sender, count, count + 1)
-        self._credit(tx, 1)
+        # inline _recount(sender, count, count + 1): this runs for every admission
+        by = self._by_count
+        if count:
+            bucket = by[count]
+            del bucket[sender]
+            if not bucket:
+                del by[count]
+        count += 1
+        bucket = by.get(count)
+        if bucket is None:
+            by[count] = {sender: None}
+        else:
+            bucket[sender] = None
+        if count > self._top:
+            self._top = count
+        p = tx.payload
+        if type(p) is Transfer or type(p) is Deposit:
+            self._credits[p.to] = self._credits.get(p.to, 0) + 1
         return tx
 
     def _credit(self, tx: Transaction, delta: int) -> None:
         p = tx.payload
-        if isinstance(p, (Deposit, Transfer)):
+        if type(p) is Transfer or type(p) is Deposit:
             left = self._credits.get(p.to, 0) + delta
             if left > 0:
                 self._credits[p.to] = left
@@ -278,19 +294,40 @@ class Mempool:
 
     def remove(self, txs: Iterable[Transaction]) -> None:
         """Forget transactions that were committed (or dropped)."""
+        pool, queues, by, credits = self._txs, self._queues, self._by_count, self._credits
         for tx in txs:
-            if self._txs.pop(tx.hash, None) is None:
+            if pool.pop(tx.hash, None) is None:
                 continue
             s = tx.sender
-            queue = self._queues[s]
+            queue = queues[s]
             if queue[0] is tx:
                 queue.popleft()
             else:
                 queue.remove(tx)
-            self._recount(s, len(queue) + 1, len(queue))
-            self._credit(tx, -1)
-            if not queue:
-                self._forget_sender(s)
+            left = len(queue)
+            # inline _recount(s, left + 1, left): this runs for every committed transaction
+            bucket = by[left + 1]
+            del bucket[s]
+            if not bucket:
+                del by[left + 1]
+                if self._top == left + 1:
+                    self._top = left  # s itself now holds ``left`` (or no one holds any)
+            if left:
+                bucket = by.get(left)
+                if bucket is None:
+                    by[left] = {s: None}
+                else:
+                    bucket[s] = None
+            else:
+                del queues[s]
+                del self._next_nonce[s]
+            p = tx.payload
+            if type(p) is Transfer or type(p) is Deposit:
+                n = credits[p.to] - 1
+                if n:
+                    credits[p.to] = n
+                else:
+                    del credits[p.to]
 
     def evict(self, tx: Transaction) -> list[Transaction]:
         """Drop a transaction that cannot run, with every later one from its sender.
