@@ -225,11 +225,11 @@ class Mempool:
             if not bucket:
                 del by[count]
         count += 1
-        bucket = by.get(count)
-        if bucket is None:
+        into = by.get(count)
+        if into is None:
             by[count] = {sender: None}
         else:
-            bucket[sender] = None
+            into[sender] = None
         if count > self._top:
             self._top = count
         p = tx.payload
@@ -313,11 +313,11 @@ class Mempool:
                 if self._top == left + 1:
                     self._top = left  # s itself now holds ``left`` (or no one holds any)
             if left:
-                bucket = by.get(left)
-                if bucket is None:
+                into = by.get(left)
+                if into is None:
                     by[left] = {s: None}
                 else:
-                    bucket[s] = None
+                    into[s] = None
             else:
                 del queues[s]
                 del self._next_nonce[s]
