@@ -67,6 +67,11 @@ class MempoolConfig:
     """Maximum number of pending transactions."""
     max_tx_bytes: int = 65_536
     """Largest accepted transaction."""
+    min_sender_balance: int = 1
+    """A sender's committed balance must be at least this (settlement units) for its
+    transactions to be admitted (cancels excepted; 0: any account record will do)."""
+    max_txs_per_sender: int = 1_000
+    """Most transactions one sender may have pending (genesis keys excepted)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,7 @@ _POSITIVE = {
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
     "rollback_chunk_blocks", "unauthenticated_burst", "unauthenticated_per_second",
     "refusal_summary_interval_ms", "max_connections", "header_timeout_ms", "body_timeout_ms",
-    "idle_timeout_ms",
+    "idle_timeout_ms", "max_txs_per_sender",
 }
 
 
@@ -211,6 +216,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
                            ("snapshots.interval", cfg.snapshots.interval),
                            ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
                            ("storage.check_tail_blocks", cfg.storage.check_tail_blocks),
+                           ("mempool.min_sender_balance", cfg.mempool.min_sender_balance),
                            ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
                            ("recovery.reopen_price_band_ppm",
                             cfg.recovery.reopen_price_band_ppm)):

@@ -177,6 +177,19 @@ class Intake:
                       txs[tx_index].sender.hex())
         self.metrics.mempool_size.set(len(self.mempool))
 
+    def left_out(self, txs: list[Transaction]) -> None:
+        """The producer left these out of its block as not includable (their sender had no
+        account record when they would have run, e.g. the transfer meant to fund it failed):
+        out of the mempool, each with the sender's later ones."""
+        senders: set[bytes] = set()
+        for tx in txs:
+            if tx.sender not in senders:
+                senders.add(tx.sender)
+                self.mempool.evict(tx)
+        log.warning("left %d transaction(s) of %d sender(s) without an account out of the "
+                    "block", len(txs), len(senders))
+        self.metrics.mempool_size.set(len(self.mempool))
+
     def hold_back(self) -> int:
         """A rollback: set the mempool's transactions aside until resume; how many now."""
         self.held_back.extend(self.mempool.drain())

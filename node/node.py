@@ -15,7 +15,7 @@ from node.chain_head import ChainHead
 from node.config import Home, NodeConfig
 from node.intake import Intake
 from node.keyfile import read_key
-from node.mempool import Mempool
+from node.mempool import Mempool, store_accounts
 from node.metrics import NodeMetrics
 from node.node_error import NodeError
 from node.producer import Producer
@@ -54,9 +54,11 @@ class Node:
         try:
             pending_replay = self.chain.open()
             self.params: ChainParams = load_params(self.store.overlay())
-            mempool = Mempool(self.params, self.chain.committed_nonce,
-                              max_size=self.cfg.mempool.size,
-                              max_tx_bytes=self.cfg.mempool.max_tx_bytes)
+            mcfg = self.cfg.mempool
+            mempool = Mempool(self.params, store_accounts(self.store),
+                              max_size=mcfg.size, max_tx_bytes=mcfg.max_tx_bytes,
+                              min_sender_balance=mcfg.min_sender_balance,
+                              max_txs_per_sender=mcfg.max_txs_per_sender)
             self.intake = Intake(self.chain, self.params, mempool, self.metrics)
             self.producer = Producer(self.chain, self.intake, self.signer, self.params,
                                      self.cfg, self.metrics)

@@ -61,14 +61,19 @@ class Producer:
 
     def _build_and_commit(self, txs: list[Transaction], height: int, block_time: int,
                           extra_meta: list[MetaWrite] | None = None,
-                          outcome: BlockOutcome | None = None) -> tuple[Head, list[TxResult]]:
-        """Worker-thread part: apply, sign (recording it first), commit. Returns the
-        transactions' results followed by the block's own result (if it has events)."""
+                          outcome: BlockOutcome | None = None, leave_out: bool = False
+                          ) -> tuple[Head, BlockOutcome]:
+        """Worker-thread part: apply, sign (recording it first), commit. Returns the new
+        head and the outcome (``results``: the included transactions' results followed by
+        the block's own result, if it has events). ``leave_out``: the mempool's
+        non-includable transactions are left out of the block (``outcome.left_out``)."""
         if self.signer is None:
             raise NodeError("this node has no producer key")
         store, head = self.chain.store, self.chain.head
         if outcome is None:
-            outcome = apply_body(store, self.params, height, block_time, txs)
+            outcome = apply_body(store, self.params, height, block_time, txs,
+                                 leave_out=leave_out)
+        txs = outcome.included
         header = Header(chain_id=self.params.chain_id, era=self.chain.next_era, height=height,
                         prev_hash=head.hash, time=block_time, tx_root=outcome.tx_root,
                         results_root=outcome.results_root, state_root=outcome.state_root,
@@ -81,7 +86,7 @@ class Producer:
         keep = self.cfg.storage.keep_undo_blocks
         if keep:
             store.prune_undo(prunable_below(store, committed, keep))
-        return committed, outcome.results
+        return committed, outcome
 
     def _committed(self, head: Head, txs: list[Transaction], results: list[TxResult],
                    built_s: float) -> None:
@@ -98,10 +103,10 @@ class Producer:
         halted (operator transactions, replay). Synchronous: call it inside
         :meth:`exclusive`, from a worker thread. Returns the head and every result (the
         block's own last, if it has events)."""
-        head, results = self._build_and_commit(txs, self.chain.head.height + 1, block_time,
-                                               extra_meta, outcome)
-        self._committed(head, txs, results, 0.0)
-        return head, results
+        head, out = self._build_and_commit(txs, self.chain.head.height + 1, block_time,
+                                           extra_meta, outcome)
+        self._committed(head, out.included, out.results, 0.0)
+        return head, out.results
 
     async def recover_storage(self) -> None:
         """Resuming after a storage I/O halt: reopen the store (LevelDB refuses writes until
@@ -147,8 +152,8 @@ class Producer:
         block_time = max(chain.head.time + 1, wall_ms())
         t0 = time.perf_counter()
         try:
-            head, results = await trio.to_thread.run_sync(
-                self._build_and_commit, txs, height, block_time)
+            head, out = await trio.to_thread.run_sync(
+                self._build_and_commit, txs, height, block_time, None, None, True)
         except InvariantViolation as e:
             # A guard refused the block: nothing was signed or written. Stop producing until
             # an operator has looked (the record survives a restart).
@@ -180,8 +185,11 @@ class Producer:
             chain.halt(f"block {height} could not be written: {e}", STORAGE_IO,
                        {"errno": str(e.errno or ""), "error": str(e)}, height, by="node")
             raise
+        txs, results = out.included, out.results
         self._committed(head, txs, results, time.perf_counter() - t0)
         self.intake.committed(txs, head, results[:len(txs)])
+        if out.left_out:
+            self.intake.left_out(out.left_out)
         return head
 
     async def producer_loop(self) -> None:

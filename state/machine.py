@@ -1,8 +1,9 @@
 """The state transition for one transaction: pure function of (state, params, tx, block time).
 
-Two stages, after ethereum/execution-specs: block-validity rules (right chain, next nonce)
-raise and make the whole block invalid; execution rules (enough balance, permitted sender)
-produce a failed ``TxResult`` whose writes are reverted but whose nonce is consumed.
+Two stages, after ethereum/execution-specs: block-validity rules (right chain, a sender
+with an account record or a genesis key, next nonce) raise and make the whole block invalid;
+execution rules (enough balance, permitted sender) produce a failed ``TxResult`` whose writes
+are reverted but whose nonce is consumed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from chain.tx import (
     Transfer,
     Withdraw,
 )
-from state.accounts import get_account, put_account
+from state.accounts import get_account, includable_account, put_account
 from state.context import TxContext
 from state.exchange.collateral import withdraw
 from state.exchange.margin import check_initial_margin
@@ -34,6 +35,7 @@ from state.exchange.matching import cancel_all, cancel_order, place_order
 from state.exchange.operator_commands import operator_call
 from state.execution_failure import ExecutionFailure
 from state.overlay import Overlay
+from state.params import ChainParams
 from state.records import Account
 
 U64_MAX = 2**64 - 1
@@ -118,9 +120,10 @@ def _operator_call(view: Overlay, ctx: TxContext, tx: Transaction) -> list[Event
     return operator_call(view, ctx, tx)
 
 
-def check_nonce(view: Overlay, tx: Transaction) -> Account:
-    """Block-validity rule: the transaction carries the sender's next nonce."""
-    acct = get_account(view, tx.sender)
+def check_nonce(view: Overlay, params: ChainParams, tx: Transaction) -> Account:
+    """Block-validity rules: the sender may send (an account record or a genesis key:
+    state/accounts.py) and the transaction carries the sender's next nonce."""
+    acct = includable_account(view, params, tx.sender)
     if tx.nonce != acct.nonce:
         raise NonceMismatch(acct.nonce, tx.nonce)
     return acct
@@ -130,7 +133,7 @@ def apply_tx(view: Overlay, ctx: TxContext, tx: Transaction) -> TxResult:
     """Apply one transaction; raises only for block-invalid transactions."""
     if tx.chain_id != ctx.params.chain_id:
         raise InvalidTransaction(f"transaction for chain {tx.chain_id!r}", reason="wrong_chain")
-    acct = check_nonce(view, tx)
+    acct = check_nonce(view, ctx.params, tx)
     start = view.checkpoint()
     put_account(view, tx.sender, Account(acct.balance, acct.nonce + 1))
     mark = view.checkpoint()

@@ -16,6 +16,7 @@ from chain.crypto import PrivateKey
 from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidSignature
 from chain.merkle import merkle_root
 from chain.tx import Transaction, decode_tx
+from state.accounts import NoAccount
 from state.block_end import end_block
 from state.context import TxContext
 from state.invariants import StoredStateMismatch, check_block
@@ -41,6 +42,11 @@ class BlockOutcome:
     tx_root: bytes
     results_root: bytes
     state_root: bytes
+    included: list[Transaction]
+    """The transactions in the block, in order (all of them unless ``leave_out``)."""
+    left_out: list[Transaction]
+    """With ``leave_out``: the transactions left out as not includable (state/accounts.py),
+    with their senders' later ones."""
 
 
 def check_linkage(head: Head, header: Header, params: ChainParams, era: int) -> None:
@@ -82,21 +88,41 @@ def check_fork(store: Store, head: Head, era: int, params: ChainParams) -> None:
 
 
 def apply_body(store: Store, params: ChainParams, height: int, time: int,
-               txs: Sequence[Transaction]) -> BlockOutcome:
-    """Apply ``txs`` in order on top of the committed state; raises ``InvalidBlock``."""
+               txs: Sequence[Transaction], *, leave_out: bool = False) -> BlockOutcome:
+    """Apply ``txs`` in order on top of the committed state; raises ``InvalidBlock``.
+
+    ``leave_out`` (the producer building from its mempool): a transaction that is not
+    includable (``NoAccount``: its sender has no account record in the state at that point
+    of the block) is left out, with the sender's later ones, instead of making the block
+    invalid; what is left out is deterministic given the state and ``txs``. Importers and
+    replays apply strictly: a block holding such a transaction is invalid."""
     head = store.head()
     if head is None:
         raise InvalidBlock("store has no genesis")
     overlay = store.overlay()
     ctx = TxContext(params, height, time)
     results: list[TxResult] = []
+    included: list[Transaction] = []
+    left_out: list[Transaction] = []
+    skipped: set[bytes] = set()
     for i, tx in enumerate(txs):
-        ctx.tx_index = i
+        if skipped and tx.sender in skipped:
+            left_out.append(tx)
+            continue
+        ctx.tx_index = len(included)
         try:
             results.append(apply_tx(overlay, ctx, tx))
+        except NoAccount as e:
+            if not leave_out:
+                raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
+                                   reason=e.reason, tx_index=i) from e
+            skipped.add(tx.sender)
+            left_out.append(tx)
+            continue
         except ChainError as e:
             raise InvalidBlock(f"transaction {i} ({tx.hash.hex()}): {e.message}",
                                reason=e.reason, tx_index=i) from e
+        included.append(tx)
     block_events = end_block(overlay, ctx)
     check_block(overlay, ctx.deposited, ctx.withdrawn)  # guards: raise before any root
     if block_events:  # the block's own events: one more result, after the transactions'
@@ -112,9 +138,11 @@ def apply_body(store: Store, params: ChainParams, height: int, time: int,
         tree_overlay=tree_overlay,
         results=results,
         result_bytes=result_bytes,
-        tx_root=merkle_root([tx.raw for tx in txs]),
+        tx_root=merkle_root([tx.raw for tx in included]),
         results_root=res_root,
         state_root=state_root,
+        included=included,
+        left_out=left_out,
     )
 
 

@@ -41,14 +41,16 @@ def make_genesis(accounts: int = 4, balance: int = 10**9, operators: int = 1,
 
 def make_home(root: Path, genesis: Genesis, producer: PrivateKey | None, *,
               block_interval_ms: int = 100, port: int = 0, sync: bool = True,
-              max_txs_per_block: int = 10_000, mempool_size: int = 100_000) -> Home:
+              max_txs_per_block: int = 10_000, mempool_size: int = 100_000,
+              max_txs_per_sender: int = 1_000) -> Home:
     """An initialised home (what `appchain init` writes), RPC on 127.0.0.1:port."""
     home = Home(root)
     cfg = NodeConfig(moniker=root.name, rpc=RPCConfig(laddr=f"tcp://127.0.0.1:{port}"),
                      admin=AdminConfig(laddr="tcp://127.0.0.1:0"),
                      producer=ProducerConfig(block_interval_ms=block_interval_ms,
                                              max_txs_per_block=max_txs_per_block))
-    cfg = replace(cfg, mempool=replace(cfg.mempool, size=mempool_size),
+    cfg = replace(cfg, mempool=replace(cfg.mempool, size=mempool_size,
+                                       max_txs_per_sender=max_txs_per_sender),
                   storage=replace(cfg.storage, sync=sync))
     home.data_dir.mkdir(parents=True, exist_ok=True)
     home.write_config(cfg)

@@ -24,7 +24,10 @@ a reason (:data:`REASONS`), are only:
   transaction ``<hash>`` was excluded (or dropped for one of the reasons above): its nonce no
   longer follows, so it is block-invalid, and the reason names the cause;
 * any other block-validity reason on the restored state (e.g. ``nonce_mismatch``), which does
-  not happen in a faithful replay but is reported rather than hidden.
+  not happen in a faithful replay but is reported rather than hidden; ``no_account`` when
+  the sender's account was created only by a transaction now excluded or dropped (a key
+  without an account cannot send, state/accounts.py: such a transaction is dropped, never
+  replayed as a failure that would create the record).
 
 What the state machine generated itself (funding, triggers, liquidations) is never replayed:
 the new blocks' end-of-block steps run again and do whatever the restored state calls for.

@@ -6,7 +6,7 @@ node that commits blocks; nothing is mocked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,26 +20,14 @@ from genesis.format import Genesis
 from genesis.initial_store import init_store
 from genesis.state import chain_params
 from node.dev.local import make_genesis, make_home
-from node.mempool import Mempool, MempoolReject, RejectCode
+from node.mempool import Mempool, MempoolReject, RejectCode, store_accounts
 from node.node import Node, open_node
-from state.records import Account
-from state.schema import account_key
 from state.store import Store
 
 BALANCE = 10**9
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def store_nonce(store: Store) -> Callable[[bytes], int]:
-    """The committed nonce of a sender, read from the store (what the node does)."""
-
-    def nonce(sender: bytes) -> int:
-        raw = store.state_get(account_key(sender))
-        return 0 if raw is None else Account.decode(raw).nonce
-
-    return nonce
 
 
 def manual_tx(key: PrivateKey, chain_id: str, nonce: int, type_: str,
@@ -72,7 +60,7 @@ class Chain:
     store: Store
 
     def mempool(self, **kw: int) -> Mempool:
-        return Mempool(chain_params(self.g), store_nonce(self.store), **kw)
+        return Mempool(chain_params(self.g), store_accounts(self.store), **kw)
 
     def transfer(self, sender: PrivateKey, nonce: int, amount: int = 1,
                  to: PrivateKey | None = None) -> Transaction:
@@ -290,7 +278,7 @@ def test_reject_codes_are_stable_numbers() -> None:
         "DECODE": 1001, "TOO_LARGE": 1002, "WRONG_CHAIN": 1003, "BAD_SIGNATURE": 1004,
         "DUPLICATE": 1005, "NONCE_TOO_LOW": 1006, "NONCE_GAP": 1007, "MEMPOOL_FULL": 1008,
         "INVALID_TX": 1009, "UNAUTHORIZED": 1010, "HALTED": 1011,
-        "INTERNAL": 1012,
+        "INTERNAL": 1012, "NO_ACCOUNT": 1013, "LOW_BALANCE": 1014, "SENDER_LIMIT": 1015,
     }
 
 

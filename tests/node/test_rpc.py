@@ -221,10 +221,11 @@ async def test_broadcast_sync_and_mempool_error_codes(tmp_path: Path) -> None:
             assert await code_of(raw) == (code, {"reason": reason}), reason
         assert await c.call("num_unconfirmed_txs") == {"n_txs": 1, "total": 1}
 
-        # Fill the mempool (size 3), then one more is refused with 1008.
-        await c.call("broadcast_tx_sync", tx=b64(live.transfer(a, 1, 5).raw))
+        # Fill the mempool (size 3, one tx per sender: an equal share, so nobody's is
+        # evicted for another's), then one more is refused with 1008.
         await c.call("broadcast_tx_sync", tx=b64(live.transfer(b, 0, 5).raw))
-        assert await code_of(live.transfer(d, 0, 5).raw) == (1008, {"reason": "mempool_full"})
+        await c.call("broadcast_tx_sync", tx=b64(live.transfer(d, 0, 5).raw))
+        assert await code_of(live.transfer(a, 1, 5).raw) == (1008, {"reason": "mempool_full"})
         st = await c.call("status")
         assert st["mempool"] == {"size": 3, "max_size": 3}
 

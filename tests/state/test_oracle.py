@@ -18,6 +18,7 @@ from node.dev.local import make_genesis
 from node.mempool import Mempool, MempoolReject, RejectCode
 from state.exchange.markets import get_market, get_market_state
 from state.params import load_params
+from state.records import Account
 from state.store import Store
 from state.transition import apply_body
 
@@ -107,7 +108,7 @@ def test_mempool_refuses_prices_from_non_oracles(chain) -> None:  # type: ignore
     store, g, keys = chain
     from genesis.state import chain_params
 
-    mp = Mempool(chain_params(g), lambda _: 0)
+    mp = Mempool(chain_params(g), lambda _: Account(10**6, 0))
     t = make_tx(keys.accounts[0], g.chain_id, 0, OraclePrice(BTC, 1, g.genesis_time_ms + 1))
     with pytest.raises(MempoolReject) as e:
         mp.check(t.raw)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from chain.block import Block
 from chain.codes import ResultCode
-from chain.crypto import sha256
+from chain.crypto import PrivateKey, sha256
 from chain.tx import CancelOrder, Deposit, Transaction, Withdraw, decode_tx
+from state.accounts import account_record
 from state.meta import replayed_height
 from state.params import load_params
 from state.records import INSURANCE_ADDRESS
@@ -208,3 +209,25 @@ def test_progress_is_reported_after_every_block(ex: Exchange) -> None:
     j = seen[-1].to_json()
     assert j["blocks_done"] == j["blocks_total"] == 4 and j["seconds_left"] in (0, 0.0, None)
     assert seen[-1].line().startswith("replay era 0: block 4/4; ")
+
+
+def test_a_sender_funded_only_by_an_excluded_transaction_is_dropped_as_no_account(
+        ex: Exchange) -> None:
+    """Excluding the deposit that created an account leaves its owner's transactions not
+    includable on the restored state: dropped with reason ``no_account`` (the later ones
+    ``after_dropped``), never replayed as failures that would create a record."""
+    h = ex.height
+    x = PrivateKey.generate()
+    deposit = ex.tx(ex.keys.faucet, Deposit(x.public_key, 5 * USD))
+    ex.block(deposit)
+    first, second = ex.tx(x, Withdraw(USD)), ex.tx(x, Withdraw(USD))
+    ex.block(first, ex.tx(ex.alice, limit("sell", 60_000, 0.1)))
+    ex.block(second)
+    roll_back(ex, h)
+    fates = replay_all(ex, 0, Exclusions(tx_hashes=frozenset({deposit.hash})))
+    by_hash = {f.hash: f for f in fates}
+    assert by_hash[deposit.hash].reason == "excluded_tx"
+    assert (by_hash[first.hash].fate, by_hash[first.hash].reason) == ("dropped", "no_account")
+    assert by_hash[second.hash].reason == f"after_dropped:{first.hash.hex()}"
+    assert sum(f.fate == "identical" for f in fates) == 1  # Alice's order
+    assert account_record(ex.store.overlay(), x.public_key) is None

@@ -9,15 +9,17 @@ import pytest
 
 from chain.block import Block, sign_header
 from chain.codes import ResultCode
+from chain.crypto import PrivateKey
 from chain.errors import InvalidBlock
-from chain.tx import Deposit, Transaction, Transfer, make_tx
+from chain.tx import Deposit, Transaction, Transfer, Withdraw, make_tx
 from genesis.builder import DevnetKeys
 from genesis.format import Genesis
 from genesis.initial_store import init_store
 from node.dev.local import make_genesis
-from state.accounts import get_account
+from state.accounts import account_record, get_account
 from state.params import load_params
 from state.records import Account
+from state.schema import account_key
 from state.store import Store
 from state.transition import BlockOutcome, apply_body, commit, import_block
 from tests.harness.exchange import build
@@ -193,3 +195,70 @@ def test_commit_helper_links_head(chain: Chain) -> None:
     out = apply_body(store, params, 1, blk.header.time, [])
     h = commit(store, blk, raw, [], out)
     assert h.hash == blk.hash and store.head() == h
+
+
+# -- includability: a sender needs an account record (state/accounts.py) ---------------------
+
+
+def test_tx_from_key_without_account_makes_the_block_invalid(chain: Chain) -> None:
+    """Not a failed result: the transaction cannot be in a block at all, so it neither
+    creates an account record nor can be included again and again (no nonce to consume)."""
+    store, g, keys = chain
+    a = keys.accounts[0]
+    fresh = PrivateKey.generate()
+    bad = make_tx(fresh, g.chain_id, 0, Transfer(a.public_key, 1))
+    ok = make_tx(a, g.chain_id, 0, Transfer(keys.accounts[1].public_key, 1))
+    with pytest.raises(InvalidBlock) as ei:
+        run(store, [ok, bad])
+    assert ei.value.reason == "no_account" and ei.value.tx_index == 1
+
+
+def test_producer_leaves_out_senders_without_account(chain: Chain) -> None:
+    store, g, keys = chain
+    a, b, _ = keys.accounts
+    fresh, funded = PrivateKey.generate(), PrivateKey.generate()
+    head = store.head()
+    assert head is not None
+    params = load_params(store.overlay())
+    txs = [
+        make_tx(fresh, g.chain_id, 0, Transfer(a.public_key, 1)),
+        make_tx(a, g.chain_id, 0, Transfer(funded.public_key, 10)),  # creates funded's record
+        make_tx(funded, g.chain_id, 0, Transfer(b.public_key, 5)),  # so this one runs
+        make_tx(a, g.chain_id, 1, Transfer(fresh.public_key, 10)),
+        make_tx(fresh, g.chain_id, 1, Transfer(a.public_key, 1)),  # follows a left-out one
+        make_tx(b, g.chain_id, 0, Transfer(a.public_key, 10_000)),  # fails, still included
+    ]
+    out = apply_body(store, params, head.height + 1, head.time + 1, txs, leave_out=True)
+    assert out.included == [txs[1], txs[2], txs[3], txs[5]]
+    assert out.left_out == [txs[0], txs[4]]
+    assert [r.code for r in out.results] == [0, 0, 0, ResultCode.INSUFFICIENT_FUNDS]
+    assert get_account(out.overlay, funded.public_key) == Account(5, 1)
+    assert get_account(out.overlay, b.public_key) == Account(1005, 1)  # failed: nonce bumped
+    # The block of what was included imports strictly, with the same roots.
+    strict = apply_body(store, params, head.height + 1, head.time + 1, out.included)
+    assert (strict.tx_root, strict.state_root) == (out.tx_root, out.state_root)
+
+
+def test_failing_tx_never_creates_an_account_record(chain: Chain) -> None:
+    store, g, keys = chain
+    a = keys.accounts[0]
+    fresh = PrivateKey.generate()
+    head = store.head()
+    assert head is not None
+    params = load_params(store.overlay())
+    txs = [make_tx(fresh, g.chain_id, 0, Transfer(a.public_key, 1)),
+           make_tx(fresh, g.chain_id, 0, Withdraw(1))]
+    out = apply_body(store, params, head.height + 1, head.time + 1, txs, leave_out=True)
+    assert out.included == [] and account_record(out.overlay, fresh.public_key) is None
+    assert all(k != account_key(fresh.public_key) for k, _ in out.overlay.changes())
+
+
+def test_genesis_keys_send_without_an_account(chain: Chain) -> None:
+    """The faucet, oracles and operators need no record: their first transaction makes the
+    one that holds their nonce."""
+    store, g, keys = chain
+    assert account_record(store.overlay(), keys.faucet.public_key) is None
+    codes, out = run(store, [
+        make_tx(keys.faucet, g.chain_id, 0, Deposit(keys.accounts[0].public_key, 5))])
+    assert codes == [0]
+    assert account_record(out.overlay, keys.faucet.public_key) == Account(0, 1)
