@@ -85,9 +85,12 @@ class AdminService:
                     self._unauthenticated(peer, e.reason, e.message)
                     raise
                 self._refused(entry, e)
-            except (ChainError, Failure) as e:  # a refusal of the store, or its failure
-                entry.update(outcome="refused", reason="refused", message=e.message)
-                raise AdminRefused("refused", e.message + self._audit(entry)[1]) from e
+            except (ChainError, Failure, OSError) as e:  # the store refused, failed or is full
+                message = e.message if isinstance(e, (ChainError, Failure)) else (
+                    f"the store cannot take writes ({e}): free space first (or fix the store); "
+                    "nothing was done")
+                entry.update(outcome="refused", reason="refused", message=message)
+                raise AdminRefused("refused", message + self._audit(entry)[1]) from e
             entry.update(outcome="ok", summary=result.get("summary", ""))
             seq, unaudited = self._audit(entry)
             result["audit_seq"] = None if seq is None else str(seq)
