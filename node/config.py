@@ -95,6 +95,12 @@ class AdminConfig:
     """As ``rpc.body_timeout_ms`` (the body limit is 256 KiB, enforced while streaming)."""
     idle_timeout_ms: int = 5_000
     """As ``rpc.idle_timeout_ms``."""
+    unauthenticated_burst: int = 100
+    """Envelopes a peer may have refused unauthenticated in a row before it is rate limited."""
+    unauthenticated_per_second: int = 10
+    """How fast a rate-limited peer's allowance refills (envelopes per second)."""
+    refusal_summary_interval_ms: int = 60_000
+    """Unauthenticated refusals are written to the audit log as one entry per interval."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,8 @@ _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
     "rollback_chunk_blocks", "max_connections", "header_timeout_ms", "body_timeout_ms",
-    "idle_timeout_ms",
+    "idle_timeout_ms", "unauthenticated_burst", "unauthenticated_per_second",
+    "refusal_summary_interval_ms",
 }
 
 

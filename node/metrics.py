@@ -44,6 +44,10 @@ class NodeMetrics:
             "Connections refused by an HTTP server: at its connection cap (answered 503), or "
             "not accepted for want of descriptors", ["server", "reason"],
             registry=self.registry)
+        self.admin_unauthenticated = Counter(
+            "appchain_admin_unauthenticated_refused",
+            "Admin envelopes refused before a threshold of operators signed them (not audited "
+            "one by one; rate_limited: not read)", ["reason"], registry=self.registry)
         self._window: deque[tuple[float, int]] = deque(maxlen=11)
         self._last_commit: float | None = None
 

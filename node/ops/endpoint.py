@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import logging
+from functools import partial
 from typing import Any
 
 import trio
@@ -50,6 +51,7 @@ REFUSAL_CODES = {
     "malformed": 1041, "wrong_chain": 1042, "unsigned": 1043, "unknown_key": 1044,
     "bad_signature": 1045, "under_threshold": 1046, "expired": 1047, "not_yet_valid": 1048,
     "replayed": 1049, "unknown_command": 1050, "bad_args": 1051, "refused": 1052,
+    "rate_limited": 1053,
 }
 
 
@@ -97,6 +99,7 @@ def build_admin_app(node: Node, service: AdminService) -> Handler:
                 "chain_id": p.chain_id, "operators": [o.hex() for o in p.operators],
                 "threshold": p.operator_threshold, "now_ms": str(wall_ms()),
                 "max_age_ms": str(cfg.max_age_ms), "max_skew_ms": str(cfg.max_skew_ms),
+                "operator_block_time_ms": str(node.producer.system_block_time()),
                 "reopen_pending": meta.reopen_pending(node.store),
                 "reopen": {"price_band_ppm": str(node.cfg.recovery.reopen_price_band_ppm),
                            "liquidation_wait": str(node.cfg.recovery.fresh_oracle_updates)},
@@ -116,7 +119,7 @@ def build_admin_app(node: Node, service: AdminService) -> Handler:
         except (binascii.Error, ValueError):
             return _answer(id_, err=RPCError(INVALID_PARAMS, "envelope is not valid base64"))
         try:
-            result = await service.execute(raw)
+            result = await service.execute(raw, request.peer)
         except AdminRefused as e:
             return _answer(id_, err=RPCError(REFUSAL_CODES[e.reason], e.message,
                                              {"reason": e.reason}))
@@ -128,12 +131,27 @@ def build_admin_app(node: Node, service: AdminService) -> Handler:
     return endpoint
 
 
+async def _summarise_refusals(service: AdminService) -> None:
+    """Write the pending unauthenticated refusals to the audit log every interval, and once
+    more when the endpoint stops, so none goes unrecorded."""
+    try:
+        while True:
+            await trio.sleep(service.refusals.summary_interval_s)
+            service.write_refusal_summary()
+    finally:
+        service.write_refusal_summary()
+
+
 async def serve_admin(node: Node, host: str, port: int, *, max_connections: int | None = None,
                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the operator endpoint until cancelled; reports its ``http://host:port``."""
     c = node.cfg.admin
     limits = limits_of(max_connections or c.max_connections, c.header_timeout_ms,
                        c.body_timeout_ms, c.idle_timeout_ms, MAX_BODY)
-    server = HTTPServer("admin", build_admin_app(node, AdminService(node)), limits,
+    service = AdminService(node)
+    server = HTTPServer("admin", build_admin_app(node, service), limits,
                         on_refused=node.metrics.connection_refused("admin"))
-    await server.serve(host, port, task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_summarise_refusals, service)
+        url = await nursery.start(partial(server.serve, host, port))
+        task_status.started(url)
