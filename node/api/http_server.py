@@ -70,13 +70,14 @@ class HTTPLimits:
 
 @dataclass(frozen=True)
 class HTTPRequest:
-    """A complete request: ``path`` is percent-decoded, ``query`` the parsed query string."""
+    """A complete request: ``path`` is percent-decoded, ``query`` the parsed query string,
+    ``peer`` the client's address (no port: what per-client limits count by)."""
 
     method: str
     path: str
     query: dict[str, str]
     body: bytes
-    client: str
+    peer: str
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,11 @@ class HTTPServer:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         try:
             peer = stream.socket.getpeername()
-            client = f"{peer[0]}:{peer[1]}"
+            host, client = str(peer[0]), f"{peer[0]}:{peer[1]}"
         except OSError:
-            client = "?"
+            host = client = "unknown"
         try:
-            await _Connection(self, stream, client).run()
+            await _Connection(self, stream, client, host).run()
         except _Closed:
             pass
         except Exception:  # a bug here must not take the server (or the node) down
@@ -223,8 +224,9 @@ class HTTPServer:
 class _Connection:
     """One client connection: requests in turn (keep-alive), each within the limits."""
 
-    def __init__(self, server: HTTPServer, stream: trio.SocketStream, client: str) -> None:
-        self.server, self.stream, self.client = server, stream, client
+    def __init__(self, server: HTTPServer, stream: trio.SocketStream, client: str,
+                 host: str) -> None:
+        self.server, self.stream, self.client, self.host = server, stream, client, host
         self.limits = server.limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
 
@@ -241,7 +243,7 @@ class _Connection:
             path, _, query = target.partition("?")
             request = HTTPRequest(req.method.decode("ascii", "replace"), unquote(path),
                                   dict(parse_qsl(query, keep_blank_values=True)), body,
-                                  self.client)
+                                  self.host)
             try:
                 resp = await self.server.handler(request)
             except Exception:

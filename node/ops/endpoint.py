@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import logging
+from functools import partial
 from typing import Any
 
 import trio
@@ -118,7 +119,7 @@ def build_admin_app(node: Node, service: AdminService) -> Handler:
         except (binascii.Error, ValueError):
             return _answer(id_, err=RPCError(INVALID_PARAMS, "envelope is not valid base64"))
         try:
-            result = await service.execute(raw, request.client.rpartition(":")[0] or "?")
+            result = await service.execute(raw, request.peer)
         except AdminRefused as e:
             return _answer(id_, err=RPCError(REFUSAL_CODES[e.reason], e.message,
                                              {"reason": e.reason}))
@@ -152,5 +153,5 @@ async def serve_admin(node: Node, host: str, port: int, *, max_connections: int 
                         on_refused=node.metrics.connection_refused("admin"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_summarise_refusals, service)
-        url = await nursery.start(server.serve, host, port)
+        url = await nursery.start(partial(server.serve, host, port))
         task_status.started(url)
