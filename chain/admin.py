@@ -40,6 +40,7 @@ REFUSALS = {
     "unknown_command": "no such command",
     "bad_args": "the arguments are missing or invalid",
     "refused": "the node cannot do this now (the message says why)",
+    "rate_limited": "too many unauthenticated envelopes from this peer (one signature checked)",
 }
 
 

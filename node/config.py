@@ -82,6 +82,12 @@ class AdminConfig:
     """A signed admin command older than this (by the node's clock) is refused (expired)."""
     max_skew_ms: int = 60_000
     """A command issued further than this in the node's future is refused (not_yet_valid)."""
+    unauthenticated_burst: int = 100
+    """Envelopes a peer may have refused unauthenticated in a row before it is rate limited."""
+    unauthenticated_per_second: int = 10
+    """How fast a rate-limited peer's allowance refills (envelopes per second)."""
+    refusal_summary_interval_ms: int = 60_000
+    """Unauthenticated refusals are written to the audit log as one entry per interval."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,8 @@ _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
     "max_txs_per_sender",
-    "rollback_chunk_blocks",
+    "rollback_chunk_blocks", "unauthenticated_burst", "unauthenticated_per_second",
+    "refusal_summary_interval_ms",
 }
 
 

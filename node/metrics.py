@@ -38,6 +38,10 @@ class NodeMetrics:
         self.funding_payments = Counter("appchain_funding_payments",
                                         "Funding payments applied (one per market and payment)",
                                         registry=self.registry)
+        self.admin_unauthenticated = Counter(
+            "appchain_admin_unauthenticated_refused",
+            "Admin envelopes refused before a threshold of operators signed them (not audited "
+            "one by one; rate_limited: not read)", ["reason"], registry=self.registry)
         self._window: deque[tuple[float, int]] = deque(maxlen=11)
         self._last_commit: float | None = None
 

@@ -34,6 +34,7 @@ from node.api.rpc_params import (
     only_params,
     param_hex32,
     parse_height,
+    parse_u64,
     reject_error,
     tx_param,
 )
@@ -114,11 +115,9 @@ async def rpc_fork_certificate(node: Node, params: Params) -> Any:
     """The operator-signed certificate that opened ``era`` (hex of its canonical bytes)."""
     only_params(params, {"era"})
 
-    raw_era = params.get("era")
-    try:
-        era = int(str(raw_era))
-    except ValueError:
-        era = -1
+    if params.get("era") is None:
+        raise RPCError(INVALID_PARAMS, "era is required (an integer >= 1)")
+    era = parse_u64(params["era"], "era")
     if era < 1:
         raise RPCError(INVALID_PARAMS, "era must be an integer >= 1")
     raw = meta.fork_certificate(node.store, era)

@@ -15,6 +15,7 @@ from node.api.rpc_params import (
     only_params,
     param_hex32,
     param_symbol,
+    parse_u64,
 )
 from node.node import Node
 from node.wire_json import (
@@ -57,10 +58,8 @@ async def rpc_account(node: Node, params: Params) -> Any:
 async def rpc_orderbook(node: Node, params: Params) -> Any:
     only_params(params, {"symbol", "depth"})
     symbol = param_symbol(params)
-    depth = params.get("depth", 20)
-    if isinstance(depth, str) and depth.isascii() and depth.isdigit():
-        depth = int(depth)
-    if type(depth) is not int or not 1 <= depth <= 500:
+    depth = parse_u64(params.get("depth", 20), "depth")
+    if not 1 <= depth <= 500:
         raise RPCError(INVALID_PARAMS, "depth must be an integer in 1..500")
     with node.store.snapshot() as snap:
         if snap.state_get(market_key(symbol)) is None:

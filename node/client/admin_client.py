@@ -76,13 +76,19 @@ class AdminClient:
         """Sign and send one command; raises ``RPCCallError`` when the node refuses it."""
         return self.send(self.envelope(command, args or {}))
 
-    def signed_operator_tx(self, command: str, args: dict[str, str]) -> bytes:
+    def signed_operator_tx(self, command: str, args: dict[str, str],
+                           block_time_ms: int | None = None) -> bytes:
         """The raw ``operator`` transaction (state/exchange/operator_commands.py) of a
-        command: signed by every key, sent by the first key with its next nonce."""
-        env = self.envelope(command, args)
+        command: signed by every key, sent by the first key with its next nonce. The command
+        is dated for the block it goes in (the chain checks it against the BLOCK time, which
+        runs behind the wall clock during a recovery): ``block_time_ms``, by default the
+        time the node gives an operator block now (``admin_info``)."""
         sender = self.keys[0]
-        nonce = int(self.rpc.call("admin_info", address=sender.public_key.hex())["next_nonce"])
-        return make_tx(sender, self.info()["chain_id"], nonce, OperatorCall(env.encode())).raw
+        info = self.rpc.call("admin_info", address=sender.public_key.hex())
+        when = int(info["operator_block_time_ms"]) if block_time_ms is None else block_time_ms
+        env = self.envelope(command, args, issued_at=when)
+        return make_tx(sender, info["chain_id"], int(info["next_nonce"]),
+                       OperatorCall(env.encode())).raw
 
     def operator_tx(self, command: str, args: dict[str, str]) -> Any:
         """An ``operator`` transaction, committed by the node in a block of its own."""
@@ -133,7 +139,8 @@ class AdminClient:
             cargs = {"keep": cancel_orders_keep}
             if cancel_orders_market:
                 cargs["market"] = cancel_orders_market
-            args["operator_txs"] = self.signed_operator_tx("cancel_orders", cargs).hex()
+            args["operator_txs"] = self.signed_operator_tx(  # in the block after the target
+                "cancel_orders", cargs, int(plan["plan"]["to_time_ms"]) + 1).hex()
         return self.run("rehearse", args)
 
     def _certificate(self, plan: dict[str, Any], reason: str) -> str:

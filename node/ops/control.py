@@ -17,6 +17,7 @@ from node.producer import STORAGE_IO
 from node.wire_json import result_json
 from state import meta
 from state.exchange.markets import get_market_state
+from state.exchange.operator_commands import MAX_AGE_MS, MAX_AHEAD_MS
 from state.records import MARKET, Market
 from state.recovery import pins, snapshot_file
 from state.recovery.verify import verify_store
@@ -151,9 +152,9 @@ async def maintenance_end_command(ctx: OpsContext, args: dict[str, str], ops: li
 
 
 def checked_operator_tx(ctx: OpsContext, hex_tx: str) -> tuple[Transaction, AdminEnvelope]:
-    """A signed ``operator`` transaction from an operator key, whose inner command is
-    checked against the wall clock (the chain checks it against the block time only,
-    which may run behind during a recovery)."""
+    """A signed ``operator`` transaction from an operator key, with its inner command
+    (decoded; its time is checked by :func:`check_inner_time` against the block it goes
+    in)."""
     try:
         tx = decode_tx(bytes.fromhex(hex_tx))
         tx.verify_signature()
@@ -161,16 +162,24 @@ def checked_operator_tx(ctx: OpsContext, hex_tx: str) -> tuple[Transaction, Admi
         raise AdminRefused("bad_args", f"tx: {e}") from e
     if not isinstance(tx.payload, OperatorCall):
         raise AdminRefused("bad_args", "tx must be an operator transaction")
-    p, cfg = ctx.node.params, ctx.node.cfg.admin
+    p = ctx.node.params
     if tx.sender not in p.operators:
         raise AdminRefused("bad_args", "the transaction's sender is not an operator")
     try:
         inner = AdminEnvelope.decode(tx.payload.envelope)
     except DecodeError as e:
         raise AdminRefused("malformed", f"operator command: {e.message}") from e
-    check_command(inner, p.chain_id, p.operators, p.operator_threshold, wall_ms(),
-                  cfg.max_age_ms, cfg.max_skew_ms)
     return tx, inner
+
+
+def check_inner_time(ctx: OpsContext, inner: AdminEnvelope, block_time: int) -> None:
+    """Refuse (as any envelope: ``expired``, ``not_yet_valid``, signature reasons) an
+    operator command the chain would fail in a block at ``block_time``: the chain's own
+    window (``MAX_AGE_MS`` before, ``MAX_AHEAD_MS`` after the BLOCK time), since during a
+    recovery the block time runs behind the wall clock (docs/PROTOCOL.md §5.10)."""
+    p = ctx.node.params
+    check_command(inner, p.chain_id, p.operators, p.operator_threshold, block_time,
+                  MAX_AGE_MS, MAX_AHEAD_MS)
 
 
 async def operator_tx_command(ctx: OpsContext, args: dict[str, str], ops: list[bytes]
@@ -191,8 +200,10 @@ async def operator_tx_command(ctx: OpsContext, args: dict[str, str], ops: list[b
         if node.mempool.pending_nonce(tx.sender) is not None:
             raise AdminRefused("refused", "the operator key has transactions pending in "
                                "the mempool; use another key or wait")
+        block_time = node.producer.system_block_time()
+        check_inner_time(ctx, inner, block_time)
         head, results = await trio.to_thread.run_sync(
-            node.producer.commit_block_now, [tx], node.producer.system_block_time())
+            node.producer.commit_block_now, [tx], block_time)
     r = results[0]
     out = {"height": str(head.height), "hash": tx.hash.hex(), **result_json(r)}
     if len(results) > 1:

@@ -53,6 +53,7 @@ REFUSAL_CODES = {
     "malformed": 1041, "wrong_chain": 1042, "unsigned": 1043, "unknown_key": 1044,
     "bad_signature": 1045, "under_threshold": 1046, "expired": 1047, "not_yet_valid": 1048,
     "replayed": 1049, "unknown_command": 1050, "bad_args": 1051, "refused": 1052,
+    "rate_limited": 1053,
 }
 
 
@@ -96,6 +97,7 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
                 "chain_id": p.chain_id, "operators": [o.hex() for o in p.operators],
                 "threshold": p.operator_threshold, "now_ms": str(wall_ms()),
                 "max_age_ms": str(cfg.max_age_ms), "max_skew_ms": str(cfg.max_skew_ms),
+                "operator_block_time_ms": str(node.producer.system_block_time()),
                 "reopen_pending": meta.reopen_pending(node.store),
                 "reopen": {"price_band_ppm": str(node.cfg.recovery.reopen_price_band_ppm),
                            "liquidation_wait": str(node.cfg.recovery.fresh_oracle_updates)},
@@ -115,7 +117,8 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
         except (binascii.Error, ValueError):
             return _answer(id_, err=RPCError(INVALID_PARAMS, "envelope is not valid base64"))
         try:
-            result = await service.execute(raw)
+            result = await service.execute(
+                raw, request.client.host if request.client is not None else "unknown")
         except AdminRefused as e:
             return _answer(id_, err=RPCError(REFUSAL_CODES[e.reason], e.message,
                                              {"reason": e.reason}))
@@ -127,7 +130,21 @@ def build_admin_app(node: Node, service: AdminService) -> Starlette:
     return Starlette(routes=[Route("/", endpoint, methods=["POST"])])
 
 
+async def _summarise_refusals(service: AdminService) -> None:
+    """Write the pending unauthenticated refusals to the audit log every interval, and once
+    more when the endpoint stops, so none goes unrecorded."""
+    try:
+        while True:
+            await trio.sleep(service.refusals.summary_interval_s)
+            service.write_refusal_summary()
+    finally:
+        service.write_refusal_summary()
+
+
 async def serve_admin(node: Node, host: str, port: int, *,
                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    await serve_app(build_admin_app(node, AdminService(node)), host, port,
-                    task_status=task_status)
+    service = AdminService(node)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_summarise_refusals, service)
+        url = await nursery.start(serve_app, build_admin_app(node, service), host, port)
+        task_status.started(url)

@@ -22,7 +22,7 @@ from node.ops.args import (
     report_summary,
     write_json,
 )
-from node.ops.control import checked_operator_tx
+from node.ops.control import check_inner_time, checked_operator_tx
 from node.ops.ops_context import OpsContext
 from node.replay_runner import ProgressLog
 from node.testhooks import test_kill_hook
@@ -206,8 +206,11 @@ async def rehearse_command(ctx: OpsContext, args: dict[str, str], ops: list[byte
     reason = need(args, "reason")
     cert = _check_certificate(ctx, need(args, "certificate"), plan, reason)
     restore = await _restore_file(ctx, args.get("to_snapshot"), plan)
-    txs = tuple(checked_operator_tx(ctx, h.strip())[0]
-                for h in args.get("operator_txs", "").split(",") if h.strip())
+    checked = [checked_operator_tx(ctx, h.strip())
+               for h in args.get("operator_txs", "").split(",") if h.strip()]
+    for i, (_, inner) in enumerate(checked):  # the rehearsal's blocks: target time + 1, + 2…
+        check_inner_time(ctx, inner, plan.target.time + 1 + i)
+    txs = tuple(tx for tx, _ in checked)
     rp_plan = RehearsalPlan(plan.to_height, cert, reason, restore, txs, exclusions(args))
     try:
         res = await trio.to_thread.run_sync(

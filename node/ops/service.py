@@ -4,15 +4,16 @@ Every command arrives as an :class:`~chain.admin.AdminEnvelope` (chain/admin.py)
 endpoint (node/ops/endpoint.py). The service checks it in a fixed order (decoding, chain id,
 signatures against the genesis operators and threshold, validity window, nonce not seen
 before), records the nonce, runs the command, and appends an audit entry whether it ran or
-was refused. Commands run one at a time; those that touch the chain run inside the
-producer's exclusive section, so an in-flight block always finishes first and nothing is
-written after a halt.
+was refused, except for envelopes no threshold of operators signed: those are counted and
+summarised (node/ops/refusals.py), so an anonymous sender cannot grow the audit log. Commands
+run one at a time; those that touch the chain run inside the producer's exclusive section, so
+an in-flight block always finishes first and nothing is written after a halt.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -23,6 +24,7 @@ from node.node import Node
 from node.ops import control, recovery, snapshots
 from node.ops.args import audit_args
 from node.ops.ops_context import Command, OpsContext
+from node.ops.refusals import RATE_LIMITED, UNAUTHENTICATED, RefusalLimiter, vouched
 from state import meta
 
 log = logging.getLogger("appchain.admin")
@@ -53,9 +55,20 @@ class AdminService:
     def __init__(self, node: Node) -> None:
         self.ctx = OpsContext(node)
         self._lock = trio.Lock()
+        cfg = node.cfg.admin
+        self.refusals = RefusalLimiter(cfg.unauthenticated_burst,
+                                       cfg.unauthenticated_per_second,
+                                       cfg.refusal_summary_interval_ms / 1000)
+        self._operators = frozenset(node.params.operators)
 
-    async def execute(self, raw: bytes) -> dict[str, Any]:
-        """Authenticate and run one envelope; raises ``AdminRefused`` (audited) if refused."""
+    async def execute(self, raw: bytes, peer: str = "local") -> dict[str, Any]:
+        """Authenticate and run one envelope from ``peer`` (its address, for the rate limit);
+        raises ``AdminRefused`` if refused (audited, or counted if unauthenticated)."""
+        if not self.refusals.allowed(peer) and not vouched(raw, self._operators):
+            self._unauthenticated(peer, RATE_LIMITED, "")
+            raise AdminRefused(RATE_LIMITED, f"too many unauthenticated envelopes from "
+                               f"{peer}: this one's first signature is not an operator's; "
+                               f"try again in a few seconds")
         async with self._lock:
             entry: dict[str, Any] = {"time_ms": wall_ms(), "command": "", "args": {},
                                      "operators": [], "claimed_keys": [], "nonce": ""}
@@ -68,13 +81,10 @@ class AdminService:
                 result = await handler(self.ctx, env.command.arg_dict(),
                                        [bytes.fromhex(o) for o in entry["operators"]])
             except AdminRefused as e:
-                entry.update(outcome="refused", reason=e.reason, message=e.message)
-                unaudited = self._audit(entry)[1]
-                log.warning("admin command %r refused (%s): %s", entry["command"], e.reason,
-                            e.message)
-                if unaudited:
-                    raise AdminRefused(e.reason, e.message + unaudited) from e
-                raise
+                if e.reason in UNAUTHENTICATED and not entry["operators"]:  # before signed
+                    self._unauthenticated(peer, e.reason, e.message)
+                    raise
+                self._refused(entry, e)
             except (ChainError, Failure) as e:  # a refusal of the store, or its failure
                 entry.update(outcome="refused", reason="refused", message=e.message)
                 raise AdminRefused("refused", e.message + self._audit(entry)[1]) from e
@@ -86,6 +96,37 @@ class AdminService:
             log.warning("admin command %r by %s: %s", entry["command"], entry["operators"],
                         result.get("summary", "ok"))
             return result
+
+    def _refused(self, entry: dict[str, Any], e: AdminRefused) -> NoReturn:
+        """Audit and log a refusal of a signed envelope, then raise it (with a note if the
+        audit entry could not be written)."""
+        entry.update(outcome="refused", reason=e.reason, message=e.message)
+        unaudited = self._audit(entry)[1]
+        log.warning("admin command %r refused (%s): %s", entry["command"], e.reason,
+                    e.message)
+        if unaudited:
+            raise AdminRefused(e.reason, e.message + unaudited) from e
+        raise e
+
+    def _unauthenticated(self, peer: str, reason: str, message: str) -> None:
+        """Count a refusal of an envelope no threshold of operators signed: a metric, a log
+        line for the first of each peer per summary interval, a summary entry when due."""
+        node = self.ctx.node
+        node.metrics.admin_unauthenticated.labels(reason=reason).inc()
+        if self.refusals.refused(peer, reason, wall_ms()):
+            log.warning("unauthenticated admin envelope from %s refused (%s): %s; further "
+                        "ones are counted (appchain_admin_unauthenticated_refused) and "
+                        "summarised in the audit log", peer, reason, message or "rate limited")
+        if self.refusals.summary_due():
+            self.write_refusal_summary()
+
+    def write_refusal_summary(self) -> None:
+        """Write the pending unauthenticated refusals as one audit entry (if any): called
+        when one is due, every summary interval by the endpoint, and when it stops."""
+        entry = self.refusals.take_summary(wall_ms())
+        if entry is not None:
+            seq, _ = self._audit(entry)
+            log.warning("%s (audit seq %s)", entry["message"], seq)
 
     def _audit(self, entry: dict[str, Any]) -> tuple[int | None, str]:
         """Append ``entry`` to the audit log: (its seq, "") or, if the log cannot be written

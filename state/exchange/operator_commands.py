@@ -3,13 +3,15 @@
 The transaction carries an admin envelope (chain/admin.py) signed by at least the genesis
 threshold of operators; its sender must be an operator too. Checked here, deterministically
 (every node re-checks them on import): the chain id, the signatures against the genesis
-operators and threshold, the issue time against the BLOCK time (at most ``MAX_AGE_MS``
-before it: an old signed command cannot be used later) and the envelope's nonce, which may be
-used once per chain (``opn/`` + nonce(8) in the state). A command issued AFTER the block time
-is accepted: during a recovery the chain's clock runs behind the wall clock (blocks made while
-halted, and replayed blocks, keep the restored chain's times), and the admin endpoint has
-already checked the command against the node's wall clock before committing it. Failures are
-ordinary failed results (code 2 ``unauthorized``, or 1 ``invalid_payload`` for bad arguments).
+operators and threshold, the issue time against the BLOCK time, never a clock (at most
+``MAX_AGE_MS`` before it, so an old signed command cannot be used later, and at most
+``MAX_AHEAD_MS`` after it, so a command dated years ahead is not a standing authorization), and
+the envelope's nonce, which may be used once per chain (``opn/`` + nonce(8) in the state).
+During a recovery the chain's clock runs behind the wall clock (blocks made while halted get
+the head's time + 1 ms, replayed blocks keep their times), so the operators date a command
+for the block it is meant for, not by their wall clock: the admin endpoint tells them that
+time (``admin_info`` ``operator_block_time_ms``). Failures are ordinary failed results (code 2
+``unauthorized``, or 1 ``invalid_payload`` for bad arguments).
 
 Commands:
 
@@ -47,6 +49,11 @@ from state.records import INSURANCE_ADDRESS, MARKET, MODES, Account, Market, Ord
 from state.scales import PPM
 
 MAX_AGE_MS = 3_600_000
+"""An operator command may be issued at most this long before the block time (1 hour)."""
+
+
+MAX_AHEAD_MS = 300_000
+"""... and at most this long after it (5 minutes: clock skew between operators and node)."""
 
 
 OPERATOR_NONCE = b"opn/"
@@ -89,6 +96,10 @@ def _authorize(view: Overlay, ctx: TxContext, tx: Transaction) -> AdminEnvelope:
     if cmd.issued_at + MAX_AGE_MS < ctx.time:
         raise ExecutionFailure(ResultCode.UNAUTHORIZED,
                                f"issued at {cmd.issued_at}, more than {MAX_AGE_MS} ms before "
+                               f"the block time {ctx.time}")
+    if cmd.issued_at > ctx.time + MAX_AHEAD_MS:
+        raise ExecutionFailure(ResultCode.UNAUTHORIZED,
+                               f"issued at {cmd.issued_at}, more than {MAX_AHEAD_MS} ms after "
                                f"the block time {ctx.time}")
     key = OPERATOR_NONCE + _U64.pack(cmd.nonce)
     if view.get(key) is not None:

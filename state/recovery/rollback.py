@@ -61,6 +61,7 @@ class RollbackPlan:
             "from_height": str(self.from_height), "to_height": str(self.to_height),
             "era": str(self.era), "new_era": str(self.new_era),
             "to_block_hash": self.target.hash.hex(), "state_root": self.target.state_root.hex(),
+            "to_time_ms": str(self.target.time),
             "blocks": self.blocks[:limit], "txs": self.txs[:limit],
             "accounts": self.accounts[:limit], "block_count": len(self.blocks),
             "tx_count": len(self.txs), "account_count": len(self.accounts),

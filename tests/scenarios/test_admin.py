@@ -4,14 +4,19 @@ maintenance windows, and a rollback that the next block continues in a new era."
 from __future__ import annotations
 
 import base64
+import json
 import time
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chain.admin import AdminEnvelope, OperatorSignature
 from chain.crypto import PrivateKey
-from chain.tx import Transfer, make_tx
+from chain.tx import OperatorCall, Transfer, make_tx
+from genesis.builder import build_devnet
+from genesis.format import parse_time
 from node.client.admin_client import AdminClient
 from node.client.rpc_client import RPCCallError, RPCClient
 from node.dev.local import make_genesis, make_home, running_node
@@ -87,16 +92,29 @@ def test_every_refused_envelope_has_its_own_error(tmp_path: Path) -> None:
                 "unknown_key"
         with RPCClient(n.url) as c:
             assert c.call("status")["halted"] is None
-        # Every attempt is in the audit log, refusals with their reason.
+        # Every signed attempt is in the audit log with its reason, one entry each; those no
+        # threshold of operators signed are counted in summary entries (the first at once,
+        # the rest when the endpoint stops).
         log = good.run("audit", {"limit": "1000"})["entries"]
         reasons = [e.get("reason") for e in log if e["outcome"] == "refused"]
-        for reason in cases:
-            if reason != "malformed":
-                assert reason in reasons
+        signed = ("expired", "not_yet_valid", "replayed", "unknown_command", "bad_args")
+        for reason in signed:
+            assert reasons.count(reason) == 1, reason
+        unauthenticated = set(cases) - set(signed)
+        assert not unauthenticated & set(reasons)
         assert log[0]["outcome"] == "ok" and log[0]["command"] == "snapshot_list"
+        assert log[1]["reason"] == "unauthenticated" and log[1]["reasons"] == {"malformed": "1"}
         good.close()
         one.close()
         assert n.terminate() == 0
+    journal = [json.loads(line) for line in
+               (home.root / "data" / "audit.jsonl").read_text().splitlines()]
+    counted: Counter[str] = Counter()
+    for e in journal:
+        if e.get("reason") == "unauthenticated":
+            counted.update(e["reasons"])
+    assert counted == {"malformed": 1, "wrong_chain": 1, "unsigned": 1, "unknown_key": 6,
+                       "bad_signature": 1, "under_threshold": 2}
 
 
 def test_halt_snapshot_maintenance_and_rollback(tmp_path: Path) -> None:
@@ -197,4 +215,85 @@ def test_recovery_with_a_threshold_of_three_and_a_stale_pin(tmp_path: Path) -> N
         with pytest.raises(RPCCallError) as e:
             adm.rollback("again", to_snapshot="early")
         assert e.value.data["reason"] == "refused" and "abandoned" in e.value.message
+        assert n.terminate() == 0
+
+
+def _metric(text: str, name: str, reason: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{reason="{reason}"}} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_flood_of_unsigned_envelopes_is_counted_not_audited(tmp_path: Path) -> None:
+    """Issue 11 finding 9: 1,000 unsigned envelopes each appended a synced audit entry with
+    its arguments (store 46 KB -> 25.6 MB). Now: counted, rate-limited, one summary entry
+    per interval, and the operators are not locked out by the flood from their own
+    address."""
+    g, keys = make_genesis(accounts=2, operators=2, threshold=2)
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=100)
+    journal = home.root / "data" / "audit.jsonl"
+    with running_node(home) as n, AdminClient(admin_url(home.root), list(keys.operators)) as adm:
+        fat = {f"k{i:02d}": "x" * 1000 for i in range(60)}  # ~60 KB of arguments each
+        spam = base64.b64encode(adm.envelope("halt", fat, keys=[]).encode()).decode()
+        got: Counter[str] = Counter()
+        with httpx.Client(base_url=admin_url(home.root), timeout=30) as http:
+            for i in range(1000):
+                r = http.post("/", json={"jsonrpc": "2.0", "id": i, "method": "admin",
+                                         "params": {"envelope": spam}})
+                got[r.json()["error"]["data"]["reason"]] += 1
+                if i == 500:  # mid-flood, from the same address: the operators get through
+                    assert adm.run("snapshot_list")["snapshots"] == []
+        assert sum(got.values()) == 1000
+        assert got["unsigned"] >= 100 and got["rate_limited"] >= 500, got
+        entries = adm.run("audit", {"limit": "1000"})["entries"]
+        assert len(entries) <= 3, entries  # a summary, snapshot_list, maybe one more summary
+        assert sum(int(e.get("count", "0")) for e in entries) <= 1000
+        assert journal.stat().st_size < 20_000
+        metrics = httpx.get(n.url.rstrip("/") + "/metrics", timeout=30).text
+        name = "appchain_admin_unauthenticated_refused_total"
+        assert _metric(metrics, name, "unsigned") == got["unsigned"]
+        assert _metric(metrics, name, "rate_limited") == got["rate_limited"]
+        assert n.terminate() == 0
+    summaries = [json.loads(line) for line in journal.read_text().splitlines()]
+    counted: Counter[str] = Counter()
+    for e in summaries:
+        if e.get("reason") == "unauthenticated":
+            counted.update(e["reasons"])
+    assert counted == got
+
+
+def test_operator_commands_are_dated_by_the_chain_clock_not_the_wall_clock(
+        tmp_path: Path) -> None:
+    """Issue 11 finding 9: an operator transaction dated 10 years ahead was accepted through
+    the public RPC. Now the chain takes a command issued within [block time - 1 h, block time
+    + 5 min]; the client dates it for the block it goes in, which also works when the
+    chain's clock is far from the wall clock (as during a recovery: here the chain's clock
+    is months ahead, from its genesis time)."""
+    future = "2027-06-01T00:00:00Z"
+    g, keys = build_devnet("test-chain", future, parse_time(future)[1], accounts=2,
+                           balance=10**9, operators=2, threshold=2)
+    home = make_home(tmp_path / "n", g, keys.producer, block_interval_ms=50)
+    with running_node(home) as n, RPCClient(n.url) as c, \
+            AdminClient(admin_url(home.root), list(keys.operators)) as adm:
+        wait_height(c, 2)
+        bt = int(adm.rpc.call("admin_info")["operator_block_time_ms"])
+        assert bt > time.time_ns() // 1_000_000 + 86_400_000  # the chain's clock is ahead
+        out = adm.operator_tx("cancel_orders", {"keep": ""})
+        assert out["code"] == 0 and out["summary"].endswith(": ok")
+        adm.run("halt", {"reason": "drill"})
+        out = adm.operator_tx("market_mode", {"market": "*", "mode": "post-only"})
+        assert out["code"] == 0, out
+        # Dated by the wall clock, the endpoint refuses it (the chain would fail it).
+        stale = adm.signed_operator_tx("cancel_orders", {"keep": ""},
+                                       block_time_ms=time.time_ns() // 1_000_000)
+        assert refused(lambda: adm.run("operator_tx", {"tx": stale.hex()}))[1] == "expired"
+        adm.run("resume")
+        # Through the public RPC, ten years ahead: included, and fails on chain.
+        op = keys.operators[0]
+        nonce = int(adm.rpc.call("admin_info", address=op.public_key.hex())["next_nonce"])
+        env = adm.envelope("cancel_orders", {"keep": ""}, issued_at=bt + 10 * 365 * 86_400_000)
+        t = make_tx(op, g.chain_id, nonce, OperatorCall(env.encode()))
+        r = c.call("broadcast_tx_commit", tx=b64(t.raw))["tx_result"]
+        assert r["code"] == 2 and "ms after the block time" in r["log"], r
         assert n.terminate() == 0

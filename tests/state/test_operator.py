@@ -10,6 +10,7 @@ from chain.crypto import PrivateKey
 from chain.tx import Deposit
 from state.exchange.book import account_orders
 from state.exchange.markets import get_market_state
+from state.exchange.operator_commands import MAX_AGE_MS, MAX_AHEAD_MS
 from state.records import INSURANCE_ADDRESS
 from tests.harness.exchange import (
     BTC,
@@ -76,18 +77,6 @@ def test_market_mode_reopening_band_and_suspended_liquidations(ex: Exchange) -> 
     assert st.price_band_ppm == 10_000  # left as it was: only the mode was given
 
 
-def test_an_operator_command_issued_after_the_block_time_is_accepted(ex: Exchange) -> None:
-    """After a rollback the chain's clock is behind the wall clock: a command signed now
-    still applies to a block with an older time (the admin endpoint checked it against the
-    wall clock)."""
-    head = ex.store.head()
-    assert head is not None
-    ex.block(ex.tx(ex.bob, limit("buy", 59_000, 0.1)))
-    [r] = ex.block(op_tx(ex, "cancel_orders", {"keep": ""}, issued_at=head.time + 86_400_000))
-    assert r.code == 0, r.log
-    assert account_orders(ex.store.overlay(), ex.bob.public_key) == []
-
-
 def test_compensation_is_paid_from_the_insurance_fund(ex: Exchange) -> None:
     ex.block(ex.tx(ex.keys.faucet, Deposit(INSURANCE_ADDRESS, 1_000 * USD)))
     base = ex.conserved_scaled()
@@ -109,7 +98,7 @@ def test_compensation_is_paid_from_the_insurance_fund(ex: Exchange) -> None:
 
 
 @pytest.mark.parametrize("case", ["sender", "stranger_sig", "wrong_chain", "expired",
-                                  "replayed"])
+                                  "ten_years_ahead", "replayed"])
 def test_operator_refusals(ex: Exchange, case: str) -> None:
     stranger = PrivateKey.generate()
     head = ex.store.head()
@@ -124,9 +113,28 @@ def test_operator_refusals(ex: Exchange, case: str) -> None:
         t = op_tx(ex, "cancel_orders", args, chain_id="other-chain")
     elif case == "expired":
         t = op_tx(ex, "cancel_orders", args, issued_at=head.time - 4_000_000)
+    elif case == "ten_years_ahead":  # issue 11 finding 9: accepted before
+        t = op_tx(ex, "cancel_orders", args, issued_at=head.time + 10 * 365 * 86_400_000)
     else:
         ex.block(op_tx(ex, "cancel_orders", {"keep": "limit"}, nonce=777))
         t = op_tx(ex, "cancel_orders", args, nonce=777)
     [r] = ex.block(t)
     assert r.code == ResultCode.UNAUTHORIZED, (case, r.code, r.log)
     assert len(account_orders(ex.store.overlay(), ex.bob.public_key)) == 1  # nothing happened
+
+
+@pytest.mark.parametrize(("offset", "ok"), [(-MAX_AGE_MS, True), (-MAX_AGE_MS - 1, False),
+                                            (MAX_AHEAD_MS, True), (MAX_AHEAD_MS + 1, False)])
+def test_operator_command_window_is_both_ways_around_the_block_time(
+        ex: Exchange, offset: int, ok: bool) -> None:
+    """``issued_at`` within [block time - MAX_AGE_MS, block time + MAX_AHEAD_MS], bounds
+    included; the block time is the head's + 1000 ms in this harness."""
+    head = ex.store.head()
+    assert head is not None
+    ex.block(ex.tx(ex.bob, limit("buy", 59_000, 0.1)))
+    bt = head.time + 2000  # two blocks on: the order's, then the operator's
+    [r] = ex.block(op_tx(ex, "cancel_orders", {"keep": ""}, issued_at=bt + offset))
+    assert (r.code == 0) == ok, r.log
+    assert len(account_orders(ex.store.overlay(), ex.bob.public_key)) == (0 if ok else 1)
+    if not ok:
+        assert "ms after the block time" in r.log or "ms before the block time" in r.log
