@@ -67,6 +67,24 @@ class StorageConfig:
     """Keep the undo records of this many recent blocks (0: keep them all). Older ones are
     pruned, but never those a snapshot pin needs (every height above the oldest pin is
     kept): a rollback can always reach every pin, and queries at pruned heights say so."""
+    cache_mb: int = 8
+    """LevelDB block cache (uncompressed blocks recently read), MiB: fixed, never grows."""
+    write_buffer_mb: int = 16
+    """LevelDB memtable size, MiB: writes are held in memory up to this much before LevelDB
+    writes them to a table file; up to twice this is resident while one is being written."""
+    max_open_files: int = 1000
+    """Table files LevelDB keeps open (each with its index in memory); clamped to 74-50000."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    malloc_arena_max: int = 2
+    """glibc only: at most this many malloc arenas (0: glibc's default, 8 per core). Each
+    worker thread (signature checks, block commits) otherwise gets its own, and freed memory
+    scattered over many arenas is not returned to the system."""
+    malloc_trim_interval_ms: int = 5000
+    """glibc only: return freed heap memory to the system (``malloc_trim``) at most this
+    often, and only after transactions were admitted or committed; 0: never."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ class NodeConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def to_toml(self) -> str:
         doc: dict[str, Any] = {"moniker": self.moniker}
@@ -129,11 +148,12 @@ _SECTIONS: dict[str, type] = {
     "admin": AdminConfig,
     "snapshots": SnapshotConfig,
     "recovery": RecoveryConfig,
+    "memory": MemoryConfig,
 }
 _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
-    "rollback_chunk_blocks",
+    "rollback_chunk_blocks", "cache_mb", "write_buffer_mb", "max_open_files",
 }
 
 
@@ -182,9 +202,15 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
                            ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
                            ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
                            ("recovery.reopen_price_band_ppm",
-                            cfg.recovery.reopen_price_band_ppm)):
+                            cfg.recovery.reopen_price_band_ppm),
+                           ("memory.malloc_arena_max", cfg.memory.malloc_arena_max),
+                           ("memory.malloc_trim_interval_ms",
+                            cfg.memory.malloc_trim_interval_ms)):
         if value < 0:
             raise ConfigError(f"{setting} must be >= 0, got {value}")
+    if cfg.storage.write_buffer_mb > 1024:
+        raise ConfigError(f"storage.write_buffer_mb must be at most 1024, got "
+                          f"{cfg.storage.write_buffer_mb}")
     return cfg
 
 

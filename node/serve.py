@@ -10,6 +10,7 @@ import trio
 from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
+from node.memory import Trimmer, limit_arenas
 from node.node import Node, open_node
 from node.ops.endpoint import serve_admin
 
@@ -25,7 +26,11 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
     """
     host, port = parse_laddr(node.cfg.rpc.laddr, "rpc.laddr")
     ahost, aport = parse_laddr(node.cfg.admin.laddr, "admin.laddr")
+    limit_arenas(node.cfg.memory.malloc_arena_max)  # before the worker threads start
     async with trio.open_nursery() as nursery:
+        trimmer = Trimmer(node.cfg.memory.malloc_trim_interval_ms / 1000)
+        if trimmer.enabled:
+            nursery.start_soon(_trim_loop, node, trimmer)
         admin_url = await nursery.start(serve_admin, node, ahost, aport)
         write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
         log.info("admin endpoint listening on %s", admin_url)
@@ -37,6 +42,23 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
         else:
             log.info("no producer key: serving reads only")
         task_status.started(url)
+
+
+def _activity(node: Node) -> tuple[float | None, int]:
+    """Changes whenever a transaction is committed or the mempool changes size."""
+    return (node.metrics.registry.get_sample_value("appchain_txs_committed_total"),
+            len(node.mempool))
+
+
+async def _trim_loop(node: Node, trimmer: Trimmer) -> None:
+    """Return freed heap memory to the system every interval in which there was work."""
+    seen = _activity(node)
+    while True:
+        await trio.sleep(trimmer.interval_s)
+        now = _activity(node)
+        if trimmer.due(now != seen):
+            seen = now
+            await trio.to_thread.run_sync(trimmer.run)
 
 
 async def _serve_until_signal(node: Node) -> None:
