@@ -14,7 +14,7 @@ with the memory bounds off (``[memory] malloc_arena_max = 0``, ``malloc_trim_int
 and prints the ratio of the two. Linux only (reads /proc).
 
 Usage: .venv/bin/python bench/memory.py [--floods 6] [--txs 20000] [--accounts 2000]
-       [--idle 10] [--compare] [--unbounded]
+       [--idle 10] [--compare] [--unbounded] [--set storage.write_buffer_mb=64 ...]
 """
 
 from __future__ import annotations
@@ -150,6 +150,18 @@ def unbounded(home: Home) -> None:
         storage=replace(cfg.storage, cache_mb=8, write_buffer_mb=64)))
 
 
+def override(home: Home, settings: list[str]) -> None:
+    """Apply ``section.key=value`` settings (integers or true/false) to the home's config."""
+    cfg = home.load_config()
+    for item in settings:
+        name, _, text = item.partition("=")
+        section, _, key = name.partition(".")
+        value: object = {"true": True, "false": False}.get(text, None)
+        value = int(text) if value is None else value
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{key: value})})
+    home.write_config(cfg)
+
+
 def mib(kib: int) -> str:
     return f"{kib / 1024:,.0f}"
 
@@ -179,6 +191,8 @@ def main() -> None:
                     help="first run the same floods with the memory bounds off (baseline)")
     ap.add_argument("--unbounded", action="store_true",
                     help="only the run with the memory bounds off")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config setting for the bounded run (repeatable)")
     args = ap.parse_args()
 
     g, keys = make_genesis(accounts=args.accounts, balance=10**12, chain_id="bench")
@@ -194,6 +208,8 @@ def main() -> None:
                              mempool_size=max(100_000, args.txs + 1))
             if mode == "unbounded":
                 unbounded(home)
+            else:
+                override(home, args.set)
             runs.append(run_floods(mode, home, floods, args.accounts, args.clients,
                                    args.settle, args.idle))
     for r in runs:
