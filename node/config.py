@@ -86,6 +86,25 @@ class StorageConfig:
     """At start, check the stored record of this many newest blocks (block, hash links, tx
     and results roots, results, undo records, tx index) and refuse to start on a hole or a
     mismatch (0: skip the check)."""
+    cache_mb: int = 8
+    """LevelDB block cache (uncompressed blocks recently read), MiB: fixed, never grows."""
+    write_buffer_mb: int = 16
+    """LevelDB memtable size, MiB: writes are held in memory up to this much before LevelDB
+    writes them to a table file; up to twice this is resident while one is being written."""
+    max_open_files: int = 256
+    """Table files LevelDB keeps open (each with its index in memory, and a descriptor the
+    connection caps are budgeted around); LevelDB clamps it to 74-50000."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    malloc_arena_max: int = 2
+    """glibc only: at most this many malloc arenas (0: glibc's default, 8 per core). Each
+    worker thread (signature checks, block commits) otherwise gets its own, and freed memory
+    scattered over many arenas is not returned to the system."""
+    malloc_trim_interval_ms: int = 5000
+    """glibc only: return freed heap memory to the system (``malloc_trim``) at most this
+    often, and only after transactions were admitted or committed; 0: never."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,7 @@ class NodeConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def to_toml(self) -> str:
         doc: dict[str, Any] = {"moniker": self.moniker}
@@ -162,13 +182,14 @@ _SECTIONS: dict[str, type] = {
     "admin": AdminConfig,
     "snapshots": SnapshotConfig,
     "recovery": RecoveryConfig,
+    "memory": MemoryConfig,
 }
 _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
     "max_txs_per_block", "size", "max_tx_bytes", "max_age_ms", "keep_recent",
     "rollback_chunk_blocks", "unauthenticated_burst", "unauthenticated_per_second",
     "refusal_summary_interval_ms", "max_connections", "header_timeout_ms", "body_timeout_ms",
-    "idle_timeout_ms", "max_txs_per_sender",
+    "idle_timeout_ms", "max_txs_per_sender", "cache_mb", "write_buffer_mb", "max_open_files",
 }
 
 
@@ -219,9 +240,15 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
                            ("mempool.min_sender_balance", cfg.mempool.min_sender_balance),
                            ("recovery.fresh_oracle_updates", cfg.recovery.fresh_oracle_updates),
                            ("recovery.reopen_price_band_ppm",
-                            cfg.recovery.reopen_price_band_ppm)):
+                            cfg.recovery.reopen_price_band_ppm),
+                           ("memory.malloc_arena_max", cfg.memory.malloc_arena_max),
+                           ("memory.malloc_trim_interval_ms",
+                            cfg.memory.malloc_trim_interval_ms)):
         if value < 0:
             raise ConfigError(f"{setting} must be >= 0, got {value}")
+    if cfg.storage.write_buffer_mb > 1024:
+        raise ConfigError(f"storage.write_buffer_mb must be at most 1024, got "
+                          f"{cfg.storage.write_buffer_mb}")
     return cfg
 
 

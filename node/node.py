@@ -24,7 +24,7 @@ from node.signer import Signer
 from state.meta import HaltRecord, ScheduledHalt
 from state.params import ChainParams, load_params
 from state.recovery.audit import AuditLog
-from state.store import Head, Store
+from state.store import Head, LevelDBOptions, Store
 from state.store_errors import StoreError
 
 log = logging.getLogger("appchain.node")
@@ -41,7 +41,9 @@ class Node:
         self.genesis = genesis
         self.signer = signer
         home.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(home.store_dir, sync=cfg.storage.sync)
+        st = cfg.storage
+        self.store = Store(home.store_dir, sync=st.sync, options=LevelDBOptions(
+            st.cache_mb << 20, st.write_buffer_mb << 20, st.max_open_files))
         self.chain = ChainHead(home, cfg, genesis, signer, self.store)
         self.metrics = NodeMetrics()
         self.progress: dict[str, Any] | None = None

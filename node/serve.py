@@ -12,10 +12,10 @@ from node.api.http_server import ListenError, descriptor_budget
 from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
+from node.memory import Trimmer, limit_arenas
 from node.node import Node, open_node
 from node.node_error import unwrap_group
 from node.ops.endpoint import serve_admin
-from state.store import MAX_OPEN_FILES
 
 log = logging.getLogger("appchain.run")
 
@@ -24,7 +24,8 @@ def connection_caps(node: Node) -> tuple[int, int]:
     """The effective (rpc, admin) connection caps: the configured ones, lowered so that all
     connections, the store's open files and the node's own files fit under RLIMIT_NOFILE
     (a producer that cannot open its last-signed record halts). Logged once."""
-    soft, budget = descriptor_budget(MAX_OPEN_FILES)
+    store_files = node.cfg.storage.max_open_files
+    soft, budget = descriptor_budget(store_files)
     want_rpc, want_admin = node.cfg.rpc.max_connections, node.cfg.admin.max_connections
     admin = max(1, min(want_admin, budget // 4))
     rpc = max(1, min(want_rpc, budget - admin))
@@ -32,7 +33,7 @@ def connection_caps(node: Node) -> tuple[int, int]:
         (rpc, admin) != (want_rpc, want_admin)) else ""
     log.info("connection caps in effect: rpc %d, admin %d%s; RLIMIT_NOFILE %d, store up to "
              "%d open files, %d kept for the node's own", rpc, admin, lowered, soft,
-             MAX_OPEN_FILES, soft - MAX_OPEN_FILES - budget)
+             store_files, soft - store_files - budget)
     return rpc, admin
 
 
@@ -46,7 +47,11 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
     host, port = parse_laddr(node.cfg.rpc.laddr, "rpc.laddr")
     ahost, aport = parse_laddr(node.cfg.admin.laddr, "admin.laddr")
     rpc_cap, admin_cap = connection_caps(node)
+    limit_arenas(node.cfg.memory.malloc_arena_max)  # before the worker threads start
     async with trio.open_nursery() as nursery:
+        trimmer = Trimmer(node.cfg.memory.malloc_trim_interval_ms / 1000)
+        if trimmer.enabled:
+            nursery.start_soon(_trim_loop, node, trimmer)
         admin_url = await nursery.start(partial(serve_admin, node, ahost, aport,
                                                 max_connections=admin_cap))
         write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
@@ -60,6 +65,23 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
         else:
             log.info("no producer key: serving reads only")
         task_status.started(url)
+
+
+def _activity(node: Node) -> tuple[float | None, int]:
+    """Changes whenever a transaction is committed or the mempool changes size."""
+    return (node.metrics.registry.get_sample_value("appchain_txs_committed_total"),
+            len(node.mempool))
+
+
+async def _trim_loop(node: Node, trimmer: Trimmer) -> None:
+    """Return freed heap memory to the system every interval in which there was work."""
+    seen = _activity(node)
+    while True:
+        await trio.sleep(trimmer.interval_s)
+        now = _activity(node)
+        if trimmer.due(now != seen):
+            seen = now
+            await trio.to_thread.run_sync(trimmer.run)
 
 
 async def _serve_until_signal(node: Node) -> None:

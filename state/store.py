@@ -39,9 +39,20 @@ def decode_local(raw: bytes) -> Any:
 
 
 WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+"""Default memtable size of a store opened without options (bench/RESULTS.md, issue 5)."""
 MAX_OPEN_FILES = 256
-"""LevelDB keeps at most this many table files open (its default, 1,000, would take nearly
-all of a 1,024 descriptor limit); the node budgets its connections around it."""
+"""LevelDB keeps at most this many table files open by default (its own default, 1,000,
+would take nearly all of a 1,024 descriptor limit); the node budgets its connections
+around the configured number."""
+
+
+@dataclass(frozen=True, slots=True)
+class LevelDBOptions:
+    """Bounds on LevelDB's own memory (the node sets them from ``[storage]``)."""
+
+    cache_bytes: int = 8 * 1024 * 1024
+    write_buffer_bytes: int = WRITE_BUFFER_BYTES
+    max_open_files: int = MAX_OPEN_FILES
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,24 +183,27 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
-                 sync: bool = True) -> None:
+                 sync: bool = True, options: LevelDBOptions = LevelDBOptions()) -> None:
         self.path: str | None = os.fspath(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.db: KV = self._open_leveldb(self.path, create)
+        self.options = options
+        self.db: KV = self._open_leveldb(self.path, create, options)
         self.sync = sync
         self._check_schema()
 
     @staticmethod
-    def _open_leveldb(path: str, create: bool) -> KV:
+    def _open_leveldb(path: str, create: bool, options: LevelDBOptions) -> KV:
         try:
-            # A 64 MiB memtable (LevelDB's default is 4 MiB): large batches (full blocks,
+            # A memtable larger than LevelDB's 4 MiB default: large batches (full blocks,
             # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
+            # Cache, memtable and open tables are LevelDB's resident memory: all bounded.
             # Checked reads and paranoid checks (state/kv_level.py): a damaged file refuses
             # the open or the read (StoreDamaged), never a changed or missing value.
             return LevelKV(path, create_if_missing=create,
-                           write_buffer_size=WRITE_BUFFER_BYTES,
-                           max_open_files=MAX_OPEN_FILES)
+                           write_buffer_size=options.write_buffer_bytes,
+                           lru_cache_size=options.cache_bytes,
+                           max_open_files=options.max_open_files)
         except plyvel.Error as e:
             raise StoreError(f"cannot open store at {path}: {e}") from e
 
@@ -200,7 +214,7 @@ class Store:
         if self.path is None:
             raise StoreError("only a store on disk can be reopened")
         self.db.close()
-        self.db = self._open_leveldb(self.path, False)
+        self.db = self._open_leveldb(self.path, False, self.options)
         self._check_schema()
 
     @classmethod
@@ -208,6 +222,7 @@ class Store:
         """A store over an open backend (it is closed with the store)."""
         store = cls.__new__(cls)
         store.path, store.db, store.sync = path, db, sync
+        store.options = LevelDBOptions()
         try:
             store._check_schema()
         except StoreError:
