@@ -21,10 +21,11 @@ from node.node_error import NodeError
 from node.producer import Producer
 from node.replay_runner import finish_interrupted_replay
 from node.signer import Signer
+from state.kv_level import LevelDBOptions
 from state.meta import HaltRecord, ScheduledHalt
 from state.params import ChainParams, load_params
 from state.recovery.audit import AuditLog
-from state.store import Head, LevelDBOptions, Store
+from state.store import Head, Store
 from state.store_errors import StoreError
 
 log = logging.getLogger("appchain.node")

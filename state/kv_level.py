@@ -18,11 +18,13 @@ a file (cached blocks are not re-checked) and one Python call per read (bench/RE
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import plyvel
 
-from state.store_errors import StoreDamaged
+from state.store_errors import StoreDamaged, StoreError
 
 
 def damaged(what: str, e: Exception) -> StoreDamaged:
@@ -224,3 +226,39 @@ class LevelKV(_CheckedReads):
 
     def close(self) -> None:
         self._r.close()
+
+
+WRITE_BUFFER_BYTES = 64 * 1024 * 1024
+"""Default memtable size of a store opened without options (bench/RESULTS.md, issue 5)."""
+MAX_OPEN_FILES = 256
+"""LevelDB keeps at most this many table files open by default (its own default, 1,000,
+would take nearly all of a 1,024 descriptor limit); the node budgets its connections
+around the configured number."""
+
+
+@dataclass(frozen=True, slots=True)
+class LevelDBOptions:
+    """Bounds on LevelDB's own memory (the node sets them from ``[storage]``)."""
+
+    cache_bytes: int = 8 * 1024 * 1024
+    write_buffer_bytes: int = WRITE_BUFFER_BYTES
+    max_open_files: int = MAX_OPEN_FILES
+
+
+DEFAULT_LEVELDB_OPTIONS = LevelDBOptions()
+
+
+def open_leveldb(path: str | os.PathLike[str], create: bool, options: LevelDBOptions
+                 ) -> LevelKV:
+    """Open the store's LevelDB, checked, with its memory bounded; a refusal is a
+    :class:`~state.store_errors.StoreError` naming the path."""
+    try:
+        # A memtable larger than LevelDB's 4 MiB default: large batches (full blocks,
+        # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
+        # Cache, memtable and open tables are LevelDB's resident memory: all bounded.
+        return LevelKV(os.fspath(path), create_if_missing=create,
+                       write_buffer_size=options.write_buffer_bytes,
+                       lru_cache_size=options.cache_bytes,
+                       max_open_files=options.max_open_files)
+    except plyvel.Error as e:
+        raise StoreError(f"cannot open store at {path}: {e}") from e

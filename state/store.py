@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import plyvel
 
 from chain.block import Block
 from chain.codec import U64, Bytes32, Struct, encode
 from state import schema
 from state.checked_state import CheckedStateReader
 from state.kv import KV, KVSnapshot, MemoryKV, ScratchKV
-from state.kv_level import LevelKV
+from state.kv_level import DEFAULT_LEVELDB_OPTIONS, LevelDBOptions, open_leveldb
 from state.overlay import Overlay
 from state.overlay_walks import MISSING
 from state.store_errors import OperationRefused, StoreError
@@ -36,23 +35,6 @@ def decode_local(raw: bytes) -> Any:
     without the canonical-form checks that data from other parties gets. Undo records are
     the hot path of a rollback; re-checking their form cost more than undoing them."""
     return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
-
-
-WRITE_BUFFER_BYTES = 64 * 1024 * 1024
-"""Default memtable size of a store opened without options (bench/RESULTS.md, issue 5)."""
-MAX_OPEN_FILES = 256
-"""LevelDB keeps at most this many table files open by default (its own default, 1,000,
-would take nearly all of a 1,024 descriptor limit); the node budgets its connections
-around the configured number."""
-
-
-@dataclass(frozen=True, slots=True)
-class LevelDBOptions:
-    """Bounds on LevelDB's own memory (the node sets them from ``[storage]``)."""
-
-    cache_bytes: int = 8 * 1024 * 1024
-    write_buffer_bytes: int = WRITE_BUFFER_BYTES
-    max_open_files: int = MAX_OPEN_FILES
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,29 +165,14 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
-                 sync: bool = True, options: LevelDBOptions = LevelDBOptions()) -> None:
+                 sync: bool = True, options: LevelDBOptions = DEFAULT_LEVELDB_OPTIONS) -> None:
         self.path: str | None = os.fspath(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.options = options
-        self.db: KV = self._open_leveldb(self.path, create, options)
+        self.db: KV = open_leveldb(self.path, create, options)
         self.sync = sync
         self._check_schema()
-
-    @staticmethod
-    def _open_leveldb(path: str, create: bool, options: LevelDBOptions) -> KV:
-        try:
-            # A memtable larger than LevelDB's 4 MiB default: large batches (full blocks,
-            # rollback chunks) otherwise stall on level-0 compaction (bench/RESULTS.md).
-            # Cache, memtable and open tables are LevelDB's resident memory: all bounded.
-            # Checked reads and paranoid checks (state/kv_level.py): a damaged file refuses
-            # the open or the read (StoreDamaged), never a changed or missing value.
-            return LevelKV(path, create_if_missing=create,
-                           write_buffer_size=options.write_buffer_bytes,
-                           lru_cache_size=options.cache_bytes,
-                           max_open_files=options.max_open_files)
-        except plyvel.Error as e:
-            raise StoreError(f"cannot open store at {path}: {e}") from e
 
     def reopen(self) -> None:
         """Close and open the LevelDB again. After a failed write (a full disk, no file
@@ -214,7 +181,7 @@ class Store:
         if self.path is None:
             raise StoreError("only a store on disk can be reopened")
         self.db.close()
-        self.db = self._open_leveldb(self.path, False, self.options)
+        self.db = open_leveldb(self.path, False, self.options)
         self._check_schema()
 
     @classmethod
