@@ -22,6 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from state import kv_level
 from state.kv import KV, KVReader, MemoryKV, ScratchKV
 from state.kv_level import LevelKV
 from state.store_errors import StoreDamaged
@@ -666,3 +667,18 @@ def test_a_damaged_table_block_is_a_typed_failure_on_every_read_path(tmp_path: P
     scratch.close()
     snap.close()
     db.close()
+
+
+def test_the_stores_tables_carry_a_bloom_filter(tmp_path: Path) -> None:
+    """A read of an absent key (every new order id) must not read and checksum table
+    blocks: the store's LevelDB writes a bloom filter into each table it makes."""
+    db = kv_level.open_leveldb(tmp_path / "s", True, kv_level.DEFAULT_LEVELDB_OPTIONS)
+    with db.write_batch() as wb:
+        for i in range(2000):
+            wb.put(b"key%06d" % i, b"v" * 50)
+    db.close()
+    # Reopening turns the write-ahead log into a table file.
+    kv_level.open_leveldb(tmp_path / "s", False, kv_level.DEFAULT_LEVELDB_OPTIONS).close()
+    tables = list((tmp_path / "s").glob("*.ldb"))
+    assert tables
+    assert all(b"filter.leveldb.BuiltinBloomFilter2" in t.read_bytes() for t in tables)
