@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chain.errors import ChainError, Failure
@@ -96,6 +97,9 @@ class ChainHead:
         self.halted: HaltRecord | None = None
         self.halt_at: ScheduledHalt | None = None
         self.audit: AuditLog | None = None
+        self.watchers: list[Callable[[], None]] = []
+        """Called (from any thread) when the head moves or the halt changes: the peer
+        protocol wakes its connections."""
 
     # -- opening: startup recovery -----------------------------------------------------------
 
@@ -222,11 +226,17 @@ class ChainHead:
         """A block was committed on the head."""
         self.head = head
         self.next_era = head.era
+        self._moved()
 
     def rolled_back(self, head: Head) -> None:
         """A rollback moved the head down; the next block opens the new era."""
         self.head = head
         self.next_era = meta.next_era(self.store, head)
+        self._moved()
+
+    def _moved(self) -> None:
+        for w in self.watchers:
+            w()
 
     def committed_nonce(self, sender: bytes) -> int:
         raw = self.store.state_get(account_key(sender))
@@ -240,6 +250,7 @@ class ChainHead:
         it, so a restart does not resume on its own."""
         record = HaltRecord(reason, check, evidence, height, wall_ms(), by)
         self.halted, self.halt_at = record, None
+        self._moved()
         log.critical("HALTED by %s: %s; evidence %s", by, reason, evidence)
         try:
             meta.set_halt(self.store, record)
@@ -274,6 +285,7 @@ class ChainHead:
         """Clear the halt record and any scheduled halt: production goes on."""
         meta.set_halt(self.store, None)
         self.halted, self.halt_at = None, None
+        self._moved()
         log.warning("resumed at height %d", self.head.height)
 
     def scheduled_halt_due(self) -> bool:

@@ -153,6 +153,22 @@ class RecoveryConfig:
 
 
 @dataclass(frozen=True)
+class P2PConfig:
+    laddr: str = "tcp://127.0.0.1:26656"
+    """Where the peer protocol listens (docs/PROTOCOL.md §15); port 0 picks a free port
+    (written to ``data/p2p_address``)."""
+    persistent_peers: tuple[str, ...] = ()
+    """``HOST:PORT`` of the producer's peer port: a node without the producer key follows
+    the first one (``appchain start --follow HOST:PORT`` overrides it)."""
+    max_peers: int = 32
+    """Inbound peer connections at most; one more is sent an ``error`` frame and closed."""
+    handshake_timeout_ms: int = 10_000
+    """A peer must complete its ``hello`` (and a follower its ``subscribe``) within this."""
+    exit_on_divergence: bool = False
+    """A follower that halts on a divergence also exits with status 3."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     moniker: str = "node"
     rpc: RPCConfig = field(default_factory=RPCConfig)
@@ -163,6 +179,7 @@ class NodeConfig:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    p2p: P2PConfig = field(default_factory=P2PConfig)
 
     def to_toml(self) -> str:
         doc: dict[str, Any] = {"moniker": self.moniker}
@@ -183,6 +200,7 @@ _SECTIONS: dict[str, type] = {
     "snapshots": SnapshotConfig,
     "recovery": RecoveryConfig,
     "memory": MemoryConfig,
+    "p2p": P2PConfig,
 }
 _POSITIVE = {
     "max_body_bytes", "timeout_broadcast_tx_commit_ms", "block_interval_ms",
@@ -190,6 +208,7 @@ _POSITIVE = {
     "rollback_chunk_blocks", "unauthenticated_burst", "unauthenticated_per_second",
     "refusal_summary_interval_ms", "max_connections", "header_timeout_ms", "body_timeout_ms",
     "idle_timeout_ms", "max_txs_per_sender", "cache_mb", "write_buffer_mb", "max_open_files",
+    "max_peers", "handshake_timeout_ms",
 }
 
 
@@ -221,6 +240,8 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
             if f is None:
                 raise ConfigError(f"unknown setting {key}.{name}")
             want = type(getattr(cls(), name))
+            if want is tuple and type(v) is list and all(type(x) is str for x in v):
+                v = tuple(v)  # (TOML arrays of strings: persistent_peers)
             if type(v) is not want:
                 raise ConfigError(f"{key}.{name} must be a {want.__name__}, got {v!r}")
             if name in _POSITIVE and v <= 0:
@@ -233,6 +254,9 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     cfg = NodeConfig(**kwargs)
     parse_laddr(cfg.rpc.laddr, "rpc.laddr")
     parse_laddr(cfg.admin.laddr, "admin.laddr")
+    parse_laddr(cfg.p2p.laddr, "p2p.laddr")
+    for peer in cfg.p2p.persistent_peers:
+        parse_peer(peer, "p2p.persistent_peers")
     for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
                            ("snapshots.interval", cfg.snapshots.interval),
                            ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
@@ -250,6 +274,14 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
         raise ConfigError(f"storage.write_buffer_mb must be at most 1024, got "
                           f"{cfg.storage.write_buffer_mb}")
     return cfg
+
+
+def parse_peer(addr: str, setting: str = "peer") -> tuple[str, int]:
+    """``HOST:PORT`` (a ``tcp://`` prefix is allowed) of a peer to connect to."""
+    host, _, port = addr.removeprefix("tcp://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{setting}: {addr!r} is not HOST:PORT")
+    return host, int(port)
 
 
 def parse_laddr(laddr: str, setting: str = "laddr") -> tuple[str, int]:

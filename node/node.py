@@ -18,6 +18,7 @@ from node.keyfile import read_key
 from node.mempool import Mempool, store_accounts
 from node.metrics import NodeMetrics
 from node.node_error import NodeError
+from node.p2p.follower_state import FollowerState
 from node.producer import Producer
 from node.replay_runner import finish_interrupted_replay
 from node.signer import Signer
@@ -50,6 +51,8 @@ class Node:
         self.progress: dict[str, Any] | None = None
         """The long operation running now (replay, rehearsal) and how far it is, for
         ``admin_progress``; None when nothing runs."""
+        self.follower: FollowerState | None = None
+        """Set on a node that follows a producer (node/p2p/follower.py)."""
 
     def open(self) -> Node:
         """Recover from a crash, then set up intake and producer; finish an interrupted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from functools import partial
 
 import trio
@@ -14,8 +15,11 @@ from node.config import Home, parse_laddr
 from node.fsutil import write_atomic
 from node.memory import Trimmer, limit_arenas
 from node.node import Node, open_node
-from node.node_error import unwrap_group
+from node.node_error import NodeError, unwrap_group
 from node.ops.endpoint import serve_admin
+from node.p2p.follower import DIVERGENCE, follow
+from node.p2p.follower_state import FollowerState
+from node.p2p.peer_server import HeadWatch, serve_p2p
 
 log = logging.getLogger("appchain.run")
 
@@ -37,21 +41,29 @@ def connection_caps(node: Node) -> tuple[int, int]:
     return rpc, admin
 
 
-async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-                   ) -> None:
+async def run_node(node: Node, *, follow_peer: str | None = None,
+                   task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve and produce until cancelled. Reports the RPC URL once it is listening.
 
-    The URL is also written to ``data/rpc_address`` (and the operator endpoint's to
-    ``data/admin_address``, written first) so scripts that asked for port 0 can find them.
+    The URL is also written to ``data/rpc_address`` (and the peer port's ``HOST:PORT`` to
+    ``data/p2p_address`` and the operator endpoint's to ``data/admin_address``, written
+    first) so scripts that asked for port 0 can find them. ``follow_peer``: follow this
+    producer (else the first of ``p2p.persistent_peers``) when there is no producer key.
     """
     host, port = parse_laddr(node.cfg.rpc.laddr, "rpc.laddr")
     ahost, aport = parse_laddr(node.cfg.admin.laddr, "admin.laddr")
+    phost, pport = parse_laddr(node.cfg.p2p.laddr, "p2p.laddr")
     rpc_cap, admin_cap = connection_caps(node)
     limit_arenas(node.cfg.memory.malloc_arena_max)  # before the worker threads start
     async with trio.open_nursery() as nursery:
         trimmer = Trimmer(node.cfg.memory.malloc_trim_interval_ms / 1000)
         if trimmer.enabled:
             nursery.start_soon(_trim_loop, node, trimmer)
+        watch = HeadWatch()
+        node.chain.watchers.append(watch.poke)
+        p2p_addr = await nursery.start(serve_p2p, node, phost, pport, watch)
+        write_atomic(node.home.data_dir / "p2p_address", (p2p_addr + "\n").encode())
+        log.info("p2p listening on %s", p2p_addr)
         admin_url = await nursery.start(partial(serve_admin, node, ahost, aport,
                                                 max_connections=admin_cap))
         write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
@@ -60,11 +72,27 @@ async def run_node(node: Node, *, task_status: trio.TaskStatus[str] = trio.TASK_
                                           max_connections=rpc_cap))
         write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
         log.info("rpc listening on %s", url)
+        peer = follow_peer or next(iter(node.cfg.p2p.persistent_peers), None)
         if node.signer is not None:
             nursery.start_soon(node.producer.producer_loop)
+        elif peer is not None:
+            node.follower = FollowerState(peer)
+            nursery.start_soon(follow, node, peer, node.follower)
+            if node.cfg.p2p.exit_on_divergence:
+                nursery.start_soon(_exit_on_divergence, node, watch)
         else:
-            log.info("no producer key: serving reads only")
+            log.info("no producer key and no peer to follow: serving reads only")
         task_status.started(url)
+
+
+class Diverged(Exception):
+    """A follower configured with ``p2p.exit_on_divergence`` halted on a divergence."""
+
+
+async def _exit_on_divergence(node: Node, watch: HeadWatch) -> None:
+    while node.halted is None or node.halted.check != DIVERGENCE:
+        await watch.wait(1.0)
+    raise Diverged(node.halted.reason)
 
 
 def _activity(node: Node) -> tuple[float | None, int]:
@@ -84,10 +112,10 @@ async def _trim_loop(node: Node, trimmer: Trimmer) -> None:
             await trio.to_thread.run_sync(trimmer.run)
 
 
-async def _serve_until_signal(node: Node) -> None:
+async def _serve_until_signal(node: Node, follow_peer: str | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(run_node, node)
+            url = await nursery.start(partial(run_node, node, follow_peer=follow_peer))
             print(f"appchain node {node.cfg.moniker}: chain {node.params.chain_id}, "
                   f"head {node.head.height}, rpc {url}", flush=True)
             async for signum in signals:
@@ -97,12 +125,21 @@ async def _serve_until_signal(node: Node) -> None:
                 break
 
 
-def start(home: Home) -> None:
+def start(home: Home, follow: str | None = None) -> None:
     """Entry point of ``appchain start``: blocks until SIGINT/SIGTERM."""
     node = open_node(home)
+    if follow is not None and node.signer is not None:
+        node.close()
+        raise NodeError(f"--follow needs a home without the producer key "
+                        f"({home.producer_key_file} exists)", reason="bad_config")
     try:
-        trio.run(_serve_until_signal, node)
+        trio.run(_serve_until_signal, node, follow)
     except BaseExceptionGroup as eg:
+        if eg.subgroup(Diverged) is not None:
+            print(f"Error: halted on a divergence: {node.halted.reason if node.halted else ''}",
+                  file=sys.stderr, flush=True)
+            node.close()
+            sys.exit(3)
         raise unwrap_group(eg, ListenError) from None
     finally:
         node.close()

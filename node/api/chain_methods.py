@@ -151,7 +151,8 @@ async def rpc_status(node: Node, params: Params) -> Any:
             "earliest_block_height": str(node.genesis.initial_height),
             "era": str(h.era),
             "next_era": str(node.next_era),
-            "catching_up": False,
+            "catching_up": node.follower is not None and (
+                node.follower.peer_height > h.height or not node.follower.connected),
         },
         "producer_info": {
             "pub_key": node.params.producer.hex(),
@@ -163,6 +164,7 @@ async def rpc_status(node: Node, params: Params) -> Any:
         "halt_scheduled": None if node.halt_at is None else node.halt_at.to_obj(),
         "held_back_txs": len(node.intake.held_back),
         "markets": _market_modes(node),
+        "follower": None if node.follower is None else node.follower.to_obj(h.height),
     }
 
 

@@ -32,7 +32,7 @@ from node.cli.recovery_commands import (
     rollback,
 )
 from node.cli.tx_commands import tx
-from node.config import AdminConfig, Home, NodeConfig, RPCConfig, parse_laddr
+from node.config import AdminConfig, Home, NodeConfig, P2PConfig, RPCConfig, parse_laddr, parse_peer
 from node.dev.devnet import DevnetOptions, run_devnet
 from node.fsutil import write_atomic
 from node.keyfile import read_key, write_key
@@ -70,10 +70,16 @@ def version() -> None:
 @click.option("--admin-laddr", default=None,
               help="Operator endpoint (default tcp://127.0.0.1:26659; port 0 if --rpc-laddr "
                    "has port 0).")
+@click.option("--p2p-laddr", default=None,
+              help="Peer protocol (default tcp://127.0.0.1:26656; port 0 if --rpc-laddr has "
+                   "port 0).")
+@click.option("--follow", "follow", default=None, metavar="HOST:PORT",
+              help="Follow this producer's peer port (written as p2p.persistent_peers).")
 @click.option("--block-interval-ms", default=None, type=click.IntRange(1))
 @friendly
 def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str,
-         rpc_laddr: str, admin_laddr: str | None, block_interval_ms: int | None) -> None:
+         rpc_laddr: str, admin_laddr: str | None, p2p_laddr: str | None, follow: str | None,
+         block_interval_ms: int | None) -> None:
     """Create a node home: config/config.toml, config/genesis.json, keys, data/."""
     h = Home(home)
     if h.config_file.exists() or h.genesis_file.exists():
@@ -91,8 +97,16 @@ def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str
         admin_laddr = ("tcp://127.0.0.1:0" if parse_laddr(rpc_laddr)[1] == 0
                        else AdminConfig.laddr)
     parse_laddr(admin_laddr, "--admin-laddr")
+    if p2p_laddr is None:
+        p2p_laddr = ("tcp://127.0.0.1:0" if parse_laddr(rpc_laddr)[1] == 0
+                     else P2PConfig.laddr)
+    parse_laddr(p2p_laddr, "--p2p-laddr")
+    if follow is not None:
+        parse_peer(follow, "--follow")
     cfg = NodeConfig(moniker=moniker, rpc=RPCConfig(laddr=rpc_laddr),
-                     admin=AdminConfig(laddr=admin_laddr))
+                     admin=AdminConfig(laddr=admin_laddr),
+                     p2p=P2PConfig(laddr=p2p_laddr,
+                                   persistent_peers=(follow,) if follow else ()))
     if block_interval_ms is not None:
         cfg = replace(cfg, producer=replace(cfg.producer, block_interval_ms=block_interval_ms))
     h.data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,11 +120,15 @@ def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str
 
 @main.command()
 @click.option("--home", required=True, type=click.Path(path_type=Path))
+@click.option("--follow", "follow", default=None, metavar="HOST:PORT",
+              help="Follow the producer at this peer address (overrides "
+                   "p2p.persistent_peers; needs a home without the producer key).")
 @friendly
-def start(home: Path) -> None:
+def start(home: Path, follow: str | None) -> None:
     """Run the node until SIGINT/SIGTERM (the current block always finishes)."""
-
-    run_start(Home(home))
+    if follow is not None:
+        parse_peer(follow, "--follow")
+    run_start(Home(home), follow=follow)
 
 
 @main.command()

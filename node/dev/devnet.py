@@ -78,11 +78,12 @@ def prepare(opts: DevnetOptions, console: Console) -> Path:
         console.print(f"created genesis and keys in {gdir}")
     rpc_laddr = f"tcp://127.0.0.1:{opts.port}"
     admin_laddr = f"tcp://127.0.0.1:{admin_port(opts)}"
+    p2p_laddr = f"tcp://127.0.0.1:{0 if opts.port == 0 else opts.port - 1}"
     if not (home / "config" / "config.toml").exists():
         subprocess.run(_appchain(
             "init", "--home", str(home), "--genesis", str(gdir / "genesis.json"),
             "--producer-key", str(gdir / "keys" / "producer.json"), "--moniker", "node0",
-            "--rpc-laddr", rpc_laddr, "--admin-laddr", admin_laddr,
+            "--rpc-laddr", rpc_laddr, "--admin-laddr", admin_laddr, "--p2p-laddr", p2p_laddr,
             "--block-interval-ms", str(opts.block_interval_ms)),
             check=True, stdout=subprocess.DEVNULL)
         console.print(f"initialised producer home {home}")
@@ -90,9 +91,11 @@ def prepare(opts: DevnetOptions, console: Console) -> Path:
         # A reused devnet listens where this run asks (--port, --admin-port).
         h = Home(home)
         cfg = h.load_config()
-        if (cfg.rpc.laddr, cfg.admin.laddr) != (rpc_laddr, admin_laddr):
+        if (cfg.rpc.laddr, cfg.admin.laddr, cfg.p2p.laddr) != (rpc_laddr, admin_laddr,
+                                                               p2p_laddr):
             h.write_config(replace(cfg, rpc=replace(cfg.rpc, laddr=rpc_laddr),
-                                   admin=replace(cfg.admin, laddr=admin_laddr)))
+                                   admin=replace(cfg.admin, laddr=admin_laddr),
+                                   p2p=replace(cfg.p2p, laddr=p2p_laddr)))
     return home
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from chain.crypto import PrivateKey
 from genesis.builder import DevnetKeys, build_devnet, devnet_markets
 from genesis.format import Genesis, parse_time
-from node.config import AdminConfig, Home, NodeConfig, ProducerConfig, RPCConfig
+from node.config import AdminConfig, Home, NodeConfig, P2PConfig, ProducerConfig, RPCConfig
 from node.fsutil import write_atomic
 from node.keyfile import write_key
 
@@ -47,6 +47,7 @@ def make_home(root: Path, genesis: Genesis, producer: PrivateKey | None, *,
     home = Home(root)
     cfg = NodeConfig(moniker=root.name, rpc=RPCConfig(laddr=f"tcp://127.0.0.1:{port}"),
                      admin=AdminConfig(laddr="tcp://127.0.0.1:0"),
+                     p2p=P2PConfig(laddr="tcp://127.0.0.1:0"),
                      producer=ProducerConfig(block_interval_ms=block_interval_ms,
                                              max_txs_per_block=max_txs_per_block))
     cfg = replace(cfg, mempool=replace(cfg.mempool, size=mempool_size,
@@ -63,8 +64,10 @@ def make_home(root: Path, genesis: Genesis, producer: PrivateKey | None, *,
 class NodeProcess:
     """`appchain start` as a real child process."""
 
-    def __init__(self, home: Home, *, nofile: int | None = None) -> None:
-        """``nofile``: start the node under ``prlimit --nofile=N`` (soft and hard limit)."""
+    def __init__(self, home: Home, *, nofile: int | None = None,
+                 follow: str | None = None) -> None:
+        """``nofile``: start the node under ``prlimit --nofile=N`` (soft and hard limit);
+        ``follow``: ``--follow HOST:PORT``."""
         self.home = home
         self.log_path = home.root / "node.log"
         (home.data_dir / "rpc_address").unlink(missing_ok=True)
@@ -72,7 +75,8 @@ class NodeProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         limit = ["prlimit", f"--nofile={nofile}", "--"] if nofile is not None else []
         self.proc = subprocess.Popen(
-            [*limit, sys.executable, "-m", "node.cli", "start", "--home", str(home.root)],
+            [*limit, sys.executable, "-m", "node.cli", "start", "--home", str(home.root),
+             *(["--follow", follow] if follow else [])],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self.url = self._wait_for_address()
 
@@ -86,6 +90,11 @@ class NodeProcess:
                 return addr.read_text().strip()
             time.sleep(0.02)
         raise TimeoutError(f"node did not start within {timeout}s:\n{self.log()}")
+
+    @property
+    def p2p(self) -> str:
+        """``HOST:PORT`` of its peer protocol (written before ``rpc_address``)."""
+        return (self.home.data_dir / "p2p_address").read_text().strip()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -105,8 +114,9 @@ class NodeProcess:
 
 
 @contextmanager
-def running_node(home: Home, *, nofile: int | None = None) -> Iterator[NodeProcess]:
-    n = NodeProcess(home, nofile=nofile)
+def running_node(home: Home, *, nofile: int | None = None, follow: str | None = None
+                 ) -> Iterator[NodeProcess]:
+    n = NodeProcess(home, nofile=nofile, follow=follow)
     try:
         yield n
     finally:

@@ -1,0 +1,221 @@
+"""Following a producer: sync its blocks, re-execute each, and follow its rollbacks.
+
+A follower (a node without the producer key, with ``p2p.persistent_peers`` or ``--follow``)
+connects to the producer's peer port, says ``hello``, subscribes from its own head and then
+imports every block it is sent with :func:`state.transition.import_block`: producer
+signature, linkage, era and every root are checked, the block re-executed, nothing written
+unless all roots match. A block whose roots this node cannot reproduce is a **divergence**:
+the follower halts (check ``divergence``, by ``node``, durable), reports the height, which
+root differs and both values, and imports nothing more until a fork certificate rolls it
+back below that height. A peer that breaks the protocol or goes away is reconnected to with
+backoff; it never stops the node.
+
+Rollbacks propagate by certificate: when the producer says the follower's head is not on
+its chain (``fork``), the follower checks each signed fork certificate against the genesis
+operators and threshold and its own chain (the certificate's block must be its block at that
+height), then rolls back with its own undo records (archiving the abandoned blocks, as the
+producer did) and subscribes again. A certificate below threshold or for another chain is
+refused, and the follower halts saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from chain.admin import AdminRefused, SignedForkCertificate
+from chain.block import Block
+from chain.errors import ChainError, InvalidBlock
+from node.chain_head import wall_ms
+from node.config import parse_peer
+from node.node import Node
+from node.p2p.follower_state import FollowerState
+from node.p2p.peer_server import check_hello, own_hello
+from node.p2p.wire import (
+    BlockMsg,
+    ErrorMsg,
+    ForkMsg,
+    FramedStream,
+    Hello,
+    ProtocolError,
+    StatusMsg,
+    Subscribe,
+)
+from state import schema
+from state.invariants import InvariantViolation
+from state.recovery import rollback
+from state.transition import import_block
+
+log = logging.getLogger("appchain.follow")
+
+DIVERGENCE = "divergence"
+FORK_REFUSED = "fork_certificate"
+LIVENESS_S = 10.0
+"""A producer sends ``status`` every second; silence this long means the link is dead."""
+
+
+def diverged(node: Node) -> bool:
+    h = node.halted
+    return h is not None and h.check in (DIVERGENCE, FORK_REFUSED)
+
+
+def _halt(node: Node, reason: str, check: str, evidence: dict[str, Any], height: int,
+          by: str = "node") -> None:
+    """Halt once: a refused certificate met again on every reconnect is not a new halt."""
+    h = node.halted
+    if h is None or (h.check, h.reason) != (check, reason):
+        node.chain.halt(reason, check, evidence, height, by=by)
+
+
+def _divergence(node: Node, raw: bytes, e: InvalidBlock) -> None:
+    """Halt on a block whose roots this node cannot reproduce, saying where and how."""
+    block = Block.decode_block(raw)
+    h = block.header
+    evidence: dict[str, Any] = {
+                "height": str(h.height), "root": e.reason, "error": str(e),
+                "block_hash": block.hash.hex(), "producer_state_root": h.state_root.hex(),
+                "producer_results_root": h.results_root.hex(),
+                "our_head_state_root": node.head.state_root.hex()}
+    if isinstance(e, InvariantViolation):
+        # Our own store fails a check before any root is computed: the guard names the
+        # first differing keys (e.g. stored_state: the stored value against the tree's).
+        evidence.update(check=e.check, **e.evidence)
+    _halt(node, f"block {h.height} from the producer does not re-execute here: {e}",
+                    DIVERGENCE, evidence, h.height, by="node")
+
+
+def _apply_fork(node: Node, certs: list[bytes]) -> bool:
+    """Roll back to where the producer's chain continues; False (and halted) if refused."""
+    params, store = node.params, node.store
+    head = node.head
+    for raw in certs:
+        try:
+            signed = SignedForkCertificate.decode(raw)
+        except ChainError as e:
+            _halt(node, f"a fork certificate from the producer does not decode: {e}",
+                            FORK_REFUSED, {"error": str(e)}, head.height, by="node")
+            return False
+        c = signed.certificate
+        if c.chain_id != params.chain_id:
+            _halt(node, f"fork certificate of era {c.era} is for chain {c.chain_id!r}",
+                            FORK_REFUSED, {"era": str(c.era)}, head.height, by="node")
+            return False
+        try:
+            signed.verify(params.operators, params.operator_threshold)
+        except AdminRefused as e:
+            _halt(node, f"fork certificate of era {c.era} refused: {e.message}",
+                            FORK_REFUSED, {"era": str(c.era), "why": e.reason},
+                            head.height, by="node")
+            return False
+        if c.era <= head.era or c.to_height >= head.height:
+            continue
+        ours = store.db.get(schema.block_key(c.to_height))
+        if ours is None or Block.decode_block(ours).hash != c.to_block_hash:
+            continue  # continues from a block we do not hold: a later certificate may fit
+        plan = replace(rollback.plan_rollback(store, c.to_height, details=False),
+                       new_era=c.era)
+        record = rollback.begin(store, plan, raw, f"fork certificate era {c.era}: {c.reason}",
+                                [s.key for s in signed.signatures], wall_ms())
+        new_head = rollback.run(store, record, max_blocks=node.cfg.recovery.rollback_chunk_blocks)
+        node.chain.rolled_back(new_head)
+        if diverged(node):
+            halt = node.halted
+            assert halt is not None
+            if halt.at_height > c.to_height:  # the divergence is on the abandoned fork
+                node.chain.resume()
+        log.warning("followed the producer's rollback: %d -> %d, era %d (%s)", head.height,
+                    c.to_height, c.era, c.reason)
+        return True
+    _halt(node, "the producer says our head is not on its chain, and no fork "
+                    "certificate it sent continues from a block we hold",
+                    FORK_REFUSED, {"head": str(head.height), "certificates": str(len(certs))},
+                    head.height, by="node")
+    return False
+
+
+def _store_certificate(node: Node, raw: bytes) -> None:
+    """A new era's certificate sent with its first block (checked again by import_block)."""
+    c = SignedForkCertificate.decode(raw).certificate
+    key = schema.fork_key(c.era)
+    if node.store.db.get(key) is None:
+        node.store.commit_writes([(key, raw)])
+
+
+async def _session(node: Node, fs: FramedStream, state: FollowerState) -> bool:
+    """One connection's life; True to reconnect at once (after a rollback)."""
+    with trio.fail_after(node.cfg.p2p.handshake_timeout_ms / 1000):
+        await fs.send(own_hello(node))
+        hello = await fs.receive()
+        if isinstance(hello, ErrorMsg):
+            raise ProtocolError(f"refused by the peer: {hello.message}", reason=hello.reason)
+        if not isinstance(hello, Hello):
+            raise ProtocolError("the first frame must be hello")
+        check_hello(node, hello)
+        head = node.head
+        await fs.send(Subscribe(head.height, head.hash, head.era))
+    state.connected, state.last_error = True, ""
+    state.peer_height, state.peer_era = hello.height, hello.era
+    log.info("following %s (%s at height %d) from height %d", state.peer, hello.role,
+             hello.height, node.head.height)
+    while True:
+        with trio.fail_after(LIVENESS_S):
+            msg = await fs.receive()
+        if isinstance(msg, StatusMsg):
+            state.peer_height, state.peer_era = msg.height, msg.era
+            state.producer_halt = ({"reason": msg.halt_reason, "by": msg.halt_by,
+                                    "since_ms": str(msg.halt_since_ms)} if msg.halted else None)
+        elif isinstance(msg, BlockMsg):
+            state.peer_height = max(state.peer_height, msg.height)
+            if diverged(node):
+                continue  # halted: keep listening for the certificate that lifts it
+            if msg.height != node.head.height + 1:
+                raise ProtocolError(f"block {msg.height} sent, expected {node.head.height + 1}")
+            if msg.certificate:
+                await trio.to_thread.run_sync(_store_certificate, node, msg.certificate)
+            try:
+                new = await trio.to_thread.run_sync(import_block, node.store, msg.block)
+            except InvalidBlock as e:
+                if e.reason in ("state_root", "results_root", "tx_root", "invariant"):
+                    _divergence(node, msg.block, e)
+                    continue
+                raise ProtocolError(f"block {msg.height} refused: {e}",
+                                    reason="invalid_block") from e
+            node.chain.advance(new)
+            node.metrics.height.set(new.height)
+            state.blocks_imported += 1
+        elif isinstance(msg, ForkMsg):
+            applied = await trio.to_thread.run_sync(_apply_fork, node, msg.certificates)
+            if applied:
+                state.rollbacks += 1
+            return applied
+        elif isinstance(msg, ErrorMsg):
+            raise ProtocolError(f"peer closed: {msg.message}", reason=msg.reason)
+        else:
+            raise ProtocolError(f"unexpected {type(msg).__name__}")
+
+
+async def follow(node: Node, peer: str, state: FollowerState) -> None:
+    """Follow ``peer`` until cancelled, reconnecting with backoff (0.2 s doubling to 5 s)."""
+    host, port = parse_peer(peer)
+    backoff = 0.2
+    while True:
+        again = False
+        try:
+            with trio.fail_after(node.cfg.p2p.handshake_timeout_ms / 1000):
+                stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                again = await _session(node, FramedStream(stream), state)
+            backoff = 0.2
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.TooSlowError, ProtocolError) as e:
+            why = str(e) or type(e).__name__
+            if why != state.last_error:
+                log.warning("peer %s: %s; reconnecting", peer, why)
+            state.last_error = why
+        state.connected = False
+        if not again:
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
