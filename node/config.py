@@ -155,7 +155,7 @@ class RecoveryConfig:
 @dataclass(frozen=True)
 class P2PConfig:
     laddr: str = "tcp://127.0.0.1:26656"
-    """Where the peer protocol listens (docs/PROTOCOL.md §15); port 0 picks a free port
+    """Where the peer protocol listens (docs/PROTOCOL.md §13); port 0 picks a free port
     (written to ``data/p2p_address``)."""
     persistent_peers: tuple[str, ...] = ()
     """``HOST:PORT`` of the producer's peer port: a node without the producer key follows

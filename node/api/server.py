@@ -101,7 +101,8 @@ async def dispatch_batch(node: Node, reqs: list[Any]) -> list[dict[str, Any] | N
     """Answer a batch in order. Its ``broadcast_tx_sync`` entries have their signatures
     checked together on all cores first; admission still happens in batch order, so one
     sender's nonces may follow each other within a batch."""
-    raws = [_plain_broadcast(r) for r in reqs]
+    # (a follower refuses each entry through the method itself: no fast path)
+    raws = [None if node.follower is not None else _plain_broadcast(r) for r in reqs]
     wanted = [r for r in raws if r is not None]
     checked = iter(await node.intake.precheck_many(wanted) if len(wanted) > 1 else [])
     answers: list[dict[str, Any] | None] = []

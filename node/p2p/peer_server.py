@@ -1,4 +1,4 @@
-"""Serving blocks to followers: the producer's side of the peer protocol (docs/PROTOCOL.md §15).
+"""Serving blocks to followers: the producer's side of the peer protocol (docs/PROTOCOL.md §13).
 
 Each follower connection: ``hello`` both ways (chain id, genesis hash, version must match),
 then the follower's ``subscribe``; from then on the server sends every block after the

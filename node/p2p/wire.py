@@ -1,4 +1,4 @@
-"""Peer protocol frames and messages (docs/PROTOCOL.md §15).
+"""Peer protocol frames and messages (docs/PROTOCOL.md §13).
 
 A frame is a 4-byte big-endian length N, then N bytes: one msgpack map with a string ``"t"``
 naming the message and its fields. A frame longer than :data:`MAX_FRAME` is refused before

@@ -70,7 +70,7 @@ def _refused(doc: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("doc", "named"), [
     ({"monikor": "x"}, "monikor"),
-    ({"p2p": {"laddr": "x"}}, "p2p"),
+    ({"p2p": {"laddrr": "x"}}, "p2p.laddrr"),
     ({"rpc": {"laddrr": "tcp://127.0.0.1:1"}}, "rpc.laddrr"),
     ({"producer": {"block_interval": 5}}, "producer.block_interval"),
     ({"storage": {"fsync": True}}, "storage.fsync"),

@@ -42,8 +42,9 @@ async def test_status_shape(tmp_path: Path) -> None:
         await live.wait_height(1)
         st = await live.client.call("status")
         assert set(st) == {"node_info", "sync_info", "producer_info", "mempool", "halted",
-                           "halt_scheduled", "held_back_txs", "markets"}
+                           "halt_scheduled", "held_back_txs", "markets", "follower"}
         assert st["halted"] is None and st["halt_scheduled"] is None
+        assert st["follower"] is None  # (a producer follows no one)
         assert st["held_back_txs"] == 0
         ni, si = st["node_info"], st["sync_info"]
         assert ni == {"network": live.g.chain_id, "version": "0.1.0", "moniker": "node",

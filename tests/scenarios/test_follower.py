@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgpack
 
 from chain.tx import Transfer, make_tx
@@ -117,6 +118,10 @@ def test_followers_follow_the_devnet_through_kills_stops_and_a_rollback(tmp_path
                          height(f.url) >= BLOCKS, "a follower to catch up")
             st = status(f1.url)
             assert st["follower"]["connected"] and st["producer_info"]["producing"] is False
+            err = httpx.post(f1.url, json={  # not taken on a follower (not forwarded yet)
+                "jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_sync",
+                "params": {"tx": b64(b"\x00" * 8)}}, timeout=30).json()
+            assert err["error"]["code"] == 1016, err
             # The incident, on the network: f2 is offline for the whole recovery.
             assert f2.terminate() == 0
             key = root / "genesis" / "keys" / "operator-0.json"
