@@ -186,6 +186,8 @@ async def _session(node: Node, fs: FramedStream, state: FollowerState) -> bool:
             node.chain.advance(new)
             node.metrics.height.set(new.height)
             state.blocks_imported += 1
+            if new.height >= state.peer_height:  # live, not catching up: a latency
+                state.latencies_ms.append(max(0, wall_ms() - new.time))
         elif isinstance(msg, ForkMsg):
             applied = await trio.to_thread.run_sync(_apply_fork, node, msg.certificates)
             if applied:
