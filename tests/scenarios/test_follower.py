@@ -113,11 +113,13 @@ def test_followers_follow_the_devnet_through_kills_stops_and_a_rollback(tmp_path
         producer = NodeProcess(h0)
         try:
             # Both followers reach the producer's head; the frozen one reports its lag.
+            # (each reconnects by itself, with backoff, to the restarted producer)
             for f in (f1, f2):
-                wait_for(lambda f=f: height(f.url) >= height(producer.url) - 1 and
-                         height(f.url) >= BLOCKS, "a follower to catch up")
+                wait_for(lambda f=f: status(f.url)["follower"]["connected"] and
+                         height(f.url) >= height(producer.url) - 1 and
+                         height(f.url) >= BLOCKS, "a follower to reconnect and catch up")
             st = status(f1.url)
-            assert st["follower"]["connected"] and st["producer_info"]["producing"] is False
+            assert st["producer_info"]["producing"] is False and st["halted"] is None
             err = httpx.post(f1.url, json={  # not taken on a follower (not forwarded yet)
                 "jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_sync",
                 "params": {"tx": b64(b"\x00" * 8)}}, timeout=30).json()
