@@ -13,12 +13,12 @@ from typing import Any
 from genesis.format import Genesis, load_genesis
 from node.chain_head import ChainHead
 from node.config import Home, NodeConfig
+from node.follower_state import FollowerState
 from node.intake import Intake
 from node.keyfile import read_key
 from node.mempool import Mempool, store_accounts
 from node.metrics import NodeMetrics
 from node.node_error import NodeError
-from node.p2p.follower_state import FollowerState
 from node.producer import Producer
 from node.replay_runner import finish_interrupted_replay
 from node.signer import Signer

@@ -12,13 +12,13 @@ import trio
 from node.api.http_server import ListenError, descriptor_budget
 from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
+from node.follower_state import FollowerState
 from node.fsutil import write_atomic
 from node.memory import Trimmer, limit_arenas
 from node.node import Node, open_node
 from node.node_error import NodeError, unwrap_group
 from node.ops.endpoint import serve_admin
 from node.p2p.follower import DIVERGENCE, follow
-from node.p2p.follower_state import FollowerState
 from node.p2p.peer_server import HeadWatch, serve_p2p
 
 log = logging.getLogger("appchain.run")

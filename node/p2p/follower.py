@@ -31,8 +31,8 @@ from chain.block import Block
 from chain.errors import ChainError, InvalidBlock
 from node.chain_head import wall_ms
 from node.config import parse_peer
+from node.follower_state import FollowerState
 from node.node import Node
-from node.p2p.follower_state import FollowerState
 from node.p2p.peer_server import check_hello, own_hello
 from node.p2p.wire import (
     BlockMsg,
