@@ -157,7 +157,7 @@ class FramedStream:
 
     async def _read_exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
-            chunk = await self.stream.receive_some(max(65536, n - len(self._buf)))
+            chunk = await self.stream.receive_some(min(max(65536, n - len(self._buf)), 1 << 20))
             if not chunk:
                 raise ProtocolError("peer closed the connection", reason="closed")
             self._buf += chunk
