@@ -57,6 +57,17 @@ class ListenError(NodeError):
     """A server cannot bind its address (taken, not local, not permitted)."""
 
 
+async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Bind ``host:port`` (any server of the node); a refusal is one :class:`ListenError`
+    naming the address (taken, not local, not permitted)."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as e:
+        reason = "address already in use" if e.errno == errno.EADDRINUSE else (
+            (e.strerror or str(e)).lower())
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 @dataclass(frozen=True)
 class HTTPLimits:
     """What one client may hold: a connection slot, and time for each part of a request."""
@@ -145,12 +156,7 @@ class HTTPServer:
     async def serve(self, host: str, port: int, *,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled; reports ``http://host:port`` once bound."""
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as e:
-            reason = "address already in use" if e.errno == errno.EADDRINUSE else (
-                (e.strerror or str(e)).lower())
-            raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+        listeners = await open_listeners(host, port)
         bound = listeners[0].socket.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         async with trio.open_nursery() as nursery:

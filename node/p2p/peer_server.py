@@ -13,14 +13,13 @@ dropped with one log line; nothing a peer sends can stop the node.
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
 import trio
 
 from chain.block import Block
-from node.api.http_server import ListenError
+from node.api.http_server import open_listeners
 from node.node import Node
 from node.p2p.wire import (
     VERSION,
@@ -185,12 +184,7 @@ async def _handle(node: Node, watch: HeadWatch, stream: trio.SocketStream,
 async def serve_p2p(node: Node, host: str, port: int, watch: HeadWatch, *,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Listen for peers until cancelled; reports ``host:port`` once bound."""
-    try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except OSError as e:
-        reason = "address already in use" if e.errno == errno.EADDRINUSE else (
-            (e.strerror or str(e)).lower())
-        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+    listeners = await open_listeners(host, port)
     sock = listeners[0].socket
     bound: Any = sock.getsockname()
     slots = trio.CapacityLimiter(node.cfg.p2p.max_peers)
