@@ -166,6 +166,10 @@ class P2PConfig:
     """A peer must complete its ``hello`` (and a follower its ``subscribe``) within this."""
     exit_on_divergence: bool = False
     """A follower that halts on a divergence also exits with status 3."""
+    producer_rpc: str = ""
+    """Where a follower forwards ``broadcast_tx_*`` (``http://HOST:PORT``); empty: the RPC URL
+    the producer gives in its ``hello`` (an unspecified host such as 0.0.0.0 replaced by the
+    host the follower connected to)."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,8 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     parse_laddr(cfg.p2p.laddr, "p2p.laddr")
     for peer in cfg.p2p.persistent_peers:
         parse_peer(peer, "p2p.persistent_peers")
+    if cfg.p2p.producer_rpc:
+        parse_rpc_url(cfg.p2p.producer_rpc, "p2p.producer_rpc")
     for setting, value in (("admin.max_skew_ms", cfg.admin.max_skew_ms),
                            ("snapshots.interval", cfg.snapshots.interval),
                            ("storage.keep_undo_blocks", cfg.storage.keep_undo_blocks),
@@ -282,6 +288,16 @@ def parse_peer(addr: str, setting: str = "peer") -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{setting}: {addr!r} is not HOST:PORT")
     return host, int(port)
+
+
+def parse_rpc_url(url: str, setting: str = "rpc url") -> tuple[str, int]:
+    """``http://HOST:PORT`` (a trailing ``/`` allowed) -> (host, port)."""
+    rest = url.removeprefix("http://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if (not url.startswith("http://") or not sep or not host or "/" in rest
+            or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536):
+        raise ConfigError(f"{setting} must look like http://127.0.0.1:26657, got {url!r}")
+    return host.strip("[]"), int(port)
 
 
 def parse_laddr(laddr: str, setting: str = "laddr") -> tuple[str, int]:

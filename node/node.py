@@ -14,6 +14,7 @@ from genesis.format import Genesis, load_genesis
 from node.chain_head import ChainHead
 from node.config import Home, NodeConfig
 from node.follower_state import FollowerState
+from node.head_watch import HeadWatch
 from node.intake import Intake
 from node.keyfile import read_key
 from node.mempool import Mempool, store_accounts
@@ -53,6 +54,10 @@ class Node:
         ``admin_progress``; None when nothing runs."""
         self.follower: FollowerState | None = None
         """Set on a node that follows a producer (node/p2p/follower.py)."""
+        self.rpc_url = ""
+        """This node's public RPC URL once it listens (told to peers in ``hello``)."""
+        self.head_watch: HeadWatch | None = None
+        """Pokes trio tasks when the head moves (set by ``run_node``)."""
 
     def open(self) -> Node:
         """Recover from a crash, then set up intake and producer; finish an interrupted

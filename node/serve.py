@@ -14,12 +14,13 @@ from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
 from node.follower_state import FollowerState
 from node.fsutil import write_atomic
+from node.head_watch import HeadWatch
 from node.memory import Trimmer, limit_arenas
 from node.node import Node, open_node
 from node.node_error import NodeError, unwrap_group
 from node.ops.endpoint import serve_admin
 from node.p2p.follower import DIVERGENCE, follow
-from node.p2p.peer_server import HeadWatch, serve_p2p
+from node.p2p.peer_server import serve_p2p
 
 log = logging.getLogger("appchain.run")
 
@@ -55,34 +56,40 @@ async def run_node(node: Node, *, follow_peer: str | None = None,
     phost, pport = parse_laddr(node.cfg.p2p.laddr, "p2p.laddr")
     rpc_cap, admin_cap = connection_caps(node)
     limit_arenas(node.cfg.memory.malloc_arena_max)  # before the worker threads start
-    async with trio.open_nursery() as nursery:
-        trimmer = Trimmer(node.cfg.memory.malloc_trim_interval_ms / 1000)
-        if trimmer.enabled:
-            nursery.start_soon(_trim_loop, node, trimmer)
-        watch = HeadWatch()
-        node.chain.watchers.append(watch.poke)
-        p2p_addr = await nursery.start(serve_p2p, node, phost, pport, watch)
-        write_atomic(node.home.data_dir / "p2p_address", (p2p_addr + "\n").encode())
-        log.info("p2p listening on %s", p2p_addr)
-        admin_url = await nursery.start(partial(serve_admin, node, ahost, aport,
-                                                max_connections=admin_cap))
-        write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
-        log.info("admin endpoint listening on %s", admin_url)
-        url = await nursery.start(partial(serve_rpc, node, host, port,
-                                          max_connections=rpc_cap))
-        write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
-        log.info("rpc listening on %s", url)
-        peer = follow_peer or next(iter(node.cfg.p2p.persistent_peers), None)
-        if node.signer is not None:
-            nursery.start_soon(node.producer.producer_loop)
-        elif peer is not None:
-            node.follower = FollowerState(peer)
-            nursery.start_soon(follow, node, peer, node.follower)
-            if node.cfg.p2p.exit_on_divergence:
-                nursery.start_soon(_exit_on_divergence, node, watch)
-        else:
-            log.info("no producer key and no peer to follow: serving reads only")
-        task_status.started(url)
+    try:
+        async with trio.open_nursery() as nursery:
+            trimmer = Trimmer(node.cfg.memory.malloc_trim_interval_ms / 1000)
+            if trimmer.enabled:
+                nursery.start_soon(_trim_loop, node, trimmer)
+            watch = node.head_watch = HeadWatch()
+            node.chain.watchers.append(watch.poke)
+            p2p_addr = await nursery.start(serve_p2p, node, phost, pport, watch)
+            write_atomic(node.home.data_dir / "p2p_address", (p2p_addr + "\n").encode())
+            log.info("p2p listening on %s", p2p_addr)
+            admin_url = await nursery.start(partial(serve_admin, node, ahost, aport,
+                                                    max_connections=admin_cap))
+            write_atomic(node.home.data_dir / "admin_address", (admin_url + "\n").encode())
+            log.info("admin endpoint listening on %s", admin_url)
+            url = await nursery.start(partial(serve_rpc, node, host, port,
+                                              max_connections=rpc_cap))
+            node.rpc_url = url
+            write_atomic(node.home.data_dir / "rpc_address", (url + "\n").encode())
+            log.info("rpc listening on %s", url)
+            peer = follow_peer or next(iter(node.cfg.p2p.persistent_peers), None)
+            if node.signer is not None:
+                nursery.start_soon(node.producer.producer_loop)
+            elif peer is not None:
+                node.follower = FollowerState(peer, producer_rpc=node.cfg.p2p.producer_rpc)
+                nursery.start_soon(follow, node, peer, node.follower)
+                if node.cfg.p2p.exit_on_divergence:
+                    nursery.start_soon(_exit_on_divergence, node, watch)
+            else:
+                log.info("no producer key and no peer to follow: serving reads only")
+            task_status.started(url)
+    finally:
+        if node.follower is not None:
+            with trio.CancelScope(shield=True):
+                await node.follower.aclose()
 
 
 class Diverged(Exception):

@@ -39,6 +39,7 @@ from node.api.rpc_params import (
     tx_param,
 )
 from node.api.store_guard import guarded
+from node.api.tx_forward import forward_commit, forward_sync
 from node.mempool import MempoolReject
 from node.node import Node
 from node.wire_json import (
@@ -317,21 +318,11 @@ async def rpc_query(node: Node, params: Params) -> Any:
     }
 
 
-FOLLOWER = 1016
-"""A follower does not take transactions (they are not forwarded to the producer yet)."""
-
-
-def refuse_on_follower(node: Node) -> None:
-    if node.follower is not None:
-        raise RPCError(FOLLOWER, f"this node follows the producer at {node.follower.peer} and "
-                       "does not take transactions: send them to the producer's RPC",
-                       {"reason": "follower", "peer": node.follower.peer})
-
-
 async def rpc_broadcast_tx_sync(node: Node, params: Params) -> Any:
     only_params(params, {"tx"})
     raw = tx_param(params)
-    refuse_on_follower(node)
+    if node.follower is not None:
+        return await forward_sync(node, raw)
     try:
         tx = node.intake.submit(raw)
     except MempoolReject as e:
@@ -342,7 +333,8 @@ async def rpc_broadcast_tx_sync(node: Node, params: Params) -> Any:
 async def rpc_broadcast_tx_commit(node: Node, params: Params) -> Any:
     only_params(params, {"tx"})
     raw = tx_param(params)
-    refuse_on_follower(node)
+    if node.follower is not None:
+        return await forward_commit(node, raw)
     timeout = node.cfg.rpc.timeout_broadcast_tx_commit_ms / 1000
     try:
         tx, committed = await node.intake.submit_and_wait(raw, timeout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -34,6 +35,7 @@ from node.api.rpc_params import (
     reject_error,
     tx_param,
 )
+from node.api.tx_forward import forward_batch
 from node.mempool import MempoolReject
 from node.node import Node
 
@@ -100,18 +102,34 @@ def _plain_broadcast(req: Any) -> bytes | None:
 async def dispatch_batch(node: Node, reqs: list[Any]) -> list[dict[str, Any] | None]:
     """Answer a batch in order. Its ``broadcast_tx_sync`` entries have their signatures
     checked together on all cores first; admission still happens in batch order, so one
-    sender's nonces may follow each other within a batch."""
-    # (a follower refuses each entry through the method itself: no fast path)
-    raws = [None if node.follower is not None else _plain_broadcast(r) for r in reqs]
+    sender's nonces may follow each other within a batch. A follower forwards them to the
+    producer as one batch, in the same order."""
+    raws = [_plain_broadcast(r) for r in reqs]
     wanted = [r for r in raws if r is not None]
-    checked = iter(await node.intake.precheck_many(wanted) if len(wanted) > 1 else [])
+    if len(wanted) <= 1:
+        return [await dispatch(node, req) for req in reqs]
+    if node.follower is not None:
+        try:
+            results: list[Any] = await forward_batch(node, wanted)
+        except RPCError as e:  # not forwarded at all (no producer RPC known)
+            results = [e] * len(wanted)
+        checked: Iterator[Any] = iter(results)
+    else:
+        checked = iter(await node.intake.precheck_many(wanted))
     answers: list[dict[str, Any] | None] = []
     for req, raw in zip(reqs, raws, strict=True):
-        if raw is None or len(wanted) <= 1:
+        if raw is None:
             answers.append(await dispatch(node, req))
             continue
+        item = next(checked)
+        if isinstance(item, RPCError):
+            answers.append(_error(req["id"], item))
+            continue
+        if node.follower is not None:
+            answers.append({"jsonrpc": "2.0", "id": req["id"], "result": item})
+            continue
         try:
-            tx = node.intake.admit(next(checked))
+            tx = node.intake.admit(item)
         except MempoolReject as e:
             answers.append(_error(req["id"], reject_error(e)))
         else:

@@ -33,6 +33,10 @@ class NodeUnreachable(AppchainError):
 _ids = itertools.count(1)
 
 
+def _timeout(timeout_s: float | None) -> float | httpx._client.UseClientDefault:
+    return httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
+
+
 def _unwrap(url: str, resp: httpx.Response) -> Any:
     try:
         doc = resp.json()
@@ -92,19 +96,22 @@ class AsyncRPCClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def call(self, method: str, **params: Any) -> Any:
+    async def call(self, method: str, *, timeout_s: float | None = None, **params: Any) -> Any:
+        """One call; ``timeout_s`` overrides the client's timeout for it."""
         try:
-            resp = await self._http.post(self.url, json=_payload(method, params))
+            resp = await self._http.post(self.url, json=_payload(method, params),
+                                         timeout=_timeout(timeout_s))
         except httpx.HTTPError as e:
             raise NodeUnreachable(f"cannot reach a node at {self.url}: {e}") from e
         return _unwrap(self.url, resp)
 
-    async def call_batch(self, calls: list[tuple[str, dict[str, Any]]]
-                         ) -> list[Any | RPCCallError]:
+    async def call_batch(self, calls: list[tuple[str, dict[str, Any]]],
+                         timeout_s: float | None = None) -> list[Any | RPCCallError]:
         """One HTTP request with a JSON-RPC batch; answers in call order (errors as values)."""
         reqs = [_payload(m, p) for m, p in calls]
         try:
-            resp = await self._http.post(self.url, json=reqs)
+            resp = await self._http.post(self.url, json=reqs,
+                                         timeout=_timeout(timeout_s))
         except httpx.HTTPError as e:
             raise NodeUnreachable(f"cannot reach a node at {self.url}: {e}") from e
         try:

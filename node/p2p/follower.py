@@ -30,7 +30,7 @@ from chain.admin import AdminRefused, SignedForkCertificate
 from chain.block import Block
 from chain.errors import ChainError, InvalidBlock
 from node.chain_head import wall_ms
-from node.config import parse_peer
+from node.config import ConfigError, parse_peer, parse_rpc_url
 from node.follower_state import FollowerState
 from node.node import Node
 from node.p2p.peer_server import check_hello, own_hello
@@ -144,7 +144,21 @@ def _store_certificate(node: Node, raw: bytes) -> None:
         node.store.commit_writes([(key, raw)])
 
 
-async def _session(node: Node, fs: FramedStream, state: FollowerState) -> bool:
+def producer_rpc_url(advertised: str, peer_host: str) -> str:
+    """The producer's RPC URL as this follower can reach it: an unspecified listen host
+    (``0.0.0.0``, ``::``) is replaced by the host we reached its peer port on; "" if it gave
+    none or something that is not ``http://HOST:PORT``."""
+    try:
+        host, port = parse_rpc_url(advertised, "hello.rpc")
+    except ConfigError:
+        return ""
+    if host in ("0.0.0.0", "::", ""):
+        host = peer_host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _session(node: Node, fs: FramedStream, state: FollowerState, peer_host: str
+                   ) -> bool:
     """One connection's life; True to reconnect at once (after a rollback)."""
     with trio.fail_after(node.cfg.p2p.handshake_timeout_ms / 1000):
         await fs.send(own_hello(node))
@@ -158,6 +172,8 @@ async def _session(node: Node, fs: FramedStream, state: FollowerState) -> bool:
         await fs.send(Subscribe(head.height, head.hash, head.era))
     state.connected, state.last_error = True, ""
     state.peer_height, state.peer_era = hello.height, hello.era
+    if not node.cfg.p2p.producer_rpc and hello.rpc:
+        state.producer_rpc = producer_rpc_url(hello.rpc, peer_host) or state.producer_rpc
     log.info("following %s (%s at height %d) from height %d", state.peer, hello.role,
              hello.height, node.head.height)
     while True:
@@ -209,7 +225,7 @@ async def follow(node: Node, peer: str, state: FollowerState) -> None:
             with trio.fail_after(node.cfg.p2p.handshake_timeout_ms / 1000):
                 stream = await trio.open_tcp_stream(host, port)
             async with stream:
-                again = await _session(node, FramedStream(stream), state)
+                again = await _session(node, FramedStream(stream), state, host)
             backoff = 0.2
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                 trio.TooSlowError, ProtocolError) as e:

@@ -20,6 +20,7 @@ import trio
 
 from chain.block import Block
 from node.api.http_server import open_listeners
+from node.head_watch import HeadWatch
 from node.node import Node
 from node.p2p.wire import (
     VERSION,
@@ -43,31 +44,11 @@ BATCH_BLOCKS = 256
 STATUS_INTERVAL_S = 1.0
 
 
-class HeadWatch:
-    """Wakes the peer connections when the head moves or the halt changes; ``poke`` may be
-    called from any thread (block commits run in worker threads)."""
-
-    def __init__(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._event = trio.Event()
-
-    def poke(self) -> None:
-        self._token.run_sync_soon(self._set)
-
-    def _set(self) -> None:
-        ev, self._event = self._event, trio.Event()
-        ev.set()
-
-    async def wait(self, timeout_s: float) -> None:
-        with trio.move_on_after(timeout_s):
-            await self._event.wait()
-
-
 def own_hello(node: Node) -> Hello:
     h = node.head
     return Hello(VERSION, node.params.chain_id, node.genesis.hash,
                  "producer" if node.signer is not None else "follower", h.era, h.height,
-                 h.hash)
+                 h.hash, node.rpc_url)
 
 
 def check_hello(node: Node, peer: Hello) -> None:

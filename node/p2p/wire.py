@@ -46,6 +46,9 @@ class Hello:
     era: int
     height: int
     head_hash: bytes
+    rpc: str
+    """The sender's public JSON-RPC URL (``http://HOST:PORT``), or ``""`` if it has none yet:
+    a follower forwards ``broadcast_tx_*`` to its producer's."""
 
 
 @dataclass(frozen=True, slots=True)

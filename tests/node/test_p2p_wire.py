@@ -32,12 +32,15 @@ def test_the_worked_examples_of_the_protocol_document() -> None:
     frame = encode(sub).hex()
     assert frame in DOC
     assert encode(ErrorMsg("wrong_chain", "x")).hex() in DOC
+    hello = Hello(1, "example-1", b"\x11" * 32, "producer", 0, 5, sub.head_hash,
+                  "http://127.0.0.1:26657")
+    assert encode(hello).hex() in DOC
     assert decode(bytes.fromhex(frame)[4:]) == sub
     assert f"{MAX_FRAME:,}" in DOC
 
 
 @pytest.mark.parametrize("msg", [
-    Hello(1, "c", bytes(32), "follower", 0, 0, bytes(32)),
+    Hello(1, "c", bytes(32), "follower", 0, 0, bytes(32), ""),
     Subscribe(2**64 - 1, b"", 3),
     BlockMsg(1, b"\x00" * 10, b""),
     ForkMsg([b"a", b"b"]),

@@ -120,10 +120,10 @@ def test_followers_follow_the_devnet_through_kills_stops_and_a_rollback(tmp_path
                          height(f.url) >= BLOCKS, "a follower to reconnect and catch up")
             st = status(f1.url)
             assert st["producer_info"]["producing"] is False and st["halted"] is None
-            err = httpx.post(f1.url, json={  # not taken on a follower (not forwarded yet)
+            err = httpx.post(f1.url, json={  # forwarded to the restarted producer: its answer
                 "jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_sync",
                 "params": {"tx": b64(b"\x00" * 8)}}, timeout=30).json()
-            assert err["error"]["code"] == 1016, err
+            assert err["error"]["code"] == 1001, err
             # The incident, on the network: f2 is offline for the whole recovery.
             assert f2.terminate() == 0
             key = root / "genesis" / "keys" / "operator-0.json"
@@ -233,7 +233,7 @@ def test_hostile_peers_are_dropped_with_a_reason_and_the_producer_goes_on(tmp_pa
         host, port = pn.p2p.rsplit(":", 1)
         hello = {"t": "hello", "version": 1, "chain_id": "other-chain",
                  "genesis_hash": bytes(32), "role": "follower", "era": 0, "height": 0,
-                 "head_hash": bytes(32)}
+                 "head_hash": bytes(32), "rpc": ""}
         cases = {
             "wrong_chain": _frame(msgpack.packb(hello)),
             "oversized": struct.pack(">I", 2**31),
