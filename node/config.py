@@ -166,6 +166,9 @@ class P2PConfig:
     """A peer must complete its ``hello`` (and a follower its ``subscribe``) within this."""
     exit_on_divergence: bool = False
     """A follower that halts on a divergence also exits with status 3."""
+    state_sync: bool = False
+    """A follower whose store is empty first fetches its peer's state (checked against a
+    header the producer signed) instead of syncing every block from the genesis."""
     producer_rpc: str = ""
     """Where a follower forwards ``broadcast_tx_*`` (``http://HOST:PORT``); empty: the RPC URL
     the producer gives in its ``hello`` (an unspecified host such as 0.0.0.0 replaced by the

@@ -9,6 +9,7 @@ from functools import partial
 
 import trio
 
+from genesis.format import load_genesis
 from node.api.http_server import ListenError, descriptor_budget
 from node.api.server import serve_rpc
 from node.config import Home, parse_laddr
@@ -21,6 +22,8 @@ from node.node_error import NodeError, unwrap_group
 from node.ops.endpoint import serve_admin
 from node.p2p.follower import DIVERGENCE, follow
 from node.p2p.peer_server import serve_p2p
+from node.p2p.state_sync import StateSyncRefused, state_sync
+from state.store import Store
 
 log = logging.getLogger("appchain.run")
 
@@ -132,8 +135,59 @@ async def _serve_until_signal(node: Node, follow_peer: str | None) -> None:
                 break
 
 
-def start(home: Home, follow: str | None = None) -> None:
-    """Entry point of ``appchain start``: blocks until SIGINT/SIGTERM."""
+async def _sync_until_signal(home: Home, peer: str) -> bool:
+    """State sync, unless SIGINT/SIGTERM comes first (then False)."""
+    cfg = home.load_config()
+    g = load_genesis(home.genesis_file)
+    done = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async def sync() -> None:
+                nonlocal done
+                await state_sync(peer, g, home.store_dir, home.data_dir,
+                                 cfg.p2p.handshake_timeout_ms / 1000)
+                done = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(sync)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return done
+
+
+def _state_sync_first(home: Home, follow: str | None) -> bool:
+    """Fill an empty store from the peer's state (``--state-sync``); False if interrupted."""
+    if home.producer_key_file.exists():
+        raise NodeError(f"state sync is for followers: {home.producer_key_file} exists (the "
+                        "producer's state is its own)", reason="bad_config")
+    cfg = home.load_config()
+    peer = follow or next(iter(cfg.p2p.persistent_peers), None)
+    if peer is None:
+        raise NodeError("state sync needs a peer: --follow HOST:PORT or p2p.persistent_peers",
+                        reason="bad_config")
+    with Store(home.store_dir) as store:
+        head = store.head()
+    if head is not None:
+        log.info("state sync skipped: the store already holds height %d", head.height)
+        return True
+    print(f"state sync: fetching the state of {peer}", flush=True)
+    try:
+        return trio.run(_sync_until_signal, home, peer)
+    except BaseExceptionGroup as eg:
+        e = unwrap_group(eg, StateSyncRefused)
+        if isinstance(e, StateSyncRefused):
+            raise NodeError(str(e), reason=e.reason) from None
+        raise
+
+
+def start(home: Home, follow: str | None = None, state_sync: bool = False) -> None:
+    """Entry point of ``appchain start``: blocks until SIGINT/SIGTERM. ``state_sync`` (or
+    ``p2p.state_sync``): an empty store is first filled from the peer's state."""
+    if (state_sync or home.load_config().p2p.state_sync) and not _state_sync_first(home,
+                                                                                   follow):
+        print("stopped during state sync (nothing imported)", flush=True)
+        return
     node = open_node(home)
     if follow is not None and node.signer is not None:
         node.close()

@@ -245,6 +245,14 @@ class Store:
     def block_bytes(self, height: int) -> bytes | None:
         return self.db.get(schema.block_key(height))
 
+    def earliest_block_height(self) -> int | None:
+        """The lowest height whose block this store holds (above the genesis, or above the
+        height a snapshot import started from); None before the first block."""
+        with self.db.iterator(prefix=schema.BLOCK, include_value=False) as it:
+            for k in it:
+                return schema.height_from(k[len(schema.BLOCK):])
+        return None
+
     def block(self, height: int) -> Block | None:
         """The committed block at ``height``, decoded (None above the head)."""
         raw = self.block_bytes(height)
@@ -312,8 +320,10 @@ class Store:
     # -- writes ----------------------------------------------------------------------------
 
     def init_genesis(self, genesis_hash: bytes, chain_id: str,
-                     overlays: Sequence[Overlay], head: Head) -> None:
-        """Write the genesis state (and its tree) and head in one batch; refuses a used store."""
+                     overlays: Sequence[Overlay], head: Head,
+                     extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """Write the genesis state (and its tree), ``extra`` raw keys and the head in one
+        batch; refuses a used store."""
         if self.head() is not None:
             raise StoreError("store already initialised")
         with self.db.write_batch(transaction=True, sync=self.sync) as wb:
@@ -324,6 +334,8 @@ class Store:
                 for k, v in ov.changes():
                     if v is not None:
                         wb.put(ov.keyspace + k, v)
+            for k, v in extra:
+                wb.put(k, v)
             wb.put(schema.META_HEAD, head.encode())
 
     def commit_writes(self, changes: Sequence[tuple[bytes, bytes | None]],

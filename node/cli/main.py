@@ -33,7 +33,7 @@ from node.cli.recovery_commands import (
 )
 from node.cli.tx_commands import tx
 from node.config import AdminConfig, Home, NodeConfig, P2PConfig, RPCConfig, parse_laddr, parse_peer
-from node.dev.devnet import DevnetOptions, run_devnet
+from node.dev.devnet import MAX_NODES, PORT_STRIDE, DevnetOptions, run_devnet
 from node.fsutil import write_atomic
 from node.keyfile import read_key, write_key
 from node.serve import start as run_start
@@ -123,12 +123,16 @@ def init(home: Path, genesis_file: Path, producer_key: Path | None, moniker: str
 @click.option("--follow", "follow", default=None, metavar="HOST:PORT",
               help="Follow the producer at this peer address (overrides "
                    "p2p.persistent_peers; needs a home without the producer key).")
+@click.option("--state-sync", "state_sync", is_flag=True,
+              help="A follower with an empty store first fetches its peer's state (checked "
+                   "against a header the producer signed) instead of every block since the "
+                   "genesis; ignored once the store holds a chain (also p2p.state_sync).")
 @friendly
-def start(home: Path, follow: str | None) -> None:
+def start(home: Path, follow: str | None, state_sync: bool) -> None:
     """Run the node until SIGINT/SIGTERM (the current block always finishes)."""
     if follow is not None:
         parse_peer(follow, "--follow")
-    run_start(Home(home), follow=follow)
+    run_start(Home(home), follow=follow, state_sync=state_sync)
 
 
 @main.command()
@@ -212,15 +216,31 @@ def keys_show(file: Path) -> None:
 @click.option("--oracle-sharp-every", default=50, show_default=True,
               type=click.IntRange(1, 1_000_000),
               help="One oracle step in this many is a sharp ±5% move.")
+@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1, MAX_NODES),
+              help="The producer (node0) and N-1 followers of it (node1..), each with its "
+                   "own home under --home; with a fixed --port P node i listens on "
+                   f"P+{PORT_STRIDE}*i (RPC), P+{PORT_STRIDE}*i-1 (peers) and "
+                   f"P+{PORT_STRIDE}*i+2 (admin).")
+@click.option("--load-node", default=0, show_default=True,
+              type=click.IntRange(0, MAX_NODES - 1),
+              help="The node the load generator sends to (a follower forwards to node0).")
 @friendly
 def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interval_ms: int,
            port: int, admin_port: int | None, reset: bool, leveraged: int, funding_interval_ms: int,
-           oracle_period_ms: int, oracle_sharp_every: int) -> None:
-    """Create (or reuse) a local devnet, run the producer and drive load at --tps."""
+           oracle_period_ms: int, oracle_sharp_every: int, nodes: int, load_node: int) -> None:
+    """Create (or reuse) a local devnet, run the producer (and --nodes - 1 followers) and
+    drive load at --tps."""
 
     if leveraged > accounts - 2:
         raise click.BadParameter(f"must leave at least 2 of the {accounts} accounts for the "
                                  "ordinary load", param_hint="--leveraged")
+    if load_node >= nodes:
+        raise click.BadParameter(f"must name one of the {nodes} node(s), 0..{nodes - 1}",
+                                 param_hint="--load-node")
+    if port != 0 and port + PORT_STRIDE * (nodes - 1) + 2 > 65535:
+        raise click.BadParameter(f"node{nodes - 1} would listen above port 65535 (node i "
+                                 f"uses up to --port + {PORT_STRIDE}*i + 2)",
+                                 param_hint="--port")
     if reset and root.exists():
         shutil.rmtree(root)
     code = run_devnet(DevnetOptions(root=root, tps=tps, blocks=blocks, accounts=accounts,
@@ -229,7 +249,8 @@ def devnet(root: Path, tps: int, blocks: int | None, accounts: int, block_interv
                                     leveraged=leveraged,
                                     funding_interval_ms=funding_interval_ms,
                                     oracle_period_ms=oracle_period_ms,
-                                    oracle_sharp_every=oracle_sharp_every))
+                                    oracle_sharp_every=oracle_sharp_every,
+                                    nodes=nodes, load_node=load_node))
     sys.exit(code)
 
 

@@ -65,9 +65,10 @@ class NodeProcess:
     """`appchain start` as a real child process."""
 
     def __init__(self, home: Home, *, nofile: int | None = None,
-                 follow: str | None = None) -> None:
+                 follow: str | None = None, state_sync: bool = False,
+                 start_timeout: float = 30.0) -> None:
         """``nofile``: start the node under ``prlimit --nofile=N`` (soft and hard limit);
-        ``follow``: ``--follow HOST:PORT``."""
+        ``follow``: ``--follow HOST:PORT``; ``state_sync``: ``--state-sync``."""
         self.home = home
         self.log_path = home.root / "node.log"
         (home.data_dir / "rpc_address").unlink(missing_ok=True)
@@ -76,9 +77,10 @@ class NodeProcess:
         limit = ["prlimit", f"--nofile={nofile}", "--"] if nofile is not None else []
         self.proc = subprocess.Popen(
             [*limit, sys.executable, "-m", "node.cli", "start", "--home", str(home.root),
-             *(["--follow", follow] if follow else [])],
+             *(["--follow", follow] if follow else []),
+             *(["--state-sync"] if state_sync else [])],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        self.url = self._wait_for_address()
+        self.url = self._wait_for_address(start_timeout)
 
     def _wait_for_address(self, timeout: float = 30.0) -> str:
         addr = self.home.data_dir / "rpc_address"

@@ -33,7 +33,7 @@ from node.chain_head import wall_ms
 from node.config import ConfigError, parse_peer, parse_rpc_url
 from node.follower_state import FollowerState
 from node.node import Node
-from node.p2p.peer_server import check_hello, own_hello
+from node.p2p.peer_server import own_hello
 from node.p2p.wire import (
     BlockMsg,
     ErrorMsg,
@@ -43,10 +43,12 @@ from node.p2p.wire import (
     ProtocolError,
     StatusMsg,
     Subscribe,
+    check_hello,
 )
 from state import schema
 from state.invariants import InvariantViolation
 from state.recovery import rollback
+from state.store_errors import StoreError
 from state.transition import import_block
 
 log = logging.getLogger("appchain.follow")
@@ -87,29 +89,39 @@ def _divergence(node: Node, raw: bytes, e: InvalidBlock) -> None:
                     DIVERGENCE, evidence, h.height, by="node")
 
 
+Refusal = tuple[str, dict[str, str]]
+"""Why a certificate is refused, and the halt's evidence."""
+
+
+def _refusal(node: Node, raw: bytes) -> SignedForkCertificate | Refusal:
+    """Decode a fork certificate and check it against this chain's id and its genesis
+    operators and threshold: the certificate, or why it is refused."""
+    try:
+        signed = SignedForkCertificate.decode(raw)
+    except ChainError as e:
+        return f"a fork certificate from the producer does not decode: {e}", {"error": str(e)}
+    c = signed.certificate
+    if c.chain_id != node.params.chain_id:
+        return f"fork certificate of era {c.era} is for chain {c.chain_id!r}", {"era": str(c.era)}
+    try:
+        signed.verify(node.params.operators, node.params.operator_threshold)
+    except AdminRefused as e:
+        return (f"fork certificate of era {c.era} refused: {e.message}",
+                {"era": str(c.era), "why": e.reason})
+    return signed
+
+
 def _apply_fork(node: Node, certs: list[bytes]) -> bool:
     """Roll back to where the producer's chain continues; False (and halted) if refused."""
-    params, store = node.params, node.store
+    store = node.store
     head = node.head
     for raw in certs:
-        try:
-            signed = SignedForkCertificate.decode(raw)
-        except ChainError as e:
-            _halt(node, f"a fork certificate from the producer does not decode: {e}",
-                            FORK_REFUSED, {"error": str(e)}, head.height, by="node")
+        signed = _refusal(node, raw)
+        if isinstance(signed, tuple):
+            why, evidence = signed
+            _halt(node, why, FORK_REFUSED, evidence, head.height, by="node")
             return False
         c = signed.certificate
-        if c.chain_id != params.chain_id:
-            _halt(node, f"fork certificate of era {c.era} is for chain {c.chain_id!r}",
-                            FORK_REFUSED, {"era": str(c.era)}, head.height, by="node")
-            return False
-        try:
-            signed.verify(params.operators, params.operator_threshold)
-        except AdminRefused as e:
-            _halt(node, f"fork certificate of era {c.era} refused: {e.message}",
-                            FORK_REFUSED, {"era": str(c.era), "why": e.reason},
-                            head.height, by="node")
-            return False
         if c.era <= head.era or c.to_height >= head.height:
             continue
         ours = store.db.get(schema.block_key(c.to_height))
@@ -136,9 +148,19 @@ def _apply_fork(node: Node, certs: list[bytes]) -> bool:
     return False
 
 
-def _store_certificate(node: Node, raw: bytes) -> None:
-    """A new era's certificate sent with its first block (checked again by import_block)."""
-    c = SignedForkCertificate.decode(raw).certificate
+def _store_certificate(node: Node, raw: bytes, block_raw: bytes) -> None:
+    """A new era's certificate sent with its first block: stored only once it is checked
+    (signatures, chain, and that it continues from our head into the block's era), since a
+    stored certificate decides the era the next block must carry."""
+    signed = _refusal(node, raw)
+    if isinstance(signed, tuple):
+        raise ProtocolError(signed[0], reason="bad_certificate")
+    c, head = signed.certificate, node.head
+    era = Block.decode_block(block_raw).header.era
+    if (c.era, c.to_height, c.to_block_hash) != (era, head.height, head.hash):
+        raise ProtocolError(f"the certificate of era {c.era} sent with block {head.height + 1} "
+                            f"does not continue from our head into that block's era",
+                            reason="bad_certificate")
     key = schema.fork_key(c.era)
     if node.store.db.get(key) is None:
         node.store.commit_writes([(key, raw)])
@@ -167,7 +189,7 @@ async def _session(node: Node, fs: FramedStream, state: FollowerState, peer_host
             raise ProtocolError(f"refused by the peer: {hello.message}", reason=hello.reason)
         if not isinstance(hello, Hello):
             raise ProtocolError("the first frame must be hello")
-        check_hello(node, hello)
+        check_hello(hello, node.params.chain_id, node.genesis.hash)
         head = node.head
         await fs.send(Subscribe(head.height, head.hash, head.era))
     state.connected, state.last_error = True, ""
@@ -190,7 +212,8 @@ async def _session(node: Node, fs: FramedStream, state: FollowerState, peer_host
             if msg.height != node.head.height + 1:
                 raise ProtocolError(f"block {msg.height} sent, expected {node.head.height + 1}")
             if msg.certificate:
-                await trio.to_thread.run_sync(_store_certificate, node, msg.certificate)
+                await trio.to_thread.run_sync(_store_certificate, node, msg.certificate,
+                                              msg.block)
             try:
                 new = await trio.to_thread.run_sync(import_block, node.store, msg.block)
             except InvalidBlock as e:
@@ -228,7 +251,10 @@ async def follow(node: Node, peer: str, state: FollowerState) -> None:
                 again = await _session(node, FramedStream(stream), state, host)
             backoff = 0.2
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
-                trio.TooSlowError, ProtocolError) as e:
+                trio.TooSlowError, ChainError, StoreError) as e:
+            # (ChainError: ProtocolError and whatever else a peer's bytes can make our
+            # checks raise; StoreError: our own store refusing, e.g. a rollback without
+            # undo records. Neither may stop the node: log, reconnect.)
             why = str(e) or type(e).__name__
             if why != state.last_error:
                 log.warning("peer %s: %s; reconnecting", peer, why)

@@ -14,6 +14,7 @@ dropped with one log line; nothing a peer sends can stop the node.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -22,6 +23,7 @@ from chain.block import Block
 from node.api.http_server import open_listeners
 from node.head_watch import HeadWatch
 from node.node import Node
+from node.p2p.state_sync import clear_served, serve_snapshot
 from node.p2p.wire import (
     VERSION,
     BlockMsg,
@@ -30,8 +32,10 @@ from node.p2p.wire import (
     FramedStream,
     Hello,
     ProtocolError,
+    SnapshotRequest,
     StatusMsg,
     Subscribe,
+    check_hello,
 )
 from state import schema
 from state.meta import fork_certificate, fork_certificates
@@ -49,18 +53,6 @@ def own_hello(node: Node) -> Hello:
     return Hello(VERSION, node.params.chain_id, node.genesis.hash,
                  "producer" if node.signer is not None else "follower", h.era, h.height,
                  h.hash, node.rpc_url)
-
-
-def check_hello(node: Node, peer: Hello) -> None:
-    """Refuse a peer of another protocol version or another chain."""
-    if peer.version != VERSION:
-        raise ProtocolError(f"protocol version {peer.version}, we speak {VERSION}",
-                            reason="wrong_version")
-    if peer.chain_id != node.params.chain_id or peer.genesis_hash != node.genesis.hash:
-        raise ProtocolError(f"peer is on chain {peer.chain_id!r} (genesis "
-                            f"{peer.genesis_hash.hex()[:16]}), we are on "
-                            f"{node.params.chain_id!r} (genesis {node.genesis.hash.hex()[:16]})",
-                            reason="wrong_chain")
 
 
 def status_msg(node: Node) -> StatusMsg:
@@ -120,8 +112,16 @@ async def _serve_follower(node: Node, watch: HeadWatch, fs: FramedStream, sub: S
             await watch.wait(STATUS_INTERVAL_S)
 
 
+@dataclass(frozen=True)
+class _Limits:
+    slots: trio.CapacityLimiter
+    """One per connected peer, at most ``p2p.max_peers``."""
+    snapshot: trio.Lock
+    """One snapshot served at a time (each is a full write of the state)."""
+
+
 async def _handle(node: Node, watch: HeadWatch, stream: trio.SocketStream,
-                  slots: trio.CapacityLimiter) -> None:
+                  limits: _Limits) -> None:
     try:
         peer = stream.socket.getpeername()
         where = f"{peer[0]}:{peer[1]}"
@@ -130,6 +130,7 @@ async def _handle(node: Node, watch: HeadWatch, stream: trio.SocketStream,
     fs = FramedStream(stream)
     try:
         async with stream:
+            slots = limits.slots
             try:
                 slots.acquire_nowait()
             except trio.WouldBlock:
@@ -142,11 +143,15 @@ async def _handle(node: Node, watch: HeadWatch, stream: trio.SocketStream,
                     hello = await fs.receive()
                     if not isinstance(hello, Hello):
                         raise ProtocolError("the first frame must be hello")
-                    check_hello(node, hello)
+                    check_hello(hello, node.params.chain_id, node.genesis.hash)
                     await fs.send(own_hello(node))
                     sub = await fs.receive()
-                    if not isinstance(sub, Subscribe):
-                        raise ProtocolError("expected subscribe after hello")
+                    if not isinstance(sub, Subscribe | SnapshotRequest):
+                        raise ProtocolError("expected subscribe or snapshot_request after hello")
+                if isinstance(sub, SnapshotRequest):
+                    log.info("peer %s asks for a snapshot (state sync)", where)
+                    await serve_snapshot(node, fs, limits.snapshot)
+                    return
                 log.info("peer %s (%s at height %d) subscribed", where, hello.role, sub.height)
                 await _serve_follower(node, watch, fs, sub)
             except ProtocolError as e:
@@ -168,10 +173,11 @@ async def serve_p2p(node: Node, host: str, port: int, watch: HeadWatch, *,
     listeners = await open_listeners(host, port)
     sock = listeners[0].socket
     bound: Any = sock.getsockname()
-    slots = trio.CapacityLimiter(node.cfg.p2p.max_peers)
+    limits = _Limits(trio.CapacityLimiter(node.cfg.p2p.max_peers), trio.Lock())
+    clear_served(node.home.data_dir)
 
     async def handler(stream: trio.SocketStream) -> None:
-        await _handle(node, watch, stream, slots)
+        await _handle(node, watch, stream, limits)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, handler, listeners)

@@ -24,6 +24,9 @@ VERSION = 1
 MAX_FRAME = 66 * 1024 * 1024
 """The largest frame accepted: a block (at most 63 MiB of transactions) plus its header."""
 
+SNAPSHOT_CHUNK = 1 << 20
+"""Bytes of a snapshot file per ``snapshot_chunk`` frame."""
+
 _LEN = struct.Struct(">I")
 
 
@@ -99,6 +102,43 @@ class StatusMsg:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Follower -> peer, after the hellos instead of ``subscribe``: send me your state (state
+    sync of a fresh follower, docs/PROTOCOL.md §13.4)."""
+
+    TYPE: ClassVar[str] = "snapshot_request"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotBegin:
+    """Peer -> follower: a snapshot file (§10 format) of ``size`` bytes follows in chunks."""
+
+    TYPE: ClassVar[str] = "snapshot_begin"
+    height: int
+    era: int
+    size: int
+    certificates: list[bytes]
+    """Every stored ``SignedForkCertificate`` up to ``era``, ascending (the follower stores
+    them with the state, so it can serve them and check later eras' blocks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    TYPE: ClassVar[str] = "snapshot_chunk"
+    data: bytes
+    """The next at most :data:`SNAPSHOT_CHUNK` bytes of the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEnd:
+    """Peer -> follower after the last chunk, then close."""
+
+    TYPE: ClassVar[str] = "snapshot_end"
+    sha256: bytes
+    """SHA-256 of the whole file (a transport check; the state is checked by its root)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorMsg:
     """Either way, before closing: why."""
 
@@ -107,9 +147,11 @@ class ErrorMsg:
     message: str
 
 
-Message = Hello | Subscribe | BlockMsg | ForkMsg | StatusMsg | ErrorMsg
+Message = (Hello | Subscribe | BlockMsg | ForkMsg | StatusMsg | SnapshotRequest
+           | SnapshotBegin | SnapshotChunk | SnapshotEnd | ErrorMsg)
 _TYPES: dict[str, Any] = {c.TYPE: c for c in (Hello, Subscribe, BlockMsg, ForkMsg,
-                                               StatusMsg, ErrorMsg)}
+                                               StatusMsg, SnapshotRequest, SnapshotBegin,
+                                               SnapshotChunk, SnapshotEnd, ErrorMsg)}
 _FIELD_TYPES: dict[str, Any] = {"int": int, "str": str, "bytes": bytes, "bool": bool,
                                 "list[bytes]": list}
 
@@ -149,6 +191,18 @@ def decode(raw: bytes) -> Message:
     if set(body) - {"t"} - set(kwargs):
         raise ProtocolError(f"{cls.TYPE}: unknown fields")
     return cls(**kwargs)  # type: ignore[no-any-return]
+
+
+def check_hello(peer: Hello, chain_id: str, genesis_hash: bytes) -> None:
+    """Refuse a peer of another protocol version or another chain."""
+    if peer.version != VERSION:
+        raise ProtocolError(f"protocol version {peer.version}, we speak {VERSION}",
+                            reason="wrong_version")
+    if peer.chain_id != chain_id or peer.genesis_hash != genesis_hash:
+        raise ProtocolError(f"peer is on chain {peer.chain_id!r} (genesis "
+                            f"{peer.genesis_hash.hex()[:16]}), we are on "
+                            f"{chain_id!r} (genesis {genesis_hash.hex()[:16]})",
+                            reason="wrong_chain")
 
 
 class FramedStream:

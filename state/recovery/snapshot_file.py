@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -258,10 +258,11 @@ def differences(store_pairs: Iterator[tuple[bytes, bytes]],
 
 
 def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
-                producer: bytes | None = None) -> SnapshotHeader:
+                producer: bytes | None = None,
+                extra: Sequence[tuple[bytes, bytes]] = ()) -> SnapshotHeader:
     """Initialise an EMPTY store from a snapshot file: check the file (root recomputed from
     its pairs, count, digest), that it belongs to this genesis, then write the state, its
-    tree and the head in one batch."""
+    tree, the head and ``extra`` (raw keys, e.g. checked fork certificates) in one batch."""
 
     if store.head() is not None:
         raise OperationRefused("the store is not empty: import needs a fresh home")
@@ -281,5 +282,5 @@ def import_into(store: Store, path: Path, genesis_hash: bytes, chain_id: str,
         raise SnapshotFileError(f"{path}: the state recomputes to root {root.hex()}, "
                                 f"the header says {hdr.state_root.hex()}; nothing was "
                                 "written")
-    store.init_genesis(genesis_hash, chain_id, (state, tree), hdr.head())
+    store.init_genesis(genesis_hash, chain_id, (state, tree), hdr.head(), extra)
     return hdr

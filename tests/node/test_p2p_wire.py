@@ -16,6 +16,10 @@ from node.p2p.wire import (
     ForkMsg,
     Hello,
     ProtocolError,
+    SnapshotBegin,
+    SnapshotChunk,
+    SnapshotEnd,
+    SnapshotRequest,
     StatusMsg,
     Subscribe,
     decode,
@@ -46,6 +50,10 @@ def test_the_worked_examples_of_the_protocol_document() -> None:
     ForkMsg([b"a", b"b"]),
     StatusMsg(7, 1, True, "why", "operators:ab", 123),
     ErrorMsg("bad_frame", "m"),
+    SnapshotRequest(),
+    SnapshotBegin(10, 1, 12345, [b"cert"]),
+    SnapshotChunk(b"\x00" * 100),
+    SnapshotEnd(b"\x11" * 32),
 ])
 def test_round_trip(msg: object) -> None:
     raw = encode(msg)  # type: ignore[arg-type]
