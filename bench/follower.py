@@ -11,7 +11,9 @@
    it holds the devnet's last block gives its catch-up rate over the same blocks (import:
    signature, linkage, re-execution, every root, commit with fsync). Baseline in the same
    run: the producer's rate. Target: catch-up >= 1.5 x production.
-3. RSS (VmRSS) of the producer and both followers at the end.
+3. A third follower starts with ``--state-sync`` (the producer's state, checked against its
+   signed header, then blocks): its time to the same head against the block-by-block one.
+4. RSS (VmRSS) of the producer and both followers at the end.
 
 Usage: .venv/bin/python bench/follower.py [--blocks 2000] [--block-interval-ms 50] [--tps 150]
 """
@@ -116,6 +118,15 @@ def main() -> None:
                            "fresh follower": rss_mib(fresh.proc.pid)}
                 finally:
                     fresh.terminate()
+                # State sync: a fresh follower from the producer's state instead of blocks.
+                t0 = time.monotonic()
+                synced = NodeProcess(make_home(Path(d) / "synced", g, None), follow=peer,
+                                     state_sync=True, start_timeout=600)
+                try:
+                    wait(lambda: height(synced.url) >= top, 600, "the state-synced follower")
+                    sync_s = time.monotonic() - t0
+                finally:
+                    synced.terminate()
             finally:
                 producer.terminate()
         finally:
@@ -130,12 +141,15 @@ def main() -> None:
     print(f"fresh follower catch-up    : {catch_rate:,.1f} blocks/s ({catch_s:.1f} s, from "
           "process start, over TCP)")
     print(f"catch-up / production      : {ratio:.2f}   (target >= {TARGET})")
+    print(f"state sync to the head     : {sync_s:.1f} s (vs {catch_s:.1f} s replaying every "
+          f"block: {catch_s / sync_s:.1f}x faster)")
     print(f"live follower latency      : p50 {lat['p50']} ms, p99 {lat['p99']} ms over "
           f"{lat['blocks']} blocks (follower commit - block header time)")
     print("RSS                        : " + ", ".join(f"{k} {v:,.0f} MiB"
                                                       for k, v in rss.items()))
     print(json.dumps({"blocks": top, "txs": txs, "producer_blocks_per_s": round(prod_rate, 2),
                       "catchup_blocks_per_s": round(catch_rate, 2), "ratio": round(ratio, 2),
+                      "state_sync_s": round(sync_s, 1), "block_sync_s": round(catch_s, 1),
                       "latency_ms": lat, "rss_mib": {k: round(v) for k, v in rss.items()}}))
     print("RESULT: " + ("OK" if ratio >= TARGET else "BELOW TARGET"))
 
