@@ -124,6 +124,11 @@ def _apply_fork(node: Node, certs: list[bytes]) -> bool:
             _halt(node, why, FORK_REFUSED, evidence, head.height, by="node")
             return False
         c = signed.certificate
+        if c.era > head.era and (c.to_height, c.to_block_hash) == (head.height, head.hash):
+            # The new era continues from our head: nothing to roll back (the blocks it
+            # abandons are ones we never imported, e.g. refused on a divergence).
+            _continue_from_head(node, raw, c.era)
+            return True
         if c.era <= head.era or c.to_height >= head.height:
             continue
         ours = store.db.get(schema.block_key(c.to_height))
@@ -148,6 +153,19 @@ def _apply_fork(node: Node, certs: list[bytes]) -> bool:
                     FORK_REFUSED, {"head": str(head.height), "certificates": str(len(certs))},
                     head.height, by="node")
     return False
+
+
+def _continue_from_head(node: Node, raw: bytes, era: int) -> None:
+    """Store a checked certificate of a new era that continues from our head, and lift a
+    divergence halt above it (the block we could not reproduce is on the abandoned fork)."""
+    key = schema.fork_key(era)
+    if node.store.db.get(key) is None:
+        node.store.commit_writes([(key, raw)])
+    node.chain.rolled_back(node.head)  # (the head stays; the next block opens the era)
+    halt = node.halted
+    if diverged(node) and halt is not None and halt.at_height > node.head.height:
+        node.chain.resume()
+    log.warning("era %d continues from our head %d: following it", era, node.head.height)
 
 
 def _store_certificate(node: Node, raw: bytes, block_raw: bytes) -> None:
@@ -209,13 +227,25 @@ async def _session(node: Node, fs: FramedStream, state: FollowerState, peer_host
                                     "since_ms": str(msg.halt_since_ms)} if msg.halted else None)
         elif isinstance(msg, BlockMsg):
             state.peer_height = max(state.peer_height, msg.height)
-            if diverged(node):
+            if diverged(node) and not (msg.certificate and msg.height == node.head.height + 1):
                 continue  # halted: keep listening for the certificate that lifts it
             if msg.height != node.head.height + 1:
                 raise ProtocolError(f"block {msg.height} sent, expected {node.head.height + 1}")
             if msg.certificate:
                 await trio.to_thread.run_sync(_store_certificate, node, msg.certificate,
                                               msg.block)
+                halt = node.halted
+                if diverged(node):
+                    assert halt is not None
+                    if halt.at_height <= node.head.height:
+                        continue  # (the halt is not about the blocks this era abandons)
+                    # A new era continues from our head, below the divergence: the block we
+                    # could not reproduce was abandoned by a rollback we hold nothing of
+                    # (we never imported it), so there is nothing to roll back.
+                    node.chain.resume()
+                    log.warning("era %d continues from our head %d, below the divergence at "
+                                "%d: halt lifted", Block.decode_block(msg.block).header.era,
+                                node.head.height, halt.at_height)
             try:
                 new = await trio.to_thread.run_sync(import_block, node.store, msg.block)
             except InvalidBlock as e:
