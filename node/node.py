@@ -74,6 +74,12 @@ class Node:
             self.producer = Producer(self.chain, self.intake, self.signer, self.params,
                                      self.cfg, self.metrics)
             self.metrics.height.set(self.head.height)
+            try:  # (blocks are never pruned: the lowest held is known from the start)
+                held = self.store.earliest_block_height()
+            except StoreError:  # a damaged table: served reads of it answer 1040 anyway
+                held = None
+            # the lowest height whose block this node holds (``status``)
+            self.earliest_block_height = held if held is not None else self.head.height + 1
             if pending_replay is not None:
                 finish_interrupted_replay(self, pending_replay)
         except BaseException:

@@ -149,8 +149,7 @@ async def rpc_status(node: Node, params: Params) -> Any:
             "latest_app_hash": h.state_root.hex(),
             "latest_block_height": str(h.height),
             "latest_block_time": str(h.time),
-            "earliest_block_height": str(node.store.earliest_block_height()
-                                         or h.height + 1),
+            "earliest_block_height": str(node.earliest_block_height),
             "era": str(h.era),
             "next_era": str(node.next_era),
             "catching_up": node.follower is not None and (

@@ -100,10 +100,11 @@ def admin_port(opts: DevnetOptions) -> int:
 
 
 def node_ports(opts: DevnetOptions, index: int) -> NodePorts:
-    """Node ``index``'s ports: all 0 with ``--port 0``, else the PORT_STRIDE scheme (node0
-    keeps --port, --port - 1 and the admin port of a single-node devnet)."""
+    """Node ``index``'s ports: all 0 with ``--port 0`` (but an explicit ``--admin-port`` for
+    node0), else the PORT_STRIDE scheme (node0 keeps --port, --port - 1 and the admin port
+    of a single-node devnet)."""
     if opts.port == 0:
-        return NodePorts(0, 0, 0)
+        return NodePorts(0, 0, admin_port(opts) if index == 0 else 0)
     if index == 0:
         return NodePorts(opts.port, opts.port - 1, admin_port(opts))
     rpc = opts.port + PORT_STRIDE * index

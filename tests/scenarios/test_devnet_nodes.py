@@ -176,3 +176,6 @@ def test_the_port_scheme_shifts_node0s_ports_by_ten_per_node() -> None:
     assert node_ports(DevnetOptions(Path("x"), admin_port=5000), 0).admin == 5000
     assert node_ports(DevnetOptions(Path("x"), admin_port=5000), 1).admin == 26669
     assert node_ports(DevnetOptions(Path("x"), port=0, nodes=4), 3) == NodePorts(0, 0, 0)
+    # --port 0 with an explicit --admin-port: node0 keeps it (a taken one must be refused)
+    assert node_ports(DevnetOptions(Path("x"), port=0, admin_port=5000), 0) == \
+        NodePorts(0, 0, 5000)
