@@ -12,7 +12,6 @@ saying whether the transaction was sent (then its outcome is unknown: look its h
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
@@ -23,6 +22,7 @@ from node.api.rpc_params import RPCError
 from node.client.rpc_client import NodeUnreachable, RPCCallError
 from node.follower_state import FollowerState
 from node.node import Node
+from node.wire_json import b64
 
 log = logging.getLogger("appchain.forward")
 
@@ -68,11 +68,12 @@ def _refused(e: RPCCallError) -> RPCError:
     return RPCError(e.code, e.message, e.data)
 
 
-async def forward_sync(node: Node, raw: bytes) -> Any:
+async def _forward(node: Node, method: str, raw: bytes, timeout_s: float) -> Any:
+    """One transaction to the producer: its result, or its error as ours."""
     st = _state(node)
-    client = st.producer_client(SYNC_TIMEOUT_S)
     try:
-        result = await client.call("broadcast_tx_sync", tx=_b64(raw))
+        result = await st.producer_client(SYNC_TIMEOUT_S).call(method, timeout_s=timeout_s,
+                                                               tx=b64(raw))
     except RPCCallError as e:
         st.txs_forwarded += 1
         raise _refused(e) from None
@@ -82,19 +83,13 @@ async def forward_sync(node: Node, raw: bytes) -> Any:
     return result
 
 
+async def forward_sync(node: Node, raw: bytes) -> Any:
+    return await _forward(node, "broadcast_tx_sync", raw, SYNC_TIMEOUT_S)
+
+
 async def forward_commit(node: Node, raw: bytes) -> Any:
-    st = _state(node)
     timeout = node.cfg.rpc.timeout_broadcast_tx_commit_ms / 1000
-    client = st.producer_client(SYNC_TIMEOUT_S)
-    try:
-        result = await client.call("broadcast_tx_commit", timeout_s=timeout + COMMIT_MARGIN_S,
-                                   tx=_b64(raw))
-    except RPCCallError as e:
-        st.txs_forwarded += 1
-        raise _refused(e) from None
-    except NodeUnreachable as e:
-        raise _unreachable(st, [raw], e) from None
-    st.txs_forwarded += 1
+    result = await _forward(node, "broadcast_tx_commit", raw, timeout + COMMIT_MARGIN_S)
     height = _height_of(result)
     watch = node.head_watch
     if height is not None and watch is not None:
@@ -110,7 +105,7 @@ async def forward_batch(node: Node, raws: list[bytes]) -> list[Any | RPCError]:
     st = _state(node)
     client = st.producer_client(SYNC_TIMEOUT_S)
     try:
-        answers = await client.call_batch([("broadcast_tx_sync", {"tx": _b64(r)}) for r in raws])
+        answers = await client.call_batch([("broadcast_tx_sync", {"tx": b64(r)}) for r in raws])
     except NodeUnreachable as e:
         err = _unreachable(st, raws, e)
         return [err] * len(raws)
@@ -121,7 +116,3 @@ async def forward_batch(node: Node, raws: list[bytes]) -> list[Any | RPCError]:
 def _height_of(result: Any) -> int | None:
     h = result.get("height") if isinstance(result, dict) else None
     return int(h) if isinstance(h, str) and h.isdigit() else None
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
